@@ -1,0 +1,366 @@
+"""Fetch MovieLens-100K and read raw logs of several formats into one canonical schema.
+
+Canonical interactions: user_id (string), item_id (string), timestamp (int64, seconds UTC),
+rating (float64, NaN for implicit feedback), optional event (string).
+Canonical items: item_id (string), title (string), categories (list of strings).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recmoo_dag.config import GenericFormat
+
+INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating"]
+ITEM_COLUMNS = ["item_id", "title", "categories"]
+
+RECBOLE_WHEEL = "recbole==1.2.1"
+RECBOLE_MEMBER_DIR = "recbole/dataset_example/ml-100k/"
+ML100K_SHA256 = {
+    "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+    "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+    "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+}
+GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+GROUPLENS_FILES = ("u.data", "u.item", "u.user", "u.genre")
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+    "War", "Western",
+)
+PROVENANCE_FILE = "SOURCE.json"
+
+
+class DataError(ValueError):
+    """A raw file cannot be read into the canonical schema; the message names file and column."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- fetch
+
+def fetch_movielens(dest: Path, source: str = "recbole") -> dict:
+    """Put MovieLens-100K into `dest` and write SOURCE.json recording where it came from.
+
+    `recbole` downloads only the RecBole 1.2.1 wheel from the package index (no dependencies) and
+    extracts the three atomic files, checked against pinned sha256 sums so every machine gets the
+    same bytes. `grouplens` downloads the original zip (its bytes are not pinned: opt-in only).
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if source == "recbole":
+        files = _fetch_recbole_wheel(dest)
+        origin = {"source": "recbole", "package": RECBOLE_WHEEL, "member_dir": RECBOLE_MEMBER_DIR}
+    elif source == "grouplens":
+        files = _fetch_grouplens_zip(dest)
+        origin = {"source": "grouplens", "url": GROUPLENS_URL}
+    else:
+        raise DataError(f"data.source: unknown source {source!r} (use 'recbole' or 'grouplens')")
+    provenance = {
+        **origin,
+        "sha256": {name: sha256_file(dest / name) for name in files},
+        "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (dest / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    return provenance
+
+
+def _fetch_recbole_wheel(dest: Path) -> list[str]:
+    if all((dest / name).is_file() and sha256_file(dest / name) == digest
+           for name, digest in ML100K_SHA256.items()):
+        return sorted(ML100K_SHA256)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", "-d", tmp, RECBOLE_WHEEL]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("recbole-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise DataError(
+                f"could not download {RECBOLE_WHEEL} from the package index ({proc.stderr.strip()[-300:]}).\n"
+                f"Without network, put ml-100k.inter, ml-100k.item and ml-100k.user (from that wheel, "
+                f"under {RECBOLE_MEMBER_DIR}) into {dest}/ by hand and rerun: they are checked by sha256."
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for name in ML100K_SHA256:
+                with wheel.open(RECBOLE_MEMBER_DIR + name) as src, open(dest / name, "wb") as out:
+                    shutil.copyfileobj(src, out)
+    for name, digest in ML100K_SHA256.items():
+        actual = sha256_file(dest / name)
+        if actual != digest:
+            raise DataError(f"{dest / name}: sha256 {actual} does not match the pinned {digest}")
+    return sorted(ML100K_SHA256)
+
+
+def _fetch_grouplens_zip(dest: Path) -> list[str]:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(GROUPLENS_URL, timeout=60) as response:
+            payload = response.read()
+    except OSError as err:
+        raise DataError(
+            f"could not download {GROUPLENS_URL} ({err}). Put {', '.join(GROUPLENS_FILES)} from that "
+            f"zip into {dest}/ by hand, or use data.source: recbole."
+        ) from err
+    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+        for name in GROUPLENS_FILES:
+            (dest / name).write_bytes(archive.read(f"ml-100k/{name}"))
+    return list(GROUPLENS_FILES)
+
+
+# --------------------------------------------------------------------------- readers
+
+@dataclass(frozen=True)
+class RawLog:
+    interactions: pd.DataFrame  # canonical interaction columns (+ event when present)
+    items: pd.DataFrame | None  # canonical item columns, None when the log carries no metadata
+    files: list[Path]  # the interaction files read, in reading order
+
+
+FORMAT_PATTERNS = {
+    "recbole": ("*.inter", "*.item"),
+    "movielens-100k": ("u.data", "u.item"),
+    "movielens-csv": ("ratings.csv", "movies.csv"),
+}
+
+
+def find_log_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> tuple[list[Path], list[Path]]:
+    """Interaction and item files below `raw_dir`, in a deterministic (sorted path) order."""
+    inter_glob, item_glob = FORMAT_PATTERNS.get(fmt, (generic.pattern, generic.items_pattern))
+    raw_dir = Path(raw_dir)
+    inter = sorted(p for p in raw_dir.rglob(inter_glob) if _is_complete(p))
+    items = sorted(p for p in raw_dir.rglob(item_glob) if _is_complete(p)) if item_glob else []
+    return inter, items
+
+
+def _is_complete(path: Path) -> bool:
+    """Hidden files and temp names are batches still being written by a producer."""
+    return path.is_file() and not path.name.startswith(".") and not path.name.endswith((".tmp", ".part"))
+
+
+def read_interactions(path: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame:
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    readers = {
+        "recbole": _read_recbole_inter,
+        "movielens-100k": _read_ml100k_data,
+        "movielens-csv": _read_ml_ratings_csv,
+        "generic": lambda p: _read_generic(p, generic),
+    }
+    try:
+        frame = readers[fmt](path)
+    except DataError:
+        raise
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as err:
+        raise DataError(f"{path}: cannot be read as {fmt!r} logs: {err}") from err
+    if frame.empty:
+        raise DataError(f"{path}: holds no interaction rows (header only?)")
+    return frame
+
+
+def read_items(path: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame:
+    path = Path(path)
+    readers = {
+        "recbole": _read_recbole_item,
+        "movielens-100k": _read_ml100k_item,
+        "movielens-csv": _read_ml_movies_csv,
+        "generic": lambda p: _read_generic_items(p, generic),
+    }
+    try:
+        return readers[fmt](path)
+    except DataError:
+        raise
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as err:
+        raise DataError(f"{path}: cannot be read as {fmt!r} item metadata: {err}") from err
+
+
+def read_logs(raw_dir: Path, fmt: str, generic: GenericFormat) -> RawLog:
+    """Read every log file of `fmt` below `raw_dir`, concatenate them and drop re-delivered rows."""
+    inter_files, item_files = find_log_files(raw_dir, fmt, generic)
+    if not inter_files:
+        patterns = FORMAT_PATTERNS.get(fmt, (generic.pattern,))[0]
+        raise DataError(f"{raw_dir}: no interaction files matching {patterns!r} for data.format {fmt!r}")
+    return combine(
+        [read_interactions(p, fmt, generic) for p in inter_files],
+        [read_items(p, fmt, generic) for p in item_files],
+        inter_files,
+    )
+
+
+def combine(frames: list[pd.DataFrame], item_frames: list[pd.DataFrame], files: list[Path]) -> RawLog:
+    """Concatenate batches; a row repeated from an earlier file is a re-delivery and is dropped.
+
+    Repeats inside one file are kept on purpose: they are an exporter bug that validation must see.
+    """
+    for batch, frame in enumerate(frames):
+        frame["_batch"] = np.int32(batch)
+    interactions = pd.concat(frames, ignore_index=True)
+    columns = [c for c in interactions.columns if c != "_batch"]
+    row_hash = pd.util.hash_pandas_object(interactions[columns], index=False)
+    first_batch = interactions["_batch"].groupby(row_hash.to_numpy()).transform("min")
+    interactions = interactions[interactions["_batch"].to_numpy() == first_batch.to_numpy()]
+    interactions = interactions.drop(columns="_batch").reset_index(drop=True)
+    items = None
+    if item_frames:
+        items = pd.concat(item_frames, ignore_index=True)
+        items = items.drop_duplicates("item_id", keep="last").sort_values("item_id", kind="stable")
+        items = items.reset_index(drop=True)
+    return RawLog(interactions=interactions, items=items, files=list(files))
+
+
+def _canonical(frame: pd.DataFrame, path: Path, user: str, item: str, ts: str,
+               rating: str | None, event: str | None, ts_unit: str = "s",
+               ts_format: str | None = None) -> pd.DataFrame:
+    missing = [c for c in (user, item, ts, rating, event) if c is not None and c not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns[:8]))
+        hint = " (everything landed in one column: wrong separator?)" if frame.shape[1] == 1 else ""
+        raise DataError(f"{path}: missing column(s) {missing}; found [{found}]{hint}")
+    out = pd.DataFrame({
+        "user_id": _ids(frame[user]),
+        "item_id": _ids(frame[item]),
+        "timestamp": _timestamps(frame[ts], path, ts, ts_unit, ts_format),
+        "rating": _ratings(frame[rating], path, rating) if rating else np.full(len(frame), np.nan),
+    })
+    if event:
+        out["event"] = frame[event].astype("string")
+    return out
+
+
+def _ids(column: pd.Series) -> pd.Series:
+    ids = column.astype("string").str.strip()
+    return ids.mask(ids == "")
+
+
+def _timestamps(column: pd.Series, path: Path, name: str, unit: str, fmt: str | None) -> np.ndarray:
+    if unit in ("iso", "strptime"):
+        parsed = pd.to_datetime(column, format="ISO8601" if unit == "iso" else fmt, utc=True, errors="coerce")
+        _reject_unparsed(parsed.isna(), column, path, name)
+        return ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+    numeric = pd.to_numeric(column, errors="coerce")
+    _reject_unparsed(numeric.isna(), column, path, name)
+    divisor = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+    return (numeric.to_numpy(dtype=np.float64) // divisor).astype(np.int64)
+
+
+def _reject_unparsed(bad: pd.Series, column: pd.Series, path: Path, name: str) -> None:
+    if bad.any():
+        rows = np.flatnonzero(bad.to_numpy())[:3]
+        raise DataError(f"{path}: column {name!r}: {int(bad.sum())} unparseable timestamp(s), e.g. "
+                        f"{column.iloc[rows].tolist()} at data rows {(rows + 1).tolist()} "
+                        f"(a truncated line or the wrong timestamp unit/format?)")
+
+
+def _ratings(column: pd.Series, path: Path, name: str) -> np.ndarray:
+    numeric = pd.to_numeric(column, errors="coerce")
+    bad = numeric.isna() & column.notna() & (column.astype("string").str.strip() != "")
+    if bad.any():
+        raise DataError(f"{path}: column {name!r}: non-numeric ratings, e.g. {column[bad].head(3).tolist()}")
+    return numeric.to_numpy(dtype=np.float64)
+
+
+def _categories(column: pd.Series, sep: str | None) -> pd.Series:
+    text = column.astype("string").fillna("")
+    parts = text.str.split(sep) if sep is not None else text.str.split()
+    return parts.map(lambda cats: sorted({c.strip() for c in cats if c.strip()}))
+
+
+def _read_text(path: Path, **kwargs) -> pd.DataFrame:
+    # utf-8-sig strips a BOM; pandas handles CRLF itself. Ids stay strings: "007" is not 7.
+    kwargs.setdefault("encoding", "utf-8-sig")
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], **kwargs)
+
+
+def _recbole_frame(path: Path) -> pd.DataFrame:
+    frame = _read_text(path, sep="\t")
+    # RecBole headers are typed, "user_id:token": the type is a hint for RecBole, not part of the name.
+    frame.columns = [str(c).split(":", 1)[0] for c in frame.columns]
+    return frame
+
+
+def _read_recbole_inter(path: Path) -> pd.DataFrame:
+    frame = _recbole_frame(path)
+    rating = "rating" if "rating" in frame.columns else None
+    return _canonical(frame, path, "user_id", "item_id", "timestamp", rating, None)
+
+
+def _read_recbole_item(path: Path) -> pd.DataFrame:
+    frame = _recbole_frame(path)
+    title = next((c for c in ("movie_title", "title", "item_name") if c in frame.columns), None)
+    cats = next((c for c in ("class", "genre", "categories", "category") if c in frame.columns), None)
+    return _items(frame, path, "item_id", title, cats, sep=None)
+
+
+def _items(frame: pd.DataFrame, path: Path, item: str, title: str | None, cats: str | None,
+           sep: str | None) -> pd.DataFrame:
+    if item not in frame.columns:
+        raise DataError(f"{path}: item metadata has no {item!r} column")
+    return pd.DataFrame({
+        "item_id": _ids(frame[item]),
+        "title": frame[title].astype("string") if title else pd.Series(pd.NA, index=frame.index, dtype="string"),
+        "categories": _categories(frame[cats], sep) if cats else [[] for _ in range(len(frame))],
+    }).dropna(subset=["item_id"])
+
+
+def _read_ml100k_data(path: Path) -> pd.DataFrame:
+    frame = _read_text(path, sep="\t", header=None, names=["user", "item", "rating", "ts"], encoding="latin-1")
+    return _canonical(frame, path, "user", "item", "ts", "rating", None)
+
+
+def _read_ml100k_item(path: Path) -> pd.DataFrame:
+    names = ["item", "title", "release", "video_release", "url", *ML100K_GENRES]
+    frame = _read_text(path, sep="|", header=None, names=names, encoding="latin-1")
+    flags = frame[list(ML100K_GENRES)].fillna("0").to_numpy() == "1"
+    genres = np.array(ML100K_GENRES)
+    frame["genres"] = ["|".join(genres[row]) for row in flags]
+    return _items(frame, path, "item", "title", "genres", sep="|")
+
+
+def _read_ml_ratings_csv(path: Path) -> pd.DataFrame:
+    frame = _read_text(path)
+    return _canonical(frame, path, "userId", "movieId", "timestamp", "rating", None)
+
+
+def _read_ml_movies_csv(path: Path) -> pd.DataFrame:
+    frame = _read_text(path)
+    frame["genres"] = frame.get("genres", pd.Series("", index=frame.index)).replace("(no genres listed)", "")
+    return _items(frame, path, "movieId", "title", "genres", sep="|")
+
+
+def _read_generic_table(path: Path, spec: GenericFormat, sep: str, names: list[str] | None) -> pd.DataFrame:
+    if spec.file_type == "parquet":
+        return pd.read_parquet(path)
+    if spec.file_type == "jsonl":
+        return pd.read_json(path, lines=True, dtype=False, encoding=spec.encoding)
+    encoding = "utf-8-sig" if spec.encoding.lower().replace("_", "-") == "utf-8" else spec.encoding
+    return _read_text(path, sep=sep, header=None if names else 0, names=names, encoding=encoding)
+
+
+def _read_generic(path: Path, spec: GenericFormat) -> pd.DataFrame:
+    frame = _read_generic_table(path, spec, spec.sep, None if spec.header else spec.names)
+    return _canonical(frame, path, spec.user_col, spec.item_col, spec.timestamp_col, spec.rating_col,
+                      spec.event_col, spec.timestamp_unit, spec.timestamp_format)
+
+
+def _read_generic_items(path: Path, spec: GenericFormat) -> pd.DataFrame:
+    frame = _read_generic_table(path, spec, spec.items_sep, None)
+    return _items(frame, path, spec.item_id_col, spec.title_col, spec.categories_col, spec.categories_sep)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with the exact versions of requirements.lock.
+# torch is pinned to 2.13.0 there: on this CPU machine pip takes the local CPU wheel. For CUDA,
+# install the CUDA build of the same version first, e.g.
+#   .venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
+# and then run this script: the pin is satisfied and pip keeps that build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+"$python" -c 'import sys; assert sys.version_info[:2] == (3, 11), "recmoo_dag needs Python 3.11"'
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "pip==26.3"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'

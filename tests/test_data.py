@@ -1,0 +1,175 @@
+"""Readers: every supported raw format lands in the same canonical schema."""
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recmoo_dag import data
+from recmoo_dag.config import GenericFormat
+from recmoo_dag.data import DataError, read_logs
+
+EXPECTED = pd.DataFrame({
+    "user_id": pd.array(["1", "1", "2"], dtype="string"),
+    "item_id": pd.array(["10", "20", "10"], dtype="string"),
+    "timestamp": np.array([1_000_000_000, 1_000_000_060, 1_000_000_120], dtype=np.int64),
+    "rating": [4.0, 3.0, 5.0],
+})
+
+
+def assert_canonical(frame):
+    pd.testing.assert_frame_equal(frame[list(EXPECTED.columns)].reset_index(drop=True), EXPECTED)
+
+
+def test_recbole_atomic_files(tmp_path):
+    (tmp_path / "x.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                      "1\t10\t4\t1000000000\n1\t20\t3\t1000000060\n2\t10\t5\t1000000120\n")
+    (tmp_path / "x.item").write_text("item_id:token\tmovie_title:token_seq\tclass:token_seq\n"
+                                     "10\tHeat\tAction Crime\n20\tBabe\tChildren's\n")
+    log = read_logs(tmp_path, "recbole", GenericFormat())
+    assert_canonical(log.interactions)
+    assert log.items["categories"].tolist() == [["Action", "Crime"], ["Children's"]]
+    assert log.items["title"].tolist() == ["Heat", "Babe"]
+
+
+def test_original_movielens_100k_files(tmp_path):
+    (tmp_path / "u.data").write_text("1\t10\t4\t1000000000\n1\t20\t3\t1000000060\n2\t10\t5\t1000000120\n")
+    flags = ["0"] * 19
+    flags[1] = flags[6] = "1"  # Action, Crime
+    line = "|".join(["10", "Heat (1995)", "01-Jan-1995", "", "http://x"] + flags)
+    (tmp_path / "u.item").write_bytes((line + "\n").encode("latin-1") +
+                                      "20|Amélie (2001)|01-Jan-2001||http://y|".encode("latin-1") +
+                                      ("|".join(["0"] * 18 + ["1"]) + "\n").encode("latin-1"))
+    log = read_logs(tmp_path, "movielens-100k", GenericFormat())
+    assert_canonical(log.interactions)
+    assert log.items["categories"].tolist() == [["Action", "Crime"], ["Western"]]
+    assert log.items["title"].tolist()[1] == "Amélie (2001)"
+
+
+def test_movielens_csv(tmp_path):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4.0,1000000000\n"
+                                          "1,20,3.0,1000000060\n2,10,5.0,1000000120\n")
+    (tmp_path / "movies.csv").write_text('movieId,title,genres\n10,"Heat, The",Action|Crime\n'
+                                         "20,Babe,(no genres listed)\n")
+    log = read_logs(tmp_path, "movielens-csv", GenericFormat())
+    assert_canonical(log.interactions)
+    assert log.items["categories"].tolist() == [["Action", "Crime"], []]
+
+
+@pytest.mark.parametrize("spec, content, name", [
+    (dict(sep="\t", user_col="u", item_col="i", timestamp_col="t", rating_col="r"),
+     "u\ti\tt\tr\n1\t10\t1000000000\t4\n1\t20\t1000000060\t3\n2\t10\t1000000120\t5\n", "log.csv"),
+    (dict(header=False, names=["user_id", "item_id", "rating", "timestamp"], sep=";"),
+     "1;10;4;1000000000\n1;20;3;1000000060\n2;10;5;1000000120\n", "log.csv"),
+    (dict(timestamp_unit="ms"),
+     "user_id,item_id,timestamp,rating\n1,10,1000000000000,4\n1,20,1000000060999,3\n2,10,1000000120000,5\n",
+     "log.csv"),
+    (dict(timestamp_unit="iso"),
+     "user_id,item_id,timestamp,rating\n1,10,2001-09-09T01:46:40Z,4\n1,20,2001-09-09T01:47:40+00:00,3\n"
+     "2,10,2001-09-09 03:48:40+02:00,5\n", "log.csv"),
+    (dict(timestamp_unit="strptime", timestamp_format="%d/%m/%Y %H:%M:%S"),
+     "user_id,item_id,timestamp,rating\n1,10,09/09/2001 01:46:40,4\n1,20,09/09/2001 01:47:40,3\n"
+     "2,10,09/09/2001 01:48:40,5\n", "log.csv"),
+    (dict(file_type="jsonl", pattern="*.jsonl"),
+     '{"user_id": 1, "item_id": 10, "timestamp": 1000000000, "rating": 4}\n'
+     '{"user_id": 1, "item_id": 20, "timestamp": 1000000060, "rating": 3}\n'
+     '{"user_id": 2, "item_id": 10, "timestamp": 1000000120, "rating": 5}\n', "log.jsonl"),
+])
+def test_generic_reader_mappings(tmp_path, spec, content, name):
+    (tmp_path / name).write_text(content)
+    log = read_logs(tmp_path, "generic", GenericFormat(**spec))
+    assert_canonical(log.interactions)
+    assert log.items is None
+
+
+def test_generic_parquet_and_implicit_feedback(tmp_path):
+    frame = pd.DataFrame({"uid": [1, 1, 2], "iid": ["10", "20", "10"], "ts": [1_000_000_000, 1_000_000_060,
+                                                                          1_000_000_120], "kind": "click"})
+    frame.to_parquet(tmp_path / "log.parquet")
+    spec = GenericFormat(file_type="parquet", pattern="*.parquet", user_col="uid", item_col="iid",
+                         timestamp_col="ts", rating_col=None, event_col="kind")
+    log = read_logs(tmp_path, "generic", spec)
+    assert log.interactions["rating"].isna().all()
+    assert log.interactions["event"].tolist() == ["click"] * 3
+    assert log.interactions["user_id"].tolist() == ["1", "1", "2"]
+
+
+def test_ids_stay_strings_with_leading_zeros(tmp_path):
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,rating\n007,0010,1000000000,4\n")
+    log = read_logs(tmp_path, "generic", GenericFormat())
+    assert log.interactions.loc[0, "user_id"] == "007"
+    assert log.interactions.loc[0, "item_id"] == "0010"
+
+
+def test_batches_read_in_order_and_redeliveries_dropped(tmp_path):
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    (tmp_path / "incoming").mkdir()
+    (tmp_path / "a.inter").write_text(header + "1\t10\t4\t1000000000\n1\t20\t3\t1000000060\n")
+    (tmp_path / "incoming" / "b.inter").write_text(header + "1\t20\t3\t1000000060\n2\t10\t5\t1000000120\n")
+    (tmp_path / "incoming" / "c.inter.part").write_text(header + "9\t9\t1\t1000000000\n")  # still being written
+    log = read_logs(tmp_path, "recbole", GenericFormat())
+    assert_canonical(log.interactions)
+    assert [p.name for p in log.files] == ["a.inter", "b.inter"]
+
+
+def test_repeats_inside_one_file_are_kept_for_validation_to_judge(tmp_path):
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    (tmp_path / "a.inter").write_text(header + "1\t10\t4\t1000000000\n" * 3)
+    assert len(read_logs(tmp_path, "recbole", GenericFormat()).interactions) == 3
+
+
+def test_no_matching_files_names_the_pattern(tmp_path):
+    with pytest.raises(DataError, match=r"no interaction files matching '\*\.inter'"):
+        read_logs(tmp_path, "recbole", GenericFormat())
+
+
+def _fake_wheel(contents: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        for name, payload in contents.items():
+            wheel.writestr(data.RECBOLE_MEMBER_DIR + name, payload)
+    return buffer.getvalue()
+
+
+def test_fetch_checksum_mismatch_is_an_error(tmp_path, monkeypatch):
+    def fake_pip(cmd, **kwargs):
+        target = cmd[cmd.index("-d") + 1]
+        (tmp_path / "whl").mkdir(exist_ok=True)
+        payload = _fake_wheel({name: b"tampered" for name in data.ML100K_SHA256})
+        (data.Path(target) / "recbole-1.2.1-py3-none-any.whl").write_bytes(payload)
+        return data.subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(data.subprocess, "run", fake_pip)
+    with pytest.raises(DataError, match="does not match the pinned"):
+        data.fetch_movielens(tmp_path / "ml", "recbole")
+    assert not (tmp_path / "ml" / data.PROVENANCE_FILE).exists()
+
+
+def test_fetch_without_network_says_where_to_put_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.subprocess, "run",
+                        lambda cmd, **kw: data.subprocess.CompletedProcess(cmd, 1, "", "No route to host"))
+    with pytest.raises(DataError, match=r"put ml-100k\.inter.*by hand"):
+        data.fetch_movielens(tmp_path / "ml", "recbole")
+
+
+def test_fetch_accepts_files_placed_by_hand(tmp_path, monkeypatch):
+    digests = {}
+    for name in data.ML100K_SHA256:
+        (tmp_path / name).write_bytes(name.encode())
+        digests[name] = data.sha256_file(tmp_path / name)
+    monkeypatch.setattr(data, "ML100K_SHA256", digests)
+    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: pytest.fail("must not download"))
+    provenance = data.fetch_movielens(tmp_path, "recbole")
+    assert provenance["sha256"] == digests
+    assert (tmp_path / data.PROVENANCE_FILE).is_file()
+
+
+def test_real_fetch_from_the_package_index(tmp_path):
+    """The pinned source, for real: the RecBole wheel from the index, checked by sha256."""
+    provenance = data.fetch_movielens(tmp_path, "recbole")
+    assert provenance["sha256"] == data.ML100K_SHA256
+    log = read_logs(tmp_path, "recbole", GenericFormat())
+    assert len(log.interactions) == 100_000
+    assert log.interactions["user_id"].nunique() == 943
+    assert len(log.items) == 1682
