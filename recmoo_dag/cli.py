@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FeaturesError, StageFailed) as err:
         print(f"recmoo {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except FileNotFoundError as err:
+        print(f"recmoo {args.command}: error: missing input {err.filename or err}: "
+              f"run the upstream stages first (dvc repro {args.command})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

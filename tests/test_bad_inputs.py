@@ -120,3 +120,30 @@ def test_unicode_and_very_long_ids_are_accepted(raw, project):
 
     validated = pd.read_parquet(project().validation.interactions)
     assert "ユーザー①" in set(validated["user_id"]) and long_id in set(validated["item_id"])
+
+
+def test_operator_checks_batches_before_dropping_them_in(project, tmp_path, capsys):
+    project()
+    good, bad = tmp_path / "good.inter", tmp_path / "bad.inter"
+    good.write_text(HEADER + good_rows(n_users=2, per_user=3))  # small: size minimums are for the dataset
+    bad.write_text(HEADER + good_rows(n_users=2, per_user=3) + "u1\ti1\t11\t1000000000\n")
+    assert main(["validate", str(good)]) == 0
+    assert "good.inter: " in capsys.readouterr().out
+    assert main(["validate", str(good), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.inter" in err and "rating" in err and "11" in err
+
+
+def test_operator_check_with_an_explicit_format(project, tmp_path, capsys):
+    project()
+    batch = tmp_path / "ratings.csv"
+    batch.write_text("userId,movieId,rating,timestamp\n1,10,4.0,1000000000\n")
+    assert main(["validate", str(batch), "--format", "movielens-csv"]) == 0
+    assert main(["validate", str(batch)]) == 1  # read as recbole (params): no such columns
+    assert "missing column" in capsys.readouterr().err
+
+
+def test_missing_upstream_output_is_a_clear_error(project, capsys):
+    project()
+    assert main(["features"]) == 1
+    assert "missing input data/validated/interactions.parquet" in capsys.readouterr().err
