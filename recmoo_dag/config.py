@@ -96,12 +96,23 @@ class FeaturesParams(Section):
     stats: str = "metrics/features.json"
 
 
+class OrchestrationParams(Section):
+    """Dagster's sensor and schedule (recmoo_dag/defs). No DVC stage reads this section."""
+
+    sensor_enabled: bool = True  # new batches in data.incoming_dir start a run while `recmoo ui` runs
+    sensor_interval_seconds: int = Field(30, ge=1)  # a file must keep its size for two ticks to count as written
+    schedule_enabled: bool = False  # periodic retraining is opt-in: turn it on here or in the UI
+    schedule_cron: str = "0 3 * * 1"  # weekly (Monday 03:00): catches params, code or data changed meanwhile
+    schedule_timezone: str = "UTC"
+
+
 class Params(Section):
     seed: int = 42
     data: DataParams = DataParams()
     # `validate` would shadow BaseModel.validate: the attribute is `validation`, the key stays `validate`.
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     features: FeaturesParams = FeaturesParams()
+    orchestration: OrchestrationParams = OrchestrationParams()
 
 
 class ConfigError(ValueError):
