@@ -1,0 +1,84 @@
+"""The bars the transformer must clear: most-popular and EASE, ranked like the model (full ranking).
+
+Both are fit on the history of the context they are scored in (train for valid, train + valid for
+test): everything known before the held-out item, which is the strongest fair version of each.
+EASE's only hyper-parameter, the L2 strength λ, is chosen on valid NDCG@10; test is never looked at.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from recmoo_dag.evaluate import Scorer, evaluate, full_ranking_ranks
+from recmoo_dag.features import Features
+from recmoo_dag.metrics import ACCURACY_K, ndcg_at_k
+
+
+def history_matrix(indptr: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Binary user-item matrix X of the histories: (U, I + 1) float64, column 0 (padding) all zero.
+
+    Dense: EASE needs an (I + 1)^2 Gram matrix anyway, and U x I fits easily at this scale.
+    """
+    n_users = len(indptr) - 1
+    rows = np.repeat(np.arange(n_users), np.diff(indptr))  # (n,) user of every event
+    x = np.zeros((n_users, n_items + 1), dtype=np.float64)
+    x[rows, items] = 1.0  # repeats of an item count once
+    return x
+
+
+def popularity_scorer(indptr: np.ndarray, items: np.ndarray, n_items: int) -> Scorer:
+    """Every user gets the same scores: how often each item occurs in the histories."""
+    counts = np.bincount(items, minlength=n_items + 1).astype(np.float32)  # (I + 1,)
+    return lambda users: np.broadcast_to(counts, (len(users), n_items + 1))
+
+
+def ease_weights(x: np.ndarray, lam: float) -> np.ndarray:
+    """EASE item-item weights (Steck 2019, "Embarrassingly Shallow Autoencoders", eq. 8):
+
+        P = (X^T X + λ I)^-1,   B = I - P diag(1 / diag(P)),   so diag(B) = 0.
+
+    x: (U, I + 1) -> (I + 1, I + 1) float32.
+    """
+    gram = x.T @ x  # (I + 1, I + 1)
+    gram[np.diag_indices_from(gram)] += lam
+    p = np.linalg.inv(gram)  # (I + 1, I + 1)
+    b = -p / np.diag(p)[None, :]  # (I + 1, I + 1) column j divided by P_jj
+    b[np.diag_indices_from(b)] = 0.0
+    return b.astype(np.float32)
+
+
+def ease_scorer(x: np.ndarray, weights: np.ndarray) -> Scorer:
+    """Scores X_u B for a batch of users."""
+    x32 = x.astype(np.float32)
+    return lambda users: x32[users] @ weights  # (B, I + 1)
+
+
+def tune_ease(features: Features, lambdas: Sequence[float], batch_size: int) -> tuple[float, dict[float, float]]:
+    """λ with the best valid NDCG@10 (ties: the smaller λ), and the valid NDCG@10 of every λ tried."""
+    indptr, items = features.history("valid")
+    x = history_matrix(indptr, items, features.n_items)
+    tried = {}
+    for lam in sorted(lambdas):
+        ranks = full_ranking_ranks(ease_scorer(x, ease_weights(x, lam)), indptr, items,
+                                   features.valid_targets, features.n_items, batch_size)
+        tried[float(lam)] = ndcg_at_k(ranks, ACCURACY_K)
+    best = max(tried, key=lambda lam: (tried[lam], -lam))
+    return best, tried
+
+
+def evaluate_baselines(features: Features, lambdas: Sequence[float],
+                       batch_size: int) -> tuple[dict[str, dict], float, dict[float, float]]:
+    """({"pop": {"valid": ..., "test": ...}, "ease": {...}}, EASE's λ, its valid NDCG@10 per λ tried)."""
+    n_items = features.n_items
+    lam, tried = tune_ease(features, lambdas, batch_size)
+
+    def make_ease(indptr: np.ndarray, items: np.ndarray) -> Scorer:
+        x = history_matrix(indptr, items, n_items)
+        return ease_scorer(x, ease_weights(x, lam))
+
+    report = {
+        "pop": evaluate(lambda indptr, items: popularity_scorer(indptr, items, n_items), features, batch_size),
+        "ease": evaluate(make_ease, features, batch_size),
+    }
+    return report, lam, tried

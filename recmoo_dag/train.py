@@ -1,0 +1,390 @@
+"""Training the transformer with Lightning: next-item examples, the LightningModule, fit(), the stage.
+
+The model learns from the train split only (every position of every user's sequence, a causal
+language-model loss), is scored on valid NDCG@10 after every epoch over all users (full ranking),
+and stops early on it; test is touched once, by the final report. Runs are reproducible: the batch
+order and the dropout masks of an epoch depend only on (seed, epoch), so a run resumed from
+`last.ckpt` ends with the same weights, byte for byte, as one that was never interrupted.
+
+Checkpoints (Lightning's pickled .ckpt, for --resume only) are read back with weights_only=True;
+the artifact downstream reads is safetensors + JSON (recmoo_dag/model.py).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader, Sampler
+
+from recmoo_dag.baselines import evaluate_baselines
+from recmoo_dag.config import ModelParams, Params, TrainParams
+from recmoo_dag.evaluate import evaluate, left_padded, model_scorer, seen_mask
+from recmoo_dag.features import PADDING_ITEM, Features, load_features
+from recmoo_dag.io import atomic_write, write_json
+from recmoo_dag.metrics import ACCURACY_K, accuracy, rank_of_targets
+from recmoo_dag.model import SeqRecModel, n_parameters, save_model
+from recmoo_dag.stages import StageFailed
+
+MONITOR = f"valid/ndcg@{ACCURACY_K}"
+LAST, BEST = "last", "best"
+BUCKET_BATCHES = 32  # length-sorting span: ML-100K's ~18 batches of 64 pad to 1.06x its real tokens
+# Params that change the trajectory of training: a checkpoint written under others cannot be resumed.
+# (max_epochs is one: it sets the length of the cosine schedule.) Paths, threads, patience and
+# evaluation batch sizes may change between a run and its resumption.
+TRAJECTORY_KEYS = ("batch_size", "lr", "lr_schedule", "max_epochs", "weight_decay", "label_smoothing",
+                   "accelerator", "devices", "strategy", "num_nodes", "precision")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: next-item examples for every position, batched by similar length
+# ---------------------------------------------------------------------------------------------
+
+def training_windows(indptr: np.ndarray, items: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Causal-LM examples of every sequence: inputs s_0..s_{n-2} predict targets s_1..s_{n-1}.
+
+    Sequences longer than max_len + 1 are cut into windows from the end, so every event is a target
+    exactly once and the most recent window has the longest context. Left-padded with 0.
+    -> inputs (W, max_len) int64, targets (W, max_len) int64 (0 where there is nothing to predict).
+    """
+    n_targets = np.diff(indptr) - 1  # (U,) events after each user's first
+    n_windows = -(-np.maximum(n_targets, 0) // max_len)  # (U,) ceil; users with a single event give none
+    user = np.repeat(np.arange(len(n_targets)), n_windows)  # (W,)
+    back = np.arange(len(user)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # (W,) 0 = most recent
+    end = indptr[user + 1] - back * max_len  # (W,) one past the last target of each window
+    positions = end[:, None] - max_len + np.arange(max_len)  # (W, L) absolute positions of the targets
+    real = positions >= (indptr[user] + 1)[:, None]  # (W, L) a user's first event is never a target
+    targets = np.where(real, items[np.maximum(positions, 0)], PADDING_ITEM)
+    inputs = np.where(real, items[np.maximum(positions - 1, 0)], PADDING_ITEM)
+    return inputs.astype(np.int64), targets.astype(np.int64)
+
+
+class EpochPermutation(Sampler[int]):
+    """A permutation of range(n) that depends only on (seed, epoch); Lightning calls set_epoch each epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch])
+
+    def __iter__(self):
+        return iter(self.rng().permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of windows of similar length, so a batch pads to its longest row, not max_len.
+
+    The shuffled order is sorted by length inside chunks of `bucket` batches, cut into batches, and
+    the batches are shuffled again. With several processes, each takes every world_size-th full batch.
+    """
+
+    def __init__(self, sampler: EpochPermutation, lengths: np.ndarray, batch_size: int, bucket: int,
+                 rank: int, world_size: int):
+        self.sampler, self.lengths, self.batch_size, self.bucket = sampler, lengths, batch_size, bucket
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self):
+        order = np.fromiter(self.sampler, dtype=np.int64)  # (n,)
+        chunk = self.batch_size * self.bucket
+        order = np.concatenate([part[np.argsort(-self.lengths[part], kind="stable")]
+                                for part in np.split(order, np.arange(chunk, len(order), chunk))])
+        batches = np.split(order, np.arange(self.batch_size, len(order), self.batch_size))
+        if self.world_size > 1:  # equal numbers of full batches per process, or DDP hangs
+            batches = [b for b in batches if len(b) == self.batch_size]
+            batches = batches[: len(batches) // self.world_size * self.world_size]
+        shuffle = np.random.default_rng([self.sampler.seed, self.sampler.epoch, 1]).permutation(len(batches))
+        return iter([batches[i].tolist() for i in shuffle[self.rank::self.world_size]])
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        if self.world_size > 1:
+            return n // self.batch_size // self.world_size
+        return (n + self.batch_size - 1) // self.batch_size
+
+
+class SequenceData(L.LightningDataModule):
+    """Train windows from the train split; validation = each user's train history -> valid item."""
+
+    def __init__(self, features: Features, max_len: int, batch_size: int, eval_batch_size: int, seed: int):
+        super().__init__()
+        self.features, self.max_len, self.seed = features, max_len, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.history = features.history("valid")  # (indptr, items) of the train split
+        self.inputs, self.targets = training_windows(*self.history, max_len)  # (W, L) each
+        self.lengths = (self.inputs != PADDING_ITEM).sum(axis=1)  # (W,)
+
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank()
+        order = EpochPermutation(len(self.inputs), self.seed)
+        if self.trainer:
+            # Lightning builds a resumed run's first iterator before it calls set_epoch: start from the
+            # restored epoch counter (the one set_epoch passes), or epoch 0's batches would be replayed.
+            order.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        sampler = BucketBatchSampler(order, self.lengths, self.batch_size, bucket=BUCKET_BATCHES, rank=rank,
+                                     world_size=world_size)
+        # Own generator: creating an iterator would otherwise draw from the global RNG that dropout uses,
+        # and a resumed run creates its first iterator at another moment than an uninterrupted one.
+        return DataLoader(range(len(self.inputs)), batch_sampler=sampler, collate_fn=self._train_batch,
+                          generator=torch.Generator())
+
+    def _train_batch(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = np.asarray(rows)
+        width = self.lengths[rows].max()  # trim the padding no row of this batch needs
+        return (torch.from_numpy(self.inputs[rows, -width:]),  # (B, width)
+                torch.from_numpy(self.targets[rows, -width:]))  # (B, width)
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world_size = self._rank()
+        users = np.arange(self.features.n_users)[rank::world_size]  # each process scores its share of users
+        # Longest histories first: each batch then trims to its own longest row (metrics are order-free).
+        users = users[np.argsort(-np.diff(self.history[0])[users], kind="stable")]
+        return DataLoader(users, batch_size=self.eval_batch_size, collate_fn=self._valid_batch,
+                          generator=torch.Generator())
+
+    def _valid_batch(self, users: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        users = np.asarray(users)
+        indptr, items = self.history
+        seq = left_padded(indptr, items, users, self.max_len)  # (B, L)
+        seq = seq[:, -max(1, (seq != PADDING_ITEM).sum(axis=1).max()):]  # (B, width)
+        return (torch.from_numpy(seq), torch.from_numpy(self.features.valid_targets[users].astype(np.int64)),
+                torch.from_numpy(seen_mask(indptr, items, users, self.features.n_items)))  # (B, I + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The LightningModule: loss, validation metric, optimizer
+# ---------------------------------------------------------------------------------------------
+
+class SeqRecModule(L.LightningModule):
+    def __init__(self, n_items: int, d_model: int, n_heads: int, n_layers: int, dropout: float, max_len: int,
+                 lr: float, lr_schedule: str, weight_decay: float, label_smoothing: float, seed: int,
+                 compile: bool):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = SeqRecModel(n_items, d_model, n_heads, n_layers, dropout, max_len)
+        # A compiled forward kept out of the module tree, so checkpoints hold one copy of the weights.
+        self._compiled = torch.compile(self.model.forward, dynamic=True) if compile else None
+        self._ranks: list[np.ndarray] = []
+        self._loss_sum, self._loss_count = torch.zeros(()), 0
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout masks from (seed, epoch, rank) alone: a resumed epoch replays exactly.
+        torch.manual_seed(self.hparams.seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
+        self._loss_sum, self._loss_count = torch.zeros((), dtype=torch.float64, device=self.device), 0
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch  # (B, L) each
+        hidden = (self._compiled or self.model)(inputs)  # (B, L, D)
+        real = targets != PADDING_ITEM  # (B, L)
+        logits = self.model.item_logits(hidden[real])  # (N, I): only positions with a next item
+        loss = F.cross_entropy(logits.float(), targets[real] - 1, label_smoothing=self.hparams.label_smoothing)
+        self._loss_sum += loss.detach() * len(logits)  # a tensor: no host sync per step on a GPU
+        self._loss_count += len(logits)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        seq, targets, seen = batch  # (B, L), (B,), (B, I + 1)
+        scores = self.model.score_next(seq).masked_fill(seen, float("-inf"))  # (B, I + 1)
+        self._ranks.append(rank_of_targets(scores.cpu().numpy(), targets.cpu().numpy()))
+
+    def on_validation_epoch_end(self) -> None:
+        ranks = np.concatenate(self._ranks)
+        self._ranks.clear()
+        report, n = accuracy(ranks), len(ranks)
+        # Sums, not means, are added across processes: their user shards differ in size.
+        local = torch.tensor([*(v * n for v in report.values()), n, float(self._loss_sum), self._loss_count],
+                             dtype=torch.float64, device=self.device)
+        total = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
+        metrics = {f"valid/{name}": total[i] / total[3] for i, name in enumerate(report)}
+        metrics["train/loss"] = total[4] / max(total[5], 1.0)
+        self.log_dict(metrics, sync_dist=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        # Decay matrices only; biases and LayerNorm gains are not what overfits (as in nanoGPT).
+        matrices = [p for p in self.parameters() if p.dim() >= 2]
+        vectors = [p for p in self.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": self.hparams.weight_decay},
+                                       {"params": vectors, "weight_decay": 0.0}], lr=self.hparams.lr)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        # Cosine decay to 0 over max_epochs, per step (Loshchilov & Hutter 2017, without restarts): the
+        # last epochs settle instead of bouncing around at full lr on a small, noisy dataset.
+        total = max(1, self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class EpochLog(Callback):
+    """One CSV row per epoch (for `dvc plots`) and a printed line; its rows travel in the checkpoint.
+
+    Keeping the rows in the checkpoint (not appending to the file) makes a resumed run rewrite the
+    exact log of an uninterrupted one, even when it was killed after a row but before a checkpoint.
+    """
+
+    COLUMNS = ("epoch", "train_loss", f"valid_ndcg@{ACCURACY_K}", f"valid_hr@{ACCURACY_K}", "valid_mrr")
+
+    def __init__(self, path: str | Path, run: str):
+        self.path, self.run, self.rows = Path(path), run, []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = [trainer.current_epoch, m["train/loss"], m[MONITOR], m[f"valid/hr@{ACCURACY_K}"], m["valid/mrr"]]
+        self.rows = [r for r in self.rows if r[0] < row[0]] + [row]
+        if trainer.is_global_zero:
+            self._write()
+            print(f"epoch {row[0]:3d}  train loss {row[1]:.4f}  valid ndcg@{ACCURACY_K} {row[2]:.4f}  "
+                  f"hr@{ACCURACY_K} {row[3]:.4f}  mrr {row[4]:.4f}", flush=True)
+
+    def _write(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.COLUMNS)
+        writer.writerows([r[0], *(f"{v:.6f}" for v in r[1:])] for r in self.rows)
+        atomic_write(self.path, lambda tmp: tmp.write_text(buffer.getvalue()))
+
+    def state_dict(self) -> dict:
+        return {"run": self.run, "rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = [list(r) for r in state["rows"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# fit() and the stage
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FitResult:
+    model: SeqRecModel  # best weights (valid NDCG@10), on CPU, eval mode
+    best_valid_ndcg: float
+    epochs: int  # epochs run, a resumed run's earlier ones included
+    seconds: float  # wall time of this process's trainer.fit
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """"auto": bf16 mixed precision on a CUDA GPU that supports it, full fp32 otherwise (CPU bf16 is slow)."""
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def run_fingerprint(model: ModelParams, train: TrainParams, seed: int, data_hash: str) -> str:
+    """Identity of a training trajectory; --resume refuses a checkpoint with another one."""
+    trajectory = {"model": model.model_dump(), "train": train.model_dump(include=set(TRAJECTORY_KEYS)),
+                  "seed": seed, "data": data_hash}
+    return hashlib.sha256(json.dumps(trajectory, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, run: str,
+        resume: bool = False) -> FitResult | None:
+    """Train from scratch (checkpoints cleared) or from `last.ckpt`; None in DDP processes other than rank 0."""
+    ckpt_dir = Path(train.checkpoint_dir)
+    last = ckpt_dir / f"{LAST}.ckpt"
+    if resume and last.is_file():
+        _check_resumable(last, run)
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")  # expected
+    elif rank_zero_only.rank == 0:  # DDP workers re-run this function: only the launcher clears
+        if resume:
+            print(f"train: no checkpoint at {last}, starting from scratch", flush=True)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    if torch.cuda.is_available():  # deterministic cuBLAS needs a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    # Lightning 2.6 calls a torch 2.13-deprecated pytree API itself: nothing to act on here.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = SeqRecModule(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout,
+                          model.max_len, train.lr, train.lr_schedule, train.weight_decay, train.label_smoothing, seed,
+                          train.compile)
+    data = SequenceData(features, model.max_len, train.batch_size, train.eval_batch_size, seed)
+    log = EpochLog(train.epochs_log, run)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename=BEST, monitor=MONITOR, mode="max", save_top_k=1,
+                           save_last=True, enable_version_counter=False)
+    trainer = L.Trainer(
+        accelerator=train.accelerator, devices=train.devices, strategy=train.strategy, num_nodes=train.num_nodes,
+        precision=resolve_precision(train.precision, train.accelerator), max_epochs=train.max_epochs,
+        callbacks=[log,
+                   EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience), best],
+        deterministic=True, logger=False, default_root_dir=ckpt_dir, num_sanity_val_steps=0,
+        enable_progress_bar=sys.stdout.isatty(), enable_model_summary=False,
+        use_distributed_sampler=False,  # the samplers above shard by rank themselves
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=last if resume and last.is_file() else None, weights_only=True)
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return None
+    checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    net = SeqRecModel(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout, model.max_len)
+    net.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
+    return FitResult(net.eval(), float(best.best_model_score), len(log.rows), seconds)
+
+
+def _check_resumable(path: Path, run: str) -> None:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    written = checkpoint.get("callbacks", {}).get(EpochLog.__qualname__, {}).get("run")
+    if written != run:
+        raise StageFailed(f"{path} was written by another training run (params or data changed: "
+                         f"{written} != {run}); run `recmoo train` without --resume to start over")
+
+
+def features_hash(directory: str | Path) -> str:
+    """sha256 over the feature files (name + bytes): the data a model was trained on."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).glob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run(params: Params, resume: bool = False) -> None:
+    """`recmoo train [--resume]`: fit, report model and baselines on valid and test, write the model."""
+    features = load_features(params.features.dir)
+    data_hash = features_hash(params.features.dir)
+    run_id = run_fingerprint(params.model, params.train, params.seed, data_hash)
+    result = fit(features, params.model, params.train, params.seed, run_id, resume)
+    if result is None:
+        return
+    train = params.train
+    baselines, ease_lambda, _ = evaluate_baselines(features, train.ease_lambdas, train.eval_batch_size)
+    report = evaluate(lambda indptr, items: model_scorer(result.model, indptr, items), features, train.eval_batch_size)
+    save_model(result.model, train.model_dir, architecture={"n_items": features.n_items, **params.model.model_dump()},
+               provenance={"features_dir": params.features.dir, "data_hash": data_hash, "seed": params.seed,
+                           "train": train.model_dump(), "run": run_id, "epochs": result.epochs,
+                           "best_valid_ndcg@10": result.best_valid_ndcg, "ease_lambda": ease_lambda})
+    write_json(train.metrics, {"model": report, "baselines": baselines,
+                               "train_seconds": round(result.seconds, 3), "epochs": result.epochs})
+    k = ACCURACY_K
+    print(f"train: {n_parameters(result.model):,} parameters, {result.epochs} epochs in {result.seconds:.1f}s; "
+          f"test ndcg@{k} model {report['test'][f'ndcg@{k}']:.4f}, EASE(λ={ease_lambda:g}) "
+          f"{baselines['ease']['test'][f'ndcg@{k}']:.4f}, pop {baselines['pop']['test'][f'ndcg@{k}']:.4f}")

@@ -1,0 +1,73 @@
+"""Candidates: top-N unseen items per user and context, the npz contract, agreement with the model."""
+import numpy as np
+import pytest
+import torch
+
+from recmoo_dag.candidates import load_candidates, top_n
+from recmoo_dag.candidates import run as run_candidates
+from recmoo_dag.evaluate import left_padded, seen_mask
+from recmoo_dag.features import load_features
+from recmoo_dag.model import load_model
+from recmoo_dag.train import run as run_train
+from tests.model_support import tiny_project
+
+
+def test_top_n_sorts_excludes_seen_breaks_ties_by_index_and_pads():
+    indptr = np.array([0, 2, 5])
+    items = np.array([1, 2, 1, 2, 3])  # user 1 has seen 3 of the 4 items
+    scores = np.array([[9.0, 1.0, 5.0, 2.0, 2.0], [9.0, 8.0, 7.0, 6.0, 0.5]], dtype=np.float32)
+    got_items, got_scores = top_n(lambda users: scores[users], indptr, items, n_items=4, n=3, batch_size=1)
+    assert got_items.tolist() == [[3, 4, 0], [4, 0, 0]]  # tie 3/4 -> lower index first; padding after
+    assert got_scores[0, :2].tolist() == [2.0, 2.0] and np.isneginf(got_scores[0, 2])
+    assert got_scores[1, 0] == np.float32(0.5) and np.isneginf(got_scores[1, 1:]).all()
+    wide_items, _ = top_n(lambda users: scores[users], indptr, items, n_items=4, n=6, batch_size=2)
+    assert wide_items.shape == (2, 6)  # N beyond the catalog: the shape still follows candidates.n
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("candidates")
+    with pytest.MonkeyPatch.context() as patch:  # the stages read and write paths relative to the project
+        patch.chdir(root)
+        params = tiny_project(root, {"train": {"max_epochs": 2}})
+        run_train(params)
+        run_candidates(params)
+    return root, params
+
+
+def test_candidates_file_contract(trained):
+    root, params = trained
+    arrays = load_candidates(root / params.candidates.path)
+    features = load_features(root / params.features.dir)
+    n_users, n = features.n_users, params.candidates.n
+    for context in ("valid", "test"):
+        assert arrays[f"{context}_items"].shape == (n_users, n) and arrays[f"{context}_items"].dtype == np.int32
+        assert arrays[f"{context}_scores"].shape == (n_users, n)
+        assert arrays[f"{context}_scores"].dtype == np.float32
+        assert arrays[f"{context}_targets"].dtype == np.int32
+        assert np.all(np.diff(arrays[f"{context}_scores"], axis=1) <= 0)  # best first
+        assert np.all((arrays[f"{context}_items"] >= 1) & (arrays[f"{context}_items"] <= features.n_items))
+    np.testing.assert_array_equal(arrays["valid_targets"], features.valid_targets)
+    np.testing.assert_array_equal(arrays["test_targets"], features.test_targets)
+    with np.load(root / params.candidates.path, allow_pickle=False) as archive:  # plain arrays only
+        assert sorted(archive.files) == sorted(arrays)
+
+
+def test_candidates_exclude_each_contexts_history_and_follow_the_model(trained):
+    root, params = trained
+    arrays = load_candidates(root / params.candidates.path)
+    features = load_features(root / params.features.dir)
+    users = np.arange(features.n_users)
+    for context in ("valid", "test"):
+        indptr, items = features.history(context)
+        seen = seen_mask(indptr, items, users, features.n_items)
+        assert not np.take_along_axis(seen, arrays[f"{context}_items"].astype(np.int64), axis=1).any()
+    # The valid item is history in the test context, never a test candidate.
+    assert not (arrays["test_items"] == features.valid_targets[:, None]).any()
+    # Scores are the model's own: re-scoring with score_next reproduces them.
+    model = load_model(root / params.train.model_dir)
+    indptr, items = features.history("test")
+    scores = model.score_next(torch.from_numpy(left_padded(indptr, items, users, model.max_len))).numpy()
+    np.testing.assert_allclose(np.take_along_axis(scores, arrays["test_items"].astype(np.int64), axis=1),
+                               arrays["test_scores"], rtol=1e-5, atol=1e-5)
+    assert (arrays["test_targets"][:, None] == arrays["test_items"]).any(axis=1).mean() > 0.2
