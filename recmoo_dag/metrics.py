@@ -1,0 +1,179 @@
+"""Evaluation metrics, vectorized over users (and over a population of policies where it matters).
+
+Two families live here: accuracy of the model's full ranking (NDCG/HR/MRR, written with the model)
+and the beyond-accuracy measures of a re-ranked top-k list that the Pareto search trades off.
+Every function takes plain arrays and returns plain arrays or floats.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy of the full ranking (model section)
+# ---------------------------------------------------------------------------------------------
+
+ACCURACY_K = 10  # the cutoff of the accuracy metrics in metrics/train.json ("ndcg@10", "hr@10")
+
+
+def rank_of_targets(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each user's held-out item in a full ranking of the catalog.
+
+    Full ranking, not a sampled one: sampled metrics can reorder models (Krichene & Rendle 2020).
+    Callers set seen items and the padding item 0 to -inf. Ties count against the target
+    (rank = how many *other* items score >= it), so a constant scorer is not rewarded; a target
+    scored -inf (masked as seen) lands at the bottom and counts as a miss.
+    scores: (U, I + 1) float; targets: (U,) int -> (U,) int64.
+    """
+    scores = np.asarray(scores)
+    if np.isnan(scores).any():
+        raise ValueError("rank_of_targets: scores contain NaN (diverged model or bad masking)")
+    target_scores = scores[np.arange(len(targets)), targets]  # (U,)
+    return (scores >= target_scores[:, None]).sum(axis=1) - 1  # (U,) minus the target itself
+
+
+def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
+    """Mean NDCG@k with one relevant item per user: 1 / log2(rank + 2) if rank < k else 0 (IDCG = 1).
+
+    Järvelin & Kekäläinen 2002; leave-one-out full-ranking protocol as in Krichene & Rendle 2020.
+    ranks: (U,) 0-based.
+    """
+    ranks = np.asarray(ranks)
+    return float(np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
+
+
+def hit_rate_at_k(ranks: np.ndarray, k: int) -> float:
+    """Mean HR@k (= recall@k with one held-out item): share of users whose target ranks in the top k."""
+    return float((np.asarray(ranks) < k).mean())
+
+
+def mrr(ranks: np.ndarray) -> float:
+    """Mean reciprocal rank over the full ranking, 1 / (rank + 1), no cutoff (Voorhees 1999)."""
+    return float((1.0 / (np.asarray(ranks) + 1.0)).mean())
+
+
+def accuracy(ranks: np.ndarray, k: int = ACCURACY_K) -> dict[str, float]:
+    """The accuracy triple every report uses: {"ndcg@k", "hr@k", "mrr"}."""
+    return {f"ndcg@{k}": ndcg_at_k(ranks, k), f"hr@{k}": hit_rate_at_k(ranks, k), "mrr": mrr(ranks)}
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond accuracy: lists of recommended items, shape (..., U, k), leading axes = policies
+# ---------------------------------------------------------------------------------------------
+
+
+def list_ndcg(recs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Mean NDCG@k of top-k lists against one held-out item per user, full-ranking semantics.
+
+    With a single relevant item, NDCG@k = 1 / log2(rank + 2) if the target sits at 0-based `rank`
+    of the list and 0 when it is absent (IDCG = 1). The list is a re-ranking of *all* unseen items,
+    so a target outside the candidate pool counts as a miss, never as skipped (Krichene & Rendle 2020).
+
+    recs: (..., U, k) item indices; targets: (U,) -> (...) mean over users.
+    """
+    k = recs.shape[-1]
+    gains = 1.0 / np.log2(np.arange(k) + 2.0)  # (k,)
+    hit = recs == targets[:, None]  # (..., U, k); items are unique in a list: at most one hit
+    return (hit @ gains).mean(axis=-1)
+
+
+def self_information(train_counts: np.ndarray, n_users: int) -> np.ndarray:
+    """Self-information of each item in bits, log2((U + 1) / (k_i + 1)) (Zhou et al., PNAS 2010).
+
+    Zhou et al. define novelty as log2(U / k_i) with k_i the item's degree (users who took it).
+    Train event counts stand in for the degree, capped at U for logs with repeat consumption so the
+    value stays >= 0; the add-one smoothing keeps items unseen in train finite (the maximum, log2(U + 1)).
+    train_counts: (I + 1,) -> (I + 1,) float64.
+    """
+    degree = np.minimum(np.asarray(train_counts, dtype=np.float64), n_users)
+    return np.log2((n_users + 1.0) / (degree + 1.0))
+
+
+def novelty(recs: np.ndarray, info: np.ndarray) -> np.ndarray:
+    """Mean self-information (bits) of recommended items (Zhou et al. 2010; Castells et al. 2011).
+
+    recs: (..., U, k); info: (I + 1,) from `self_information` -> (...).
+    """
+    return info[recs].mean(axis=(-2, -1))
+
+
+def item_similarity(vectors: np.ndarray) -> np.ndarray:
+    """Item-item cosine similarity clipped to [0, 1], the similarity behind ILD and the MMR penalty.
+
+    Vectors are genre multi-hots (content similarity, as in Kaminskas & Bridge 2016) or the model's
+    item embeddings when there is no metadata. Items with an all-zero vector are similar to nothing.
+    Negative cosines count as "fully dissimilar" so that dissimilarity 1 - sim stays in [0, 1].
+    vectors: (I + 1, d) -> (I + 1, I + 1) float32, O(I^2) memory (fine up to ~20k items).
+    """
+    v = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    unit = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
+    return np.clip(unit @ unit.T, 0.0, 1.0)
+
+
+def similarity_groups(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Items with identical similarity rows (e.g. the same genre set) merged into groups.
+
+    Returns groups (I + 1,) int32 and the (G, G) similarity between groups; ML-100K's 1,350 items
+    form ~220 genre groups, so ILD's gathers hit a table that fits in cache. Exact: sim(i, j) ==
+    group_sim[groups[i], groups[j]].
+    """
+    _, first, groups = np.unique(sim, axis=0, return_index=True, return_inverse=True)
+    return groups.astype(np.int32).ravel(), np.ascontiguousarray(sim[first][:, first])
+
+
+def intra_list_diversity(recs: np.ndarray, sim: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """ILD@k: mean pairwise dissimilarity 1 - sim(i, j) over the k(k-1)/2 pairs of each list,
+    averaged over users (Kaminskas & Bridge 2016, eq. for ILD; Ziegler et al. 2005).
+
+    recs: (..., U, k); sim: (I + 1, I + 1) from `item_similarity`, or the group similarity of
+    `similarity_groups` together with its `groups` -> (...).
+    """
+    if groups is not None:
+        recs = groups[recs]
+    k, n = recs.shape[-1], sim.shape[1]
+    first, second = np.triu_indices(k, 1)  # the k(k-1)/2 unordered pairs
+    index = np.int32 if n * n < 2 ** 31 else np.int64  # int32 halves the traffic of the index arrays
+    flat = np.take(recs, first, axis=-1).astype(index) * index(n)  # (..., U, pairs) row-major pair index
+    flat += np.take(recs, second, axis=-1)
+    return 1.0 - np.take(sim, flat).mean(axis=(-2, -1), dtype=np.float64)  # 1-D gather: faster than sim[a, b]
+
+
+def _list_counts(recs: np.ndarray, n_items: int) -> np.ndarray:
+    """How many users' lists hold each item, per policy: (..., U, k) -> (..., I + 1) int64."""
+    lead = recs.shape[:-2]
+    flat = recs.reshape(-1, recs.shape[-2] * recs.shape[-1])  # (B, U*k)
+    offsets = (np.arange(len(flat)) * (n_items + 1))[:, None]  # one bincount for every policy
+    counts = np.bincount((flat + offsets).ravel(), minlength=len(flat) * (n_items + 1))
+    return counts.reshape(*lead, n_items + 1)
+
+
+def coverage(recs: np.ndarray, n_items: int) -> np.ndarray:
+    """Catalog coverage@k: share of the n_items real items that appear in at least one user's list
+    (Ge et al. 2010, "prediction coverage"). recs: (..., U, k) with items in 1..n_items -> (...)."""
+    return (_list_counts(recs, n_items)[..., 1:] > 0).sum(axis=-1) / n_items
+
+
+def personalization(recs: np.ndarray, n_items: int) -> np.ndarray:
+    """1 - mean overlap |L_u ∩ L_v| / k over all user pairs u < v (Zhou et al., PNAS 2010, "personalization").
+
+    Exact in O(U k): a pair shares item i iff both lists hold it, so the summed overlap over pairs
+    is sum_i C(n_i, 2), with n_i the number of lists holding i (items are unique within a list).
+    recs: (..., U, k) -> (...); needs U >= 2.
+    """
+    n_users, k = recs.shape[-2:]
+    if n_users < 2:
+        raise ValueError("personalization needs at least 2 users' lists")
+    counts = _list_counts(recs, n_items).astype(np.float64)
+    shared = (counts * (counts - 1) / 2).sum(axis=-1)  # (...,) summed overlaps over all pairs
+    return 1.0 - shared / (n_users * (n_users - 1) / 2 * k)
+
+
+def serving_cost(pool: np.ndarray, intercept_ms: float, per_candidate_ms: float) -> np.ndarray:
+    """Modelled latency (ms) of re-ranking one request at pool size `pool`: a + b * pool.
+
+    a and b are fitted once by least squares on measured single-request latencies of
+    `policy.rerank` (benchmarks/bench_search.py --fit-latency) and kept in params.yaml, so the
+    objective is deterministic and the search never times anything.
+    """
+    return intercept_ms + per_candidate_ms * np.asarray(pool, dtype=np.float64)

@@ -1,0 +1,286 @@
+"""Pareto search over re-ranking policies: NSGA-II/III, three baselines at equal budget, hypervolume.
+
+Every objective becomes a loss in one fixed, normalized space anchored on the model's own top-k
+(the accuracy-only policy), the region of interest being "what a re-ranker adds to the model":
+
+    ndcg             1 - NDCG@k / NDCG@k(accuracy-only)          0: the model's NDCG, 1: none (< 0: better)
+    ild, coverage,
+    personalization  (1 - value) / (1 - value(accuracy-only))    0: the best possible (1), 1: the model's
+    novelty          (log2(U + 1) - value) / (log2(U + 1) - value(accuracy-only))   same, best = max bits
+    cost             (cost - cost(pool k)) / (cost(pool N) - cost(pool k))          0: smallest pool
+
+Hypervolume uses the reference point r = 1.1 in every coordinate: just worse than the nadir of the
+region of interest, as Ishibuchi et al. (2018, "How to specify a reference point in hypervolume
+calculation for fair performance comparison") recommend, so policies at the anchor still count.
+Each method is scored by the non-dominated set of *all* the policies it evaluated with the same
+budget (Zitzler et al. 2003: dominance-compliant comparison of the archives).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from moocore import hv_approx, is_nondominated
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.moo.nsga3 import NSGA3
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+from pymoo.indicators.hv import HV
+from pymoo.optimize import minimize
+from pymoo.termination import get_termination
+from pymoo.util.ref_dirs import get_reference_directions
+
+from recmoo_dag.metrics import (
+    coverage,
+    intra_list_diversity,
+    list_ndcg,
+    novelty,
+    personalization,
+    serving_cost,
+    similarity_groups,
+)
+from recmoo_dag.policy import (
+    CALIBRATION,
+    DEBIAS,
+    DIVERSITY,
+    NOVELTY,
+    POOL,
+    TEMPERATURE,
+    VARIABLES,
+    Context,
+    accuracy_only,
+    recommended_items,
+    rerank,
+)
+
+OBJECTIVES = ("ndcg", "ild", "novelty", "coverage", "personalization", "cost")
+CHUNK = 32  # policies scored at once: metric temporaries (CHUNK x U x 45 pairs) stay a few MB
+HV_EXACT_MAX = 600  # larger non-dominated sets get the approximation (see `hypervolume`)
+HV_SAMPLES = 2 ** 18
+
+
+@dataclass(frozen=True)
+class Yardstick:
+    """One context (valid or test) and everything its objectives are measured against."""
+
+    ctx: Context
+    targets: np.ndarray  # (U,) held-out item
+    sim: np.ndarray  # (I + 1, I + 1) item similarity (ILD)
+    info: np.ndarray  # (I + 1,) self-information in bits (novelty)
+    n_items: int
+    k: int
+    latency: tuple[float, float]  # (intercept_ms, per_candidate_ms) of the serving-cost model
+    threads: int = 1
+
+    @cached_property
+    def _groups(self) -> tuple[np.ndarray, np.ndarray]:
+        return similarity_groups(self.sim)  # same ILD, cache-sized gathers
+
+    def objectives(self, policies: np.ndarray) -> np.ndarray:
+        """Natural values (higher is better but cost) of OBJECTIVES: (B, d) -> (B, 6) float64."""
+        policies = np.atleast_2d(policies)
+        rows = []
+        for start in range(0, len(policies), CHUNK):
+            chunk = policies[start:start + CHUNK]
+            recs = recommended_items(self.ctx, rerank(self.ctx, chunk, self.k, self.threads))  # (b, U, k)
+            rows.append(np.stack([
+                list_ndcg(recs, self.targets), intra_list_diversity(recs, self._groups[1], self._groups[0]),
+                novelty(recs, self.info), coverage(recs, self.n_items),
+                personalization(recs, self.n_items), serving_cost(chunk[:, POOL], *self.latency),
+            ], axis=-1))
+        return np.concatenate(rows).astype(np.float64)
+
+    @cached_property
+    def accuracy_only(self) -> np.ndarray:
+        """Natural objectives of the model's own top-k: (6,)."""
+        return self.objectives(accuracy_only(self.k))[0]
+
+    def losses(self, natural: np.ndarray) -> np.ndarray:
+        """Natural objective values -> the normalized losses of the module docstring: (B, 6)."""
+        anchor = self.accuracy_only
+        best = np.array([np.nan, 1.0, self.info.max(), 1.0, 1.0])  # best possible ILD, novelty, coverage, pers.
+        span = np.maximum(best[1:] - anchor[1:5], 1e-12)  # the model already at the best: any shortfall is huge
+        cheapest, dearest = serving_cost(np.array([self.k, self.ctx.n_candidates]), *self.latency)
+        return np.column_stack([
+            1.0 - natural[:, 0] / max(anchor[0], 1e-12),
+            (best[1:] - natural[:, 1:5]) / span,
+            (natural[:, 5] - cheapest) / max(dearest - cheapest, 1e-12)])
+
+
+def bounds(k: int, n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
+    """Box of the decision space: VARIABLES' ranges, the pool in [k, N]."""
+    low = np.array([v.low for v in VARIABLES])
+    high = np.array([v.high for v in VARIABLES])
+    low[POOL], high[POOL] = k, n_candidates
+    return low, high
+
+
+class RoundPool(Repair):
+    """The pool is an integer: round it after sampling, crossover and mutation."""
+
+    def _do(self, problem, X, **kwargs):
+        X = np.array(X, dtype=np.float64)
+        X[:, POOL] = np.round(X[:, POOL])
+        return X
+
+
+class PolicyProblem(Problem):
+    """pymoo's view: (n, d) policies -> (n, m) losses of the searched objectives, in one call."""
+
+    def __init__(self, score: Callable[[np.ndarray], np.ndarray], columns: list[int],
+                 low: np.ndarray, high: np.ndarray):
+        super().__init__(n_var=len(low), n_obj=len(columns), xl=low, xu=high, elementwise=False)
+        self.score, self.columns = score, columns
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        out["F"] = self.score(X)[:, self.columns]
+
+
+def initial_population(pop_size: int, low: np.ndarray, high: np.ndarray, seed: int) -> np.ndarray:
+    """The accuracy-only policy, each re-ranking term alone at full weight (flat relevance, largest
+    pool), then uniform random policies: a seeded start (Friedrich & Wagner 2015) that puts the
+    known ends of the trade-off in the first generation. (pop_size, d)"""
+    accuracy = np.zeros(len(VARIABLES))
+    accuracy[POOL] = low[POOL]
+    extremes = []
+    for j in (DEBIAS, NOVELTY, CALIBRATION, DIVERSITY):
+        x = np.zeros(len(VARIABLES))
+        x[j], x[TEMPERATURE], x[POOL] = high[j], high[TEMPERATURE], high[POOL]
+        extremes.append(x)
+    seeded = np.vstack([accuracy, *extremes])[:pop_size]
+    return np.vstack([seeded, random_policies(pop_size - len(seeded), low, high, seed)])
+
+
+def make_algorithm(name: str, n_obj: int, pop_size: int, seed: int, sampling: np.ndarray | None = None):
+    """NSGA-II (Deb et al. 2002) up to 3 objectives, NSGA-III (Deb & Jain 2014) beyond, or as named.
+    `sampling`: the first generation's policies (default: pymoo's uniform random sampling)."""
+    if name == "auto":
+        name = "nsga2" if n_obj <= 3 else "nsga3"
+    start = {} if sampling is None else {"sampling": sampling}
+    if name == "nsga2":
+        return NSGA2(pop_size=pop_size, repair=RoundPool(), eliminate_duplicates=True, **start)
+    partitions = 1  # the most Das-Dennis partitions whose directions fit in the population
+    while _n_directions(n_obj, partitions + 1) <= pop_size:
+        partitions += 1
+    ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=partitions)
+    return NSGA3(ref_dirs=ref_dirs, pop_size=max(pop_size, len(ref_dirs)), repair=RoundPool(),
+                 eliminate_duplicates=True, **start)
+
+
+def _n_directions(n_obj: int, partitions: int) -> int:
+    from math import comb
+
+    return comb(n_obj + partitions - 1, partitions)
+
+
+def run_nsga(score: Callable[[np.ndarray], np.ndarray], columns: list[int], low: np.ndarray,
+             high: np.ndarray, algorithm: str, pop_size: int, termination: tuple[str, int],
+             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run the search; returns every evaluated policy and its losses (the archive): (n, d), (n, 6)."""
+    seen_x, seen_f = [], []
+
+    def recording(X: np.ndarray) -> np.ndarray:
+        F = score(X)
+        seen_x.append(np.array(X, dtype=np.float64))
+        seen_f.append(F)
+        return F
+
+    problem = PolicyProblem(recording, columns, low, high)
+    algorithm = make_algorithm(algorithm, len(columns), pop_size, seed,
+                               initial_population(pop_size, low, high, seed))
+    minimize(problem, algorithm, get_termination(*termination), seed=seed, verbose=False)
+    return np.concatenate(seen_x), np.concatenate(seen_f)
+
+
+def mmr_sweep(n: int, low: np.ndarray, high: np.ndarray, pool: int) -> np.ndarray:
+    """Baseline (a): classic MMR, one knob. λ on a regular grid of n values in its range, relevance
+    at τ = 1 (the model's own probabilities), no novelty, calibration or debiasing, a fixed pool."""
+    x = np.zeros((n, len(VARIABLES)))
+    x[:, DIVERSITY] = np.linspace(low[DIVERSITY], high[DIVERSITY], n)
+    x[:, TEMPERATURE] = 0.0
+    x[:, POOL] = np.clip(pool, low[POOL], high[POOL])
+    return x
+
+
+def random_policies(n: int, low: np.ndarray, high: np.ndarray, seed: int) -> np.ndarray:
+    """Baseline (b): uniform random search in the same box, integer pools uniform in [k, N]."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(low, high, (n, len(low)))
+    x[:, POOL] = rng.integers(int(low[POOL]), int(high[POOL]) + 1, n)
+    return x
+
+
+def grid_policies(n: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Baseline (c): the weighted-sum re-ranker tuned by grid search, the common practice. A full
+    factorial grid over all variables with as many levels as fit in n points, spread evenly
+    (earlier variables get the spare level), endpoints included."""
+    d = len(low)
+    levels = np.full(d, max(2, int(np.floor(n ** (1 / d) + 1e-9))))
+    for j in range(d):
+        if np.prod(levels) // levels[j] * (levels[j] + 1) <= n:
+            levels[j] += 1
+    axes = [np.linspace(low[j], high[j], levels[j]) for j in range(d)]
+    x = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
+    x[:, POOL] = np.round(x[:, POOL])
+    return x
+
+
+def nondominated(losses: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated rows (minimization), duplicates kept once: (n, m) -> (p,)."""
+    return np.flatnonzero(is_nondominated(losses, keep_weakly=False))
+
+
+def hypervolume(losses: np.ndarray, reference: float) -> float:
+    """Hypervolume of the rows inside the reference box: exact (pymoo's HV) up to HV_EXACT_MAX
+    non-dominated rows, else moocore's deterministic approximation (Rphi-FWE+, 2^18 directions).
+
+    Exact 6-objective hypervolume costs O(n^(m-2)): ~6 s for 1,000 points, minutes for 3,000,
+    and a 6-objective archive of 20k evaluations keeps thousands. On 6-D test sets of 500 and
+    1,000 points the approximation is within 0.05% of the exact value, far below the gaps compared.
+    """
+    inside = losses[(losses < reference).all(axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    inside = inside[nondominated(inside)]
+    ref = np.full(losses.shape[1], reference)
+    if len(inside) <= HV_EXACT_MAX:
+        return float(HV(ref_point=ref)(inside))
+    return float(hv_approx(inside, ref=ref, nsamples=HV_SAMPLES, method="Rphi-FWE+"))
+
+
+def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: str, pop_size: int,
+           termination: tuple[str, int], reference: float, mmr_pool: int, seed: int) -> dict:
+    """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
+    and (front policies re-scored) on test. Returns plain arrays and numbers."""
+    columns = [OBJECTIVES.index(name) for name in objectives]
+    low, high = bounds(valid.k, valid.ctx.n_candidates)
+    natural_valid = {}
+
+    def score(X: np.ndarray) -> np.ndarray:
+        return valid.losses(valid.objectives(X))
+
+    start = time.perf_counter()
+    nsga_x, nsga_f = run_nsga(score, columns, low, high, algorithm, pop_size, termination, seed)
+    seconds = time.perf_counter() - start
+    budget = len(nsga_x)
+    candidates = {
+        "nsga": (nsga_x, nsga_f),
+        "mmr_sweep": mmr_sweep(budget, low, high, mmr_pool),
+        "random": random_policies(budget, low, high, seed),
+        "grid": grid_policies(budget, low, high),
+    }
+    out = {"n_evals": budget, "seconds": seconds, "hypervolume": {}, "hypervolume_test": {}, "fronts": {}}
+    for method, found in candidates.items():
+        x, f = found if isinstance(found, tuple) else (found, score(found))
+        front = nondominated(f[:, columns])
+        x_front = x[front]
+        natural_valid[method] = valid.objectives(x_front)
+        natural_test = test.objectives(x_front)
+        out["hypervolume"][method] = hypervolume(valid.losses(natural_valid[method])[:, columns], reference)
+        out["hypervolume_test"][method] = hypervolume(test.losses(natural_test)[:, columns], reference)
+        out["fronts"][method] = {"x": x_front, "valid": natural_valid[method], "test": natural_test}
+    out["accuracy_only"] = {"valid": valid.accuracy_only, "test": test.accuracy_only}
+    return out

@@ -1,0 +1,103 @@
+"""The search: baselines, hypervolume, the pymoo wiring, and the stage's byte-identical outputs."""
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.algorithms.moo.nsga3 import NSGA3
+
+from recmoo_dag import search as S
+from recmoo_dag.pareto_front import run, yardsticks
+from recmoo_dag.policy import DIVERSITY, NAMES, POOL
+from tests.pareto_support import N_CANDIDATES, SMALL, make_pareto_project
+
+
+def test_hypervolume_by_hand_and_approximation():
+    # 2-D, reference (1, 1): the union of [0.5, 1] x [0.2, 1] and [0.2, 1] x [0.6, 1]
+    points = np.array([[0.5, 0.2], [0.2, 0.6], [0.6, 0.7]])  # the third is dominated
+    assert S.hypervolume(points, 1.0) == pytest.approx(0.5 * 0.8 + 0.3 * 0.4)
+    assert S.hypervolume(np.array([[1.2, 0.0]]), 1.0) == 0.0  # outside the reference box
+    rng = np.random.default_rng(0)
+    sphere = rng.random((300, 5))
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    exact = S.hypervolume(sphere, 1.1)
+    S_max, S.HV_EXACT_MAX = S.HV_EXACT_MAX, 10
+    try:
+        assert S.hypervolume(sphere, 1.1) == pytest.approx(exact, rel=2e-3)
+    finally:
+        S.HV_EXACT_MAX = S_max
+
+
+def test_baselines_live_in_the_box_with_the_budget():
+    low, high = S.bounds(5, 40)
+    grid = S.grid_policies(500, low, high)
+    assert len(grid) <= 500 and len(np.unique(grid, axis=0)) == len(grid)
+    assert (grid.min(0) == low).all() and (grid.max(0) == high).all()
+    random = S.random_policies(500, low, high, seed=3)
+    np.testing.assert_array_equal(random, S.random_policies(500, low, high, seed=3))
+    assert ((random >= low) & (random <= high)).all() and (random[:, POOL] == np.round(random[:, POOL])).all()
+    start = S.initial_population(24, low, high, seed=0)
+    assert start.shape == (24, len(low)) and (start[0] == np.r_[0, 0, 0, 0, 0, 5]).all()  # accuracy-only first
+    sweep = S.mmr_sweep(50, low, high, pool=20)
+    assert len(np.unique(sweep[:, DIVERSITY])) == 50
+    assert (np.delete(sweep, DIVERSITY, axis=1) == np.delete(sweep[:1], DIVERSITY, axis=1)).all()  # one knob
+
+
+def test_algorithm_follows_the_number_of_objectives():
+    assert isinstance(S.make_algorithm("auto", 3, 24, 0), NSGA2)
+    many = S.make_algorithm("auto", 6, 128, 0)
+    assert isinstance(many, NSGA3) and len(many.ref_dirs) == 126  # Das-Dennis, 4 partitions
+    assert isinstance(S.make_algorithm("nsga3", 2, 24, 0), NSGA3)
+
+
+def test_problem_scores_the_whole_population_in_one_call():
+    calls = []
+
+    def score(X):
+        calls.append(len(X))
+        return np.column_stack([X.sum(1), -X.sum(1), X[:, 0]])
+
+    low, high = S.bounds(5, 40)
+    x, _ = S.run_nsga(score, [0, 1], low, high, "nsga2", 16, ("n_eval", 64), seed=1)
+    assert calls[0] == 16 and len(x) == sum(calls) >= 64  # one call per generation, all of it archived
+    assert (x[:, POOL] == np.round(x[:, POOL])).all()
+
+
+@pytest.fixture
+def pareto_project(project, tmp_path):
+    make_pareto_project(tmp_path)
+    return project(SMALL)
+
+
+@pytest.mark.slow
+def test_stage_writes_front_plot_metrics_byte_identically(pareto_project, tmp_path):
+    payload = run(pareto_project)
+    assert {"n_evals", "evals_per_second", "seconds", "front_size", "hypervolume", "hypervolume_test"} <= set(payload)
+    assert payload["n_evals"] >= SMALL["search"]["n_evals"]
+    for key in ("hypervolume", "hypervolume_test"):
+        assert set(payload[key]) == {"nsga", "mmr_sweep", "random", "grid"}
+        assert all(0 < v < 1.1 ** 6 for v in payload[key].values())
+    front = pd.read_csv(tmp_path / "reports" / "pareto" / "front.csv")
+    assert len(front) == payload["front_size"] > 0
+    assert list(front.columns[:len(NAMES)]) == list(NAMES)
+    assert {f"{c}_{o}" for c in ("valid", "test") for o in S.OBJECTIVES} <= set(front.columns)
+    assert front["pool"].between(5, N_CANDIDATES).all()
+    assert json.loads((tmp_path / "metrics" / "search.json").read_text())["front_size"] == len(front)
+
+    digest = lambda name: hashlib.sha256((tmp_path / "reports" / "pareto" / name).read_bytes()).hexdigest()
+    before = {name: digest(name) for name in ("front.csv", "front.png")}
+    run(pareto_project)
+    assert {name: digest(name) for name in ("front.csv", "front.png")} == before
+
+
+@pytest.mark.slow
+def test_front_policies_score_as_the_csv_says(pareto_project, tmp_path):
+    """What deploy does: read the variables back and score them; the CSV's figures come out exactly."""
+    run(pareto_project)
+    front = pd.read_csv(tmp_path / "reports" / "pareto" / "front.csv")
+    valid, test = yardsticks(pareto_project)
+    policies = front[list(NAMES)].to_numpy()
+    np.testing.assert_array_equal(valid.objectives(policies), front[[f"valid_{o}" for o in S.OBJECTIVES]])
+    np.testing.assert_array_equal(test.objectives(policies), front[[f"test_{o}" for o in S.OBJECTIVES]])
