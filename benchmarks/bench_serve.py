@@ -1,0 +1,219 @@
+"""Bounded load test of `recmoo serve` on loopback: p50 / p99 latency and requests per second.
+
+Starts the real service (`recmoo serve --workers N`, uvicorn + uvloop + httptools) on a free port,
+sends a fixed number of POST /recommend requests per scenario over keep-alive connections, then
+stops it. The client is raw asyncio HTTP/1.1 so that it costs the 2-core machine as little as
+possible; every answer is checked (status 200, k items) and anything else counts as an error.
+
+Scenarios (k = 10): known users one client at a time ("single") and from `--clients` concurrent
+connections ("concurrent"); the same with a live session of 5 recent items (a transformer forward
+per request); and a mix with unknown users. Each is repeated `--repeats` times; the table shows
+the median of the repeats.
+
+    python benchmarks/bench_serve.py                      # the deployed version in deploy.store
+    python benchmarks/bench_serve.py --scratch            # deploy an untrained model first (no training needed)
+    python benchmarks/bench_serve.py --workers 1 2 --requests 3000 --clients 16
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Self
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from recmoo_dag.config import load_params
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """`recmoo serve` in a child process, up until the context exits."""
+
+    def __init__(self, params_file: Path, workers: int):
+        self.params_file, self.workers, self.port = params_file, workers, free_port()
+
+    def __enter__(self) -> Self:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "recmoo_dag.cli", "serve", "--params", str(self.params_file),
+             "--port", str(self.port), "--workers", str(self.workers)], cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while not self._healthy():
+            if self.process.poll() is not None:
+                raise SystemExit(f"recmoo serve exited:\n{self.process.stdout.read().decode()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise SystemExit("recmoo serve did not answer /health within 120 s")
+            time.sleep(0.25)
+        time.sleep(1.0 * self.workers)  # every worker must be up, not just the first that answered
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                return sock.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+    def __exit__(self, *exc) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def encode(body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return (b"POST /recommend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(data)) + data
+
+
+async def one_connection(port: int, requests: list[bytes], k: int, latencies: list[float], errors: list[str]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for request in requests:
+            start = time.perf_counter()
+            writer.write(request)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if not status.startswith(b"HTTP/1.1 200") or len(json.loads(body)["items"]) != k:
+                errors.append(status.decode().strip() + " " + body[:200].decode(errors="replace"))
+    finally:
+        writer.close()
+
+
+async def load(port: int, requests: list[bytes], clients: int, k: int) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    shares = [requests[i::clients] for i in range(clients)]
+    start = time.perf_counter()
+    await asyncio.gather(*(one_connection(port, share, k, latencies, errors) for share in shares))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {"p50": latencies[len(latencies) // 2] * 1e3, "p99": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
+            "rps": len(requests) / elapsed, "errors": len(errors), "first_error": errors[0] if errors else ""}
+
+
+def scenarios(users: list[str], items: list[str], n: int, k: int, seed: int) -> dict[str, list[bytes]]:
+    rng = random.Random(seed)
+    known = [encode({"user_id": rng.choice(users), "k": k}) for _ in range(n)]
+    session = [encode({"user_id": rng.choice(users), "recent_items": rng.sample(items, 5), "k": k}) for _ in range(n)]
+    mixed = [encode(rng.choice([{"user_id": rng.choice(users), "k": k},
+                                {"user_id": rng.choice(users), "recent_items": rng.sample(items, 3), "k": k},
+                                {"user_id": f"stranger-{rng.randrange(10**6)}", "k": k}])) for _ in range(n)]
+    return {"user": known, "session": session, "mixed": mixed}
+
+
+def scratch_deployment(params_file: Path, workdir: Path) -> Path:
+    """Deploy an untrained model of the configured architecture (serving cost does not depend on
+    training) with candidates and a mid-sized policy into a store under `workdir`, from the
+    project's features. Returns the scratch params file (project inputs by absolute path)."""
+    import pandas as pd
+    import torch
+
+    from recmoo_dag import candidates, deploy
+    from recmoo_dag.features import load_features
+    from recmoo_dag.model import SeqRecModel, save_model
+    from recmoo_dag.policy import NAMES
+
+    raw = load_params(params_file).model_dump(by_alias=True, mode="json")  # every key, defaults included
+    for section, key in (("data", "raw_dir"), ("data", "dataset_dir"), ("data", "incoming_dir"),
+                         ("data", "interactions"), ("data", "items"), ("validate", "interactions"),
+                         ("validate", "items"), ("features", "dir")):
+        raw[section][key] = str(REPO / raw[section][key])
+    raw["train"]["model_dir"] = str(workdir / "model")
+    raw["candidates"]["path"] = str(workdir / "candidates.npz")
+    raw["deploy"].update(store=str(workdir / "deployments"), metrics=str(workdir / "deploy.json"),
+                         min_ratio={"ndcg@10": 0.0})
+    scratch = workdir / "params.yaml"
+    scratch.write_text(yaml.safe_dump(raw, sort_keys=False))
+    os.chdir(workdir)  # the front goes to its default relative path, inside the scratch folder
+    params = load_params(scratch)
+    torch.manual_seed(params.seed)
+    architecture = {"n_items": load_features(params.features.dir).n_items, **params.model.model_dump()}
+    save_model(SeqRecModel(**architecture).eval(), params.train.model_dir, architecture, {"scratch": True})
+    candidates.run(params)
+    front = deploy.front_path(params)
+    front.parent.mkdir(parents=True, exist_ok=True)
+    policy = dict(zip(NAMES, [0.0, 0.5, 0.2, 0.2, 0.5, 100.0]))  # a diversified mid-pool policy
+    pd.DataFrame([policy]).to_csv(front, index=False)
+    deploy.run(params)
+    os.chdir(REPO)
+    return scratch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    parser.add_argument("--scratch", action="store_true", help="deploy an untrained model into a temp store first")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2])
+    parser.add_argument("--requests", type=int, default=2000, help="per scenario and repeat")
+    parser.add_argument("--clients", type=int, default=16, help="connections of the concurrent scenarios")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("-k", type=int, default=10)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
+        params_file = Path(args.params).resolve()
+        if args.scratch:
+            params_file = scratch_deployment(params_file, Path(tmp))
+        params = load_params(params_file)
+        store = Path(params.deploy.store)
+        store = store if store.is_absolute() else REPO / store
+        import numpy as np
+
+        with np.load(store / "CURRENT" / "users.npz", allow_pickle=False) as users, \
+                np.load(store / "CURRENT" / "catalog.npz", allow_pickle=False) as catalog:
+            user_ids, item_ids = users["user_ids"].tolist(), catalog["item_ids"][1:].tolist()
+        print(f"store {store} -> {os.readlink(store / 'CURRENT')}: {len(user_ids)} users, {len(item_ids)} items; "
+              f"{args.requests} requests per scenario, median of {args.repeats} repeats, k = {args.k}")
+        rows = []
+        for workers in args.workers:
+            with Service(params_file, workers) as service:
+                warm = scenarios(user_ids, item_ids, 300, args.k, seed=0)
+                asyncio.run(load(service.port, warm["mixed"], 4, args.k))
+                for name in ("user", "session", "mixed"):
+                    for clients in (1, args.clients):
+                        if name == "mixed" and clients == 1:
+                            continue
+                        runs = [asyncio.run(load(service.port, scenarios(user_ids, item_ids, args.requests, args.k,
+                                                                         seed=r + 1)[name], clients, args.k))
+                                for r in range(args.repeats)]
+                        rows.append({"workers": workers, "scenario": name, "clients": clients,
+                                     **{key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "rps")},
+                                     "errors": sum(run["errors"] for run in runs),
+                                     "first_error": next((run["first_error"] for run in runs if run["errors"]), "")})
+    print(f"\n{'workers':>7} {'scenario':>9} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
+    for row in rows:
+        print(f"{row['workers']:>7} {row['scenario']:>9} {row['clients']:>7} {row['p50']:>8.2f} {row['p99']:>8.2f} "
+              f"{row['rps']:>8.0f} {row['errors']:>6}" + (f"  {row['first_error']}" if row["errors"] else ""))
+
+
+if __name__ == "__main__":
+    main()

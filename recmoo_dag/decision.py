@@ -1,0 +1,174 @@
+"""Decision rules that pick a policy from the Pareto front, and the gate against the served champion.
+
+Every objective here is "higher is better" and measured on top-10 lists (`OBJECTIVES`). A rule picks
+one policy among the front's policies that meet the bounds `deploy.min_ratio` (ratios to the
+accuracy-only policy, i.e. the model's own top-10):
+
+- constrained: the feasible policy with the highest `deploy.maximize` (default: maximize catalog
+  coverage subject to NDCG@10 >= 0.98 x accuracy-only). Ties go to the higher NDCG@10.
+- asf: the minimum of the augmented achievement scalarizing function
+  max_j w_j l_j + rho sum_j w_j l_j, with l_j the loss to the best feasible value of objective j
+  normalized by its range on the feasible set (Wierzbicki 1980; augmented Chebyshev form as in
+  Miettinen 1999, "Nonlinear Multiobjective Optimization"). A larger weight makes a shortfall
+  in that objective cost more.
+- pseudo_weights: the policy whose pseudo-weight vector (normalized distance of each objective from
+  its worst value; Deb 2001, "Multi-Objective Optimization Using Evolutionary Algorithms")
+  is closest to `deploy.weights` (pymoo's `PseudoWeights`).
+- knee: a high trade-off point, where a small gain in any objective costs a large loss elsewhere
+  (Rachmawati & Srinivasan 2009; pymoo's `HighTradeoffPoints`). If several qualify, or none stands
+  out, the one closest to the ideal point (equal-weight ASF) is taken.
+
+The gate (`gate`) then judges the chosen policy on the test context against the champion (the
+served version, re-evaluated on the same test data): see its docstring. Pure: arrays in, decisions
+out; the deploy stage (recmoo_dag/deploy.py) does the loading and the publishing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+K = 10  # the list length behind every key of metrics/deploy.json ("ndcg@10", ...)
+OBJECTIVES = ("ndcg@10", "ild@10", "coverage@10", "novelty", "personalization")
+RHO = 1e-4  # augmentation of the ASF: breaks ties in favour of non-weakly-dominated policies
+
+
+def as_dict(values: np.ndarray) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(OBJECTIVES, values)}
+
+
+def _column(name: str) -> int:
+    return OBJECTIVES.index(name)
+
+
+def feasible(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float]) -> np.ndarray:
+    """Which policies meet every bound f_j >= ratio_j x accuracy-only_j: F (P, m) -> (P,) bool."""
+    ok = np.ones(len(F), dtype=bool)
+    for name, ratio in min_ratio.items():
+        ok &= F[:, _column(name)] >= ratio * reference[_column(name)]
+    return ok
+
+
+def normalized_loss(F: np.ndarray) -> np.ndarray:
+    """(best - f) / (best - worst) per objective over the rows of F: 0 at the best, 1 at the worst.
+    An objective constant over F carries no preference and gets loss 0. (P, m) -> (P, m)."""
+    best, worst = F.max(axis=0), F.min(axis=0)
+    span = best - worst
+    return np.divide(best - F, span, out=np.zeros_like(F), where=span > 0)
+
+
+def _weight_vector(weights: dict[str, float]) -> np.ndarray:
+    w = np.array([weights.get(name, 0.0) for name in OBJECTIVES], dtype=np.float64)
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"deploy.weights must be >= 0 with a positive sum, got {weights}")
+    return w / w.sum()
+
+
+def asf(F: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """Augmented achievement scalarizing values (lower is better): (P, m) -> (P,)."""
+    weighted = normalized_loss(F) * _weight_vector(weights)  # (P, m)
+    return weighted.max(axis=1) + RHO * weighted.sum(axis=1)
+
+
+def choose(rule: str, F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
+           maximize: str, weights: dict[str, float]) -> tuple[int | None, str]:
+    """Index of the chosen policy among F's rows (or None when no policy meets the bounds), and why."""
+    ok = np.flatnonzero(feasible(F, reference, min_ratio))
+    bounds = ", ".join(f"{k} >= {v:g} x accuracy-only" for k, v in min_ratio.items()) or "no bounds"
+    if len(ok) == 0:
+        return None, f"no policy of the front meets the bounds ({bounds})"
+    sub = F[ok]
+    if rule == "constrained":
+        j, ndcg = _column(maximize), _column("ndcg@10")
+        pick = int(np.lexsort((-sub[:, ndcg], -sub[:, j]))[0])  # max objective, then max NDCG@10
+        why = f"max {maximize} among {len(ok)} policies with {bounds}"
+    elif rule == "asf":
+        pick = int(np.argmin(asf(sub, weights)))
+        why = f"min achievement scalarization, weights {weights}, among {len(ok)} policies with {bounds}"
+    elif rule == "pseudo_weights":
+        pick = _pseudo_weights(sub, weights)
+        why = f"pseudo-weights closest to {weights} among {len(ok)} policies with {bounds}"
+    elif rule == "knee":
+        pick, how = _knee(sub)
+        why = f"{how} among {len(ok)} policies with {bounds}"
+    else:
+        raise ValueError(f"deploy.rule {rule!r} is not one of constrained, asf, pseudo_weights, knee")
+    return int(ok[pick]), why
+
+
+def _pseudo_weights(F: np.ndarray, weights: dict[str, float]) -> int:
+    PseudoWeights = _pymoo_mcdm().PseudoWeights
+
+    varies = F.max(axis=0) > F.min(axis=0)  # a constant objective has no pseudo-weight (0 / 0)
+    if len(F) == 1 or not varies.any():
+        return 0
+    w = _weight_vector(weights)[varies]
+    loss = normalized_loss(F)[:, varies]  # pymoo minimizes: ideal 0, nadir 1
+    return int(PseudoWeights(w / max(w.sum(), 1e-12)).do(loss))
+
+
+def _knee(F: np.ndarray) -> tuple[int, str]:
+    HighTradeoffPoints = _pymoo_mcdm().HighTradeoffPoints
+
+    equal = dict.fromkeys(OBJECTIVES, 1.0)
+    varies = F.max(axis=0) > F.min(axis=0)
+    if len(F) < 3 or varies.sum() < 2:  # trade-offs need neighbours in at least two objectives
+        return int(np.argmin(asf(F, equal))), "closest to the ideal point (too few policies for a knee)"
+    found = HighTradeoffPoints().do(normalized_loss(F)[:, varies])
+    if found is None or len(np.atleast_1d(found)) == 0:
+        return int(np.argmin(asf(F, equal))), "closest to the ideal point (no policy stands out as a knee)"
+    found = np.atleast_1d(found)
+    best = found[np.argmin(asf(F, equal)[found])]
+    return int(best), f"high trade-off point ({len(found)} found; the one closest to the ideal point)"
+
+
+def _pymoo_mcdm():
+    """pymoo's decision-making classes, imported on use (deploy without these rules skips pymoo).
+    pymoo 0.6.2 imports scipy.spatial.ckdtree, deprecated by SciPy: not ours to fix, so not shown."""
+    import types
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pymoo.mcdm.high_tradeoff import HighTradeoffPoints
+        from pymoo.mcdm.pseudo_weights import PseudoWeights
+    return types.SimpleNamespace(HighTradeoffPoints=HighTradeoffPoints, PseudoWeights=PseudoWeights)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promoted: bool
+    reason: str
+
+
+def gate(candidate: dict[str, float] | None, reference: dict[str, float], champion: dict[str, float] | None,
+         min_ratio: dict[str, float], tolerance: dict[str, float], champion_version: str | None = None,
+         identical: bool = False, no_candidate_reason: str = "") -> GateDecision:
+    """Promote only if the candidate meets the bounds on test and does not regress beyond tolerance.
+
+    candidate, reference (accuracy-only) and champion: test objectives, all on the same test data.
+    - no candidate (no policy met the bounds when choosing): keep the champion;
+    - a bound fails on test: keep the champion;
+    - identical to the champion (same model, data and policy): nothing new to publish;
+    - some objective j below champion_j x (1 - tolerance_j): keep the champion;
+    - otherwise promote (the first deployment needs only the bounds).
+    The reason names every failing bound or regression with its numbers.
+    """
+    keep = f"champion {champion_version} kept" if champion_version else "nothing deployed"
+    if candidate is None:
+        return GateDecision(False, f"{no_candidate_reason}; {keep}")
+    failed = [f"{k} {candidate[k]:.4f} < {r:g} x accuracy-only {reference[k]:.4f}"
+              for k, r in min_ratio.items() if candidate[k] < r * reference[k]]
+    if failed:
+        return GateDecision(False, f"bounds fail on test: {'; '.join(failed)}; {keep}")
+    if champion is None:
+        return GateDecision(True, "first deployment: bounds hold on test")
+    if identical:
+        return GateDecision(False, f"same model, data and policy as champion {champion_version}; nothing to publish")
+    regressed = [f"{k} {candidate[k]:.4f} < champion {champion[k]:.4f} - {tolerance.get(k, 0.0):.0%}"
+                 for k in OBJECTIVES if candidate[k] < champion[k] * (1 - tolerance.get(k, 0.0))]
+    if regressed:
+        return GateDecision(False, f"regresses vs champion {champion_version}: {'; '.join(regressed)}; {keep}")
+    return GateDecision(True, f"bounds hold on test and no objective regresses beyond tolerance vs champion "
+                              f"{champion_version}")
+

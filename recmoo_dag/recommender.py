@@ -1,0 +1,222 @@
+"""The deployed policy in memory: a `Recommender` per version, and the live one a service holds.
+
+A request is answered by the same `policy.rerank` the search and the deploy stage use, applied to
+one user's candidates with the deployed decision variables. Where the candidates come from:
+
+- `recent_items` given (a live session): the transformer reads the user's known sequence (empty for
+  an unknown user) followed by the recent items, at once, with no retraining; its top-N unseen items
+  are the candidates. Recent items the catalog does not know are ignored.
+- known `user_id`, no usable recent items: the top-N precomputed at deploy time from the user's
+  whole sequence (no forward pass).
+- otherwise (unknown or no user, no usable recent items): the N most popular training items, scored
+  by log popularity, re-ranked by the same policy (its debias term flattens popularity, its
+  calibration term is 0 without a history).
+`exclude` removes items from the candidates; seen and recent items are never recommended. Unknown
+ids never raise: they fall back as above, and the answer's `source` says which path was taken.
+
+Hot reload: every worker checks the store's CURRENT symlink at most every `serve.reload_check_ms`
+(one readlink, no other disk I/O per request). A new target is loaded in a background thread while
+requests keep using the old, immutable Recommender; then one reference assignment swaps them, so
+no request fails or sees a mix during a promotion or a rollback. The HTTP layer is recmoo_dag/serve.py.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recmoo_dag import store
+from recmoo_dag.bundle import Bundle, read_bundle
+from recmoo_dag.metrics import item_similarity, self_information
+from recmoo_dag.model import SeqRecModel, load_model
+from recmoo_dag.policy import NAMES, POOL, Context, rerank, user_profiles
+
+PRECOMPUTE_ROWS = 128  # users re-ranked at once when a version loads
+
+
+@dataclass(frozen=True)
+class Recommended:
+    items: list[dict]  # [{"item_id", "title", "score"}], best first
+    source: str  # "session" | "user" | "popularity"
+    version: str
+
+
+class Recommender:
+    """One deployed version in memory, immutable after construction."""
+
+    def __init__(self, bundle: Bundle, model: SeqRecModel, version: str, manifest: dict,
+                 session_window: int | None = None):
+        self.bundle, self.model, self.version, self.manifest = bundle, model, version, manifest
+        b = bundle
+        self.n_candidates = b.cand_items.shape[1]
+        self.policy = np.array([[float(b.variables[name]) for name in NAMES]])  # (1, d)
+        self.item_index = {item: idx for idx, item in enumerate(b.item_ids.tolist()) if idx}
+        self.user_index = {user: u for u, user in enumerate(b.user_ids.tolist())}
+        self.titles = b.titles.tolist()
+        self.item_ids = b.item_ids.tolist()
+        # The policy's per-item terms, exactly as policy.build_context computes them for the search
+        # (novelty scaled by the training user count, not by the one user of a request).
+        counts = np.asarray(b.train_counts, dtype=np.float64)
+        self.log_pop = np.log((counts + 1.0) / (counts.sum() + len(counts))).astype(np.float32)  # (I + 1,)
+        info = self_information(b.train_counts, b.n_users)
+        self.novelty = (info / info.max()).astype(np.float32)  # (I + 1,)
+        vectors = np.asarray(b.item_vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)  # (I + 1, d)
+        self.sim = item_similarity(vectors)  # (I + 1, I + 1)
+        self.profiles = user_profiles(b.indptr, b.history, self.unit)  # (U, d) known users' whole history
+        popular = np.lexsort((np.arange(len(counts)), -counts))  # most popular first, ties by index
+        popular = popular[popular != 0][: self.n_candidates]
+        self.popular_items = popular.astype(np.int32)  # (N,)
+        # Sessions read the last `session_window` items (history + recent): the forward pass grows
+        # with the window, and the most recent items carry most of the next-item signal.
+        self.window = min(session_window or model.max_len, model.max_len)
+        # Greedy MMR's first k picks do not depend on k, so every known user's list (and the
+        # anonymous one) is computed once here for the whole pool; a request with k <= pool and no
+        # excluded item inside the pool is then a lookup. Rows with padding candidates stay -1.
+        self.pool = int(np.clip(round(float(self.policy[0, POOL])), 1, self.n_candidates))
+        self.user_lists = self._precompute(b.cand_items, b.cand_scores, self.profiles)  # (U, pool)
+        self.popular_list = self._precompute(self.popular_items[None], self.log_pop[self.popular_items][None],
+                                             np.zeros((1, self.unit.shape[1]), np.float32))[0]  # (pool,)
+
+    @classmethod
+    def load(cls, folder: str | Path, session_window: int | None = None) -> Recommender:
+        folder = Path(folder)
+        manifest = store.read_manifest(folder.parent.parent, folder.name)
+        return cls(read_bundle(folder), load_model(folder / "model"), folder.name, manifest, session_window)
+
+    def recommend(self, user_id: str | None = None, recent_items: list[str] | tuple = (), k: int = 10,
+                  exclude: list[str] | tuple = ()) -> Recommended:
+        u = self.user_index.get(user_id) if user_id is not None else None
+        recent = np.array([self.item_index[i] for i in recent_items if i in self.item_index], dtype=np.int64)
+        excluded = np.array([self.item_index[i] for i in exclude if i in self.item_index], dtype=np.int64)
+        known = self.bundle.history[self.bundle.indptr[u]:self.bundle.indptr[u + 1]] if u is not None else \
+            np.zeros(0, dtype=np.int32)
+        if len(recent):
+            sequence = np.concatenate([known, recent]).astype(np.int64)  # (E,) oldest first
+            items, logits = self._score_session(sequence, excluded)
+            profile, source = self._profile(sequence), "session"
+        elif u is not None:
+            items, logits = self.bundle.cand_items[u], self.bundle.cand_scores[u]
+            if self._precomputed(self.user_lists[u], items, excluded, k):
+                return self._answer(items, logits, self.user_lists[u][:k], "user")
+            keep = (items != 0) & ~np.isin(items, excluded)
+            items, logits = items[keep], logits[keep]
+            profile, source = self.profiles[u], "user"
+        else:
+            items, logits = self.popular_items, self.log_pop[self.popular_items]
+            if self._precomputed(self.popular_list, items, excluded, k):
+                return self._answer(items, logits, self.popular_list[:k], "popularity")
+            keep = ~np.isin(items, excluded)
+            items, logits = items[keep], logits[keep]
+            profile, source = np.zeros(self.unit.shape[1], np.float32), "popularity"
+        return self._answer(items, logits, self._rerank(items, logits, profile, k), source)
+
+    def _answer(self, items: np.ndarray, logits: np.ndarray, picks: np.ndarray, source: str) -> Recommended:
+        return Recommended(items=[{"item_id": self.item_ids[i], "title": self.titles[i] or None,
+                                   "score": float(s)} for i, s in zip(items[picks], logits[picks])],
+                           source=source, version=self.version)
+
+    def _precomputed(self, row: np.ndarray, items: np.ndarray, excluded: np.ndarray, k: int) -> bool:
+        """The precomputed list answers: it exists, is long enough, and no excluded item is in the pool."""
+        return k <= self.pool and row[0] >= 0 and not (len(excluded) and np.isin(items[:self.pool], excluded).any())
+
+    def _precompute(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+        """The policy's whole-pool list of each row: items, logits (R, N), profiles (R, d) -> (R, pool)
+        positions; -1 for rows holding padding candidates (they take the per-request path)."""
+        out = np.full((len(items), self.pool), -1, dtype=np.int32)
+        full = np.flatnonzero((items[:, :self.pool] != 0).all(axis=1))
+        policy = self.policy.copy()
+        policy[0, POOL] = self.pool
+        units = profiles / np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)  # (R, d)
+        for start in range(0, len(full), PRECOMPUTE_ROWS):  # bounded memory: rows x pool x pool similarities
+            rows = full[start:start + PRECOMPUTE_ROWS]
+            cand = items[rows, :self.pool]  # (r, P)
+            fit = np.clip(np.einsum("rpd,rd->rp", self.unit[cand], units[rows]), 0.0, 1.0)  # (r, P)
+            ctx = Context(items=cand.astype(np.int32), logits=logits[rows, :self.pool].astype(np.float32),
+                          log_pop=self.log_pop[cand], novelty=self.novelty[cand], fit=fit.astype(np.float32),
+                          item_sim=self.sim)
+            out[rows] = rerank(ctx, policy, self.pool)[0]
+        return out
+
+    def _score_session(self, sequence: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's top-N unseen items after `sequence`: -> items (n,), logits (n,), best first."""
+        window = torch.from_numpy(sequence[-self.window:][None])  # (1, L)
+        with torch.inference_mode():
+            scores = self.model.score_next(window)[0].numpy().copy()  # (I + 1,), padding -inf
+        scores[sequence] = -np.inf  # seen and recent items are never recommended
+        scores[excluded] = -np.inf
+        n = min(self.n_candidates, len(scores) - 1)
+        best = np.argpartition(-scores, n - 1)[:n]  # (n,)
+        best = best[np.lexsort((best, -scores[best]))]  # score desc, then item index, as candidates.top_n
+        best = best[np.isfinite(scores[best])]
+        return best.astype(np.int32), scores[best].astype(np.float32)
+
+    def _profile(self, sequence: np.ndarray) -> np.ndarray:
+        return self.unit[sequence].mean(axis=0) if len(sequence) else np.zeros(self.unit.shape[1], np.float32)
+
+    def _rerank(self, items: np.ndarray, logits: np.ndarray, profile: np.ndarray, k: int) -> np.ndarray:
+        """Positions of the policy's top-k among `items` (n,): a one-user Context for policy.rerank,
+        with the per-item terms build_context would compute for this user among all training users."""
+        n = len(items)
+        k = min(k, n)
+        if k == 0:
+            return np.zeros(0, dtype=np.int64)
+        policy = self.policy.copy()
+        policy[0, POOL] = np.clip(np.round(policy[0, POOL]), k, n)  # a longer list needs a larger pool
+        unit_profile = profile / max(float(np.linalg.norm(profile)), 1e-12)
+        fit = np.clip(self.unit[items] @ unit_profile, 0.0, 1.0).astype(np.float32)  # (n,)
+        ctx = Context(items=items[None].astype(np.int32), logits=logits[None].astype(np.float32),
+                      log_pop=self.log_pop[items][None], novelty=self.novelty[items][None], fit=fit[None],
+                      item_sim=self.sim)
+        return rerank(ctx, policy, k)[0, 0]
+
+
+class LiveRecommender:
+    """The Recommender of the store's CURRENT version, swapped in the background when CURRENT moves."""
+
+    def __init__(self, store_dir: str | Path, check_ms: int, session_window: int | None = None):
+        self.store_dir = Path(store_dir)
+        self.check_s = check_ms / 1000.0
+        self.session_window = session_window
+        store.version_dir(self.store_dir)  # fails with a message before the first deployment
+        self.target = os.readlink(self._link())
+        self.current = Recommender.load(self.store_dir / self.target, session_window)
+        self.next_check = time.monotonic() + self.check_s
+        self.failed_target: str | None = None
+        self._loading = threading.Lock()
+
+    def _link(self) -> Path:
+        return self.store_dir / store.CURRENT
+
+    def get(self) -> Recommender:
+        now = time.monotonic()
+        if now >= self.next_check:
+            self.next_check = now + self.check_s
+            try:
+                target = os.readlink(self._link())
+            except OSError as err:  # the store moved away under us: keep serving what we have
+                print(f"serve: cannot read {self._link()}: {err}; still serving {self.current.version}",
+                      file=sys.stderr)
+                return self.current
+            if target != self.target and target != self.failed_target and self._loading.acquire(blocking=False):
+                threading.Thread(target=self._swap, args=(target,), daemon=True).start()
+        return self.current
+
+    def _swap(self, target: str) -> None:
+        try:
+            fresh = Recommender.load(self.store_dir / target, self.session_window)
+        except Exception as err:  # noqa: BLE001  a broken version must not take the service down: log, keep serving
+            self.failed_target = target
+            print(f"serve: cannot load {target}: {err}; still serving {self.current.version}", file=sys.stderr)
+        else:
+            self.current, self.target, self.failed_target = fresh, target, None  # one assignment each
+            print(f"serve: now serving {fresh.version}", file=sys.stderr)
+        finally:
+            self._loading.release()

@@ -1,0 +1,305 @@
+"""The service: answers, fallbacks, bad requests, hot swap of versions, the CLI, and a real socket."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from recmoo_dag import deploy, store
+from recmoo_dag.bundle import read_bundle
+from recmoo_dag.cli import main
+from recmoo_dag.metrics import item_similarity
+from recmoo_dag.policy import NAMES, build_context, recommended_items, rerank
+from recmoo_dag.recommender import Recommender
+from recmoo_dag.serve import create_app
+from tests.deploy_support import FRONT, base_project, copy_project, perturb_model, write_front
+
+LOOSE = {"deploy": {"min_ratio": {"ndcg@10": 0.0}, "tolerance": dict.fromkeys(
+    ("ndcg@10", "ild@10", "coverage@10", "novelty", "personalization"), 1.0)}}
+
+
+@pytest.fixture
+def served(tmp_path, tmp_path_factory, monkeypatch):
+    """A tiny project whose deployed policy is the strongly diversified FRONT[2]."""
+    base = base_project(tmp_path_factory)
+    monkeypatch.chdir(tmp_path)
+    params = copy_project(base, tmp_path, LOOSE)
+    write_front(params, [FRONT[2]])
+    deploy.run(params)
+    return params
+
+
+@pytest.fixture
+def client(served):
+    with TestClient(create_app(served.deploy.store, served.serve)) as test_client:
+        yield test_client
+
+
+def post(client, **body):
+    return client.post("/recommend", json=body)
+
+
+def test_known_user_gets_k_policy_ranked_unseen_items(client, served):
+    bundle = read_bundle(store.version_dir(served.deploy.store))
+    user = str(bundle.user_ids[3])
+    answer = post(client, user_id=user, k=7).json()
+    assert answer["policy_version"] == "v0001" and answer["source"] == "user"
+    ids = [item["item_id"] for item in answer["items"]]
+    assert len(ids) == len(set(ids)) == 7 and all(isinstance(i, str) for i in ids)
+    seen = set(bundle.item_ids[bundle.history[bundle.indptr[3]:bundle.indptr[4]]])
+    assert not seen & set(ids)
+    assert all(item["title"].startswith("Item ") for item in answer["items"])
+    assert post(client, user_id=int(user), k=7).json() == answer  # integer ids are the same ids
+
+
+def test_service_answers_exactly_what_the_batch_reranker_gives_every_user(served):
+    """One policy x one user in the service == the search's batch path (build_context + rerank)."""
+    folder = store.version_dir(served.deploy.store)
+    bundle, recommender = read_bundle(folder), Recommender.load(folder)
+    ctx = build_context(bundle.cand_items, bundle.cand_scores, bundle.item_vectors,
+                        item_similarity(bundle.item_vectors), bundle.train_counts, (bundle.indptr, bundle.history))
+    policy = np.array([[bundle.variables[name] for name in NAMES]])
+    batch = recommended_items(ctx, rerank(ctx, policy, 10))[0]  # (U, 10)
+    # Users with fewer than N unseen items have padding candidates, which the service drops and
+    # the batch path keeps (harmless at ML-100K scale, where nobody has seen 1682 - 200 films).
+    full = np.flatnonzero((bundle.cand_items != 0).all(axis=1))
+    assert len(full) > len(bundle.user_ids) // 2
+    for u, user in zip(full, bundle.user_ids[full]):
+        served_ids = [item["item_id"] for item in recommender.recommend(str(user), k=10).items]
+        assert served_ids == list(bundle.item_ids[batch[u]]), user
+
+
+def test_lists_precomputed_at_load_equal_the_per_request_path(served):
+    """Known users and the popularity fallback are answered from whole-pool lists computed at load;
+    any k up to the pool, with or without exclusions, gives what a fresh re-ranking gives."""
+    recommender = Recommender.load(store.version_dir(served.deploy.store))
+    bundle = recommender.bundle
+    ids = lambda items, picks: [str(bundle.item_ids[i]) for i in items[picks]]
+    for u in range(0, len(bundle.user_ids), 5):
+        items, logits = bundle.cand_items[u], bundle.cand_scores[u]
+        if (items == 0).any():
+            continue
+        for k in (1, 3, 10, recommender.pool):
+            fresh = recommender._rerank(items, logits, recommender.profiles[u], k)
+            served_ids = [i["item_id"] for i in recommender.recommend(str(bundle.user_ids[u]), k=k).items]
+            assert served_ids == ids(items, fresh), (u, k)
+    popular, log_pop = recommender.popular_items, recommender.log_pop[recommender.popular_items]
+    fresh = recommender._rerank(popular, log_pop, np.zeros(recommender.unit.shape[1], np.float32), 10)
+    assert [i["item_id"] for i in recommender.recommend("stranger", k=10).items] == ids(popular, fresh)
+    excluded = ids(popular, fresh)[:2]
+    answer = [i["item_id"] for i in recommender.recommend("stranger", k=10, exclude=excluded).items]
+    assert len(answer) == 10 and not set(excluded) & set(answer)
+
+
+def test_recent_items_drive_the_model_at_once(client, served):
+    bundle = read_bundle(store.version_dir(served.deploy.store))
+    user, history = str(bundle.user_ids[5]), bundle.history[bundle.indptr[5]:bundle.indptr[6]]
+    unseen = [str(i) for i in bundle.item_ids[1:] if i not in set(bundle.item_ids[history])]
+    recent = unseen[:3]
+    answer = post(client, user_id=user, recent_items=recent, k=10).json()
+    assert answer["source"] == "session"
+    assert not set(recent) & {item["item_id"] for item in answer["items"]}
+    # A known user's session is their sequence plus the recent items: an anonymous session with
+    # that whole sequence gets the same list.
+    whole = [str(i) for i in bundle.item_ids[history]] + recent
+    assert post(client, recent_items=whole, k=10).json() == answer
+    assert answer != post(client, user_id=user, k=10).json()
+
+
+def test_unknown_users_and_items_fall_back_without_errors(client, served):
+    popular = post(client, user_id="no-such-user", k=5).json()
+    assert popular["source"] == "popularity" and len(popular["items"]) == 5
+    assert post(client, k=5).json() == popular  # anonymous: the same fallback
+    assert post(client, user_id="no-such-user", recent_items=["nope", 10**30], k=5).json() == popular
+    excluded = popular["items"][0]["item_id"]
+    answer = post(client, user_id="no-such-user", exclude=[excluded, "nope"], k=5).json()
+    assert excluded not in {item["item_id"] for item in answer["items"]} and len(answer["items"]) == 5
+
+
+def test_popularity_fallback_is_re_ranked_by_the_policy(tmp_path, tmp_path_factory, monkeypatch):
+    # Under the accuracy-only policy the fallback is plain popularity order.
+    monkeypatch.chdir(tmp_path)
+    params = copy_project(base_project(tmp_path_factory), tmp_path, LOOSE)
+    write_front(params, [FRONT[0]])
+    deploy.run(params)
+    bundle = read_bundle(store.version_dir(params.deploy.store))
+    order = np.lexsort((np.arange(len(bundle.train_counts)), -bundle.train_counts))
+    expected = [str(bundle.item_ids[i]) for i in order if i][:10]
+    answer = Recommender.load(store.version_dir(params.deploy.store)).recommend("stranger", k=10)
+    assert [item["item_id"] for item in answer.items] == expected
+
+
+def test_exclude_and_k_larger_than_the_candidates(client, served):
+    bundle = read_bundle(store.version_dir(served.deploy.store))
+    user = str(bundle.user_ids[0])
+    first = post(client, user_id=user, k=5).json()["items"]
+    dropped = [item["item_id"] for item in first[:2]]
+    again = post(client, user_id=user, k=5, exclude=dropped).json()["items"]
+    assert not set(dropped) & {item["item_id"] for item in again}
+    available = int((bundle.cand_items[0] != 0).sum())
+    assert len(post(client, user_id=user, k=100).json()["items"]) == min(100, available)
+
+
+BAD_REQUESTS = [
+    ({"user_id": "1", "k": 0}, 422, "greater than or equal to 1"),
+    ({"user_id": "1", "k": 101}, 422, "less than or equal to 100"),
+    ({"user_id": "1", "k": "10"}, 422, "valid integer"),
+    ({"user_id": "1", "k": True}, 422, "valid integer"),
+    ({"user_id": "1", "k": 2.5}, 422, "valid integer"),
+    ({"user_id": 1.5}, 422, "user_id"),
+    ({"user_id": ["1"]}, 422, "user_id"),
+    ({"user_id": "x" * 129}, 422, "at most 128 characters"),
+    ({"recent_items": "1,2,3"}, 422, "valid list"),
+    ({"recent_items": [{"id": 1}]}, 422, "recent_items"),
+    ({"recent_items": ["1"] * 201}, 422, "at most 200 items"),
+    ({"exclude": [None]}, 422, "exclude"),
+    ({"user": "1"}, 422, "Extra inputs are not permitted"),
+    ([1, 2], 422, "valid dictionary"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD_REQUESTS)
+def test_invalid_requests_get_a_4xx_with_a_message(client, body, status, message):
+    response = client.post("/recommend", json=body)
+    assert response.status_code == status
+    assert message in json.dumps(response.json()["detail"])
+
+
+def test_malformed_and_oversized_bodies_are_4xx(client, served):
+    for raw, content_type in ((b'{"user_id": "1",', "application/json"), (b"", "application/json"),
+                              (b"\xff\xfe", "application/json"), (b"user_id=1", "text/plain")):
+        response = client.post("/recommend", content=raw, headers={"content-type": content_type})
+        assert 400 <= response.status_code < 500, (raw, response.status_code)
+        assert response.json()["detail"]
+    huge = json.dumps({"exclude": ["x" * 100] * 1000}).encode()  # > serve.max_body_bytes (64 KiB)
+    response = client.post("/recommend", content=huge, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "over 65536 bytes" in response.json()["detail"]
+
+    def chunks():  # no content-length: counted as it streams
+        for _ in range(100):
+            yield b" " * 1024
+
+    response = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_health_policy_and_openapi(client, served):
+    assert client.get("/health").json() == {"status": "ok", "policy_version": "v0001"}
+    policy = client.get("/policy").json()
+    assert policy["version"] == "v0001" and policy["policy"] == {k: FRONT[2][k] for k in NAMES}
+    assert policy["lineage"][0]["artifact"] == "front"
+    assert policy["gate"]["promoted"] is True and set(policy["test"]) == {"accuracy_only", "deployed"}
+    spec = client.get("/openapi.json").json()
+    assert {"/recommend", "/health", "/policy"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_a_promotion_and_a_rollback_are_picked_up_without_failed_requests(client, served):
+    statuses, versions, stop = [], [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            response = post(client, user_id="1", recent_items=["2"], k=10)
+            statuses.append(response.status_code)
+            versions.append(response.json().get("policy_version"))
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        perturb_model(served, seed=21)
+        write_front(served, [FRONT[1]])
+        assert deploy.run(served)["version"] == "v0002"
+        wait_for(lambda: versions and versions[-1] == "v0002")
+        store.rollback(served.deploy.store)
+        wait_for(lambda: versions[-1] == "v0001")
+    finally:
+        stop.set()
+        worker.join()
+    assert set(statuses) == {200} and {"v0001", "v0002"} == set(versions)
+    # Versions change at most twice: v0001 -> v0002 -> v0001, never back and forth (no mixed state).
+    changes = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
+    assert changes == ["v0001", "v0002", "v0001"]
+
+
+def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(client, served, capsys):
+    root = Path(served.deploy.store)
+    broken = root / store.VERSIONS / "v0002"
+    broken.mkdir()
+    (broken / store.MANIFEST).write_text("{}")  # complete-looking, but no model, catalog or candidates
+    store.switch(root, "v0002")
+    for _ in range(20):
+        response = post(client, user_id="1", k=3)
+        assert response.status_code == 200 and response.json()["policy_version"] == "v0001"
+        time.sleep(0.02)
+    assert "serve: cannot load versions/v0002" in capsys.readouterr().err
+    assert client.get("/health").json()["policy_version"] == "v0001"
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_cli_recommend_prints_what_the_service_answers(client, served, capsys):
+    assert main(["recommend", "--user", "1", "--recent", "2,3", "-k", "4"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == post(client, user_id="1", recent_items=["2", "3"], k=4).json()
+    assert main(["recommend", "--user", "1", "-k", "0"]) == 2
+    assert "-k must be in [1, 100]" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_recmoo_serve_answers_on_a_real_socket(served):
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "recmoo_dag.cli", "serve", "--port", str(port),
+                                "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + _repo()})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, "recmoo serve did not come up"
+            time.sleep(0.2)
+        answer = httpx.post(f"{url}/recommend", json={"user_id": "1", "k": 10}).json()
+        assert answer["policy_version"] == "v0001" and len(answer["items"]) == 10
+        assert httpx.post(f"{url}/recommend", content=b"{", headers={"content-type": "application/json"}
+                          ).status_code == 422
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _repo() -> str:
+    from tests.conftest import REPO
+
+    return str(REPO)
