@@ -1,0 +1,103 @@
+"""Blocking asset checks: when one fails, nothing downstream of its asset runs in that run.
+
+So bad data never reaches training, a model that loses to popularity never reaches the search, a
+front that loses to the MMR sweep never reaches deployment, and the deployed policy keeps serving.
+Each check is a tiny function of the stage's JSON report (the file the stage already writes); it
+is attached only when dvc.yaml has the stage, and it finds the report among the stage's outs.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from dagster import AssetCheckResult, AssetChecksDefinition, Failure, MetadataValue, asset_check
+
+from recmoo_dag.defs.pipeline import Stage
+
+
+def validation_passed(report: dict) -> AssetCheckResult:
+    """The great-expectations suite passed (reports/validation.json)."""
+    failures = report.get("failures") or []
+    return AssetCheckResult(passed=bool(_get(report, "success")), metadata={
+        "summary": MetadataValue.text(str(report.get("summary", ""))),
+        "failed expectations": len(failures),
+    })
+
+
+def beats_popularity(metrics: dict) -> AssetCheckResult:
+    """The model's NDCG@10 on valid is above the popularity baseline's (metrics/train.json)."""
+    model = float(_get(metrics, "model.valid.ndcg@10"))
+    popularity = float(_get(metrics, "baselines.pop.valid.ndcg@10"))
+    return AssetCheckResult(passed=model > popularity, metadata={
+        "model valid ndcg@10": model, "popularity valid ndcg@10": popularity, "margin": model - popularity})
+
+
+def front_beats_mmr(search: dict) -> AssetCheckResult:
+    """The Pareto front is non-empty and its hypervolume on valid beats the MMR sweep's at the same
+    budget (metrics/search.json)."""
+    size = int(_get(search, "front_size"))
+    front = float(_get(search, "hypervolume.nsga"))
+    mmr = float(_get(search, "hypervolume.mmr_sweep"))
+    return AssetCheckResult(passed=size > 0 and front > mmr, metadata={
+        "front size": size, "front hypervolume": front, "MMR sweep hypervolume": mmr})
+
+
+def deploy_gate(deploy: dict) -> AssetCheckResult:
+    """A policy that passed the gate is served: the new one promoted, or the champion kept
+    (metrics/deploy.json). Fails when nothing is served."""
+    promoted, version = bool(_get(deploy, "gate.promoted")), _get(deploy, "version")
+    return AssetCheckResult(passed=promoted or version is not None, metadata={
+        "deployed version": MetadataValue.text(str(version)), "promoted": promoted,
+        "gate decision": MetadataValue.text(str(deploy["gate"].get("reason", "")))})
+
+
+# stage -> (report file among its outs, check). A stage missing from dvc.yaml gets no check.
+BLOCKING_CHECKS: dict[str, tuple[str, Callable[[dict], AssetCheckResult]]] = {
+    "validate": ("validation.json", validation_passed),
+    "train": ("train.json", beats_popularity),
+    "pareto_front": ("search.json", front_beats_mmr),
+    "deploy": ("deploy.json", deploy_gate),
+}
+
+
+def build_checks(project: Path, stages: dict[str, Stage]) -> list[AssetChecksDefinition]:
+    return [stage_check(project, stages[name], filename, check)
+            for name, (filename, check) in BLOCKING_CHECKS.items() if name in stages]
+
+
+def stage_check(project: Path, stage: Stage, filename: str,
+                check: Callable[[dict], AssetCheckResult]) -> AssetChecksDefinition:
+    report = report_path(stage, filename)
+
+    @asset_check(asset=stage.name, name=check.__name__, description=check.__doc__, blocking=True)
+    def _check() -> AssetCheckResult:
+        path = project / report
+        if not path.is_file():
+            raise Failure(f"{report}: missing, so check {check.__name__} cannot run "
+                          f"(stage {stage.name} writes it)")
+        try:
+            return check(json.loads(path.read_text()))
+        except KeyError as err:
+            raise Failure(f"{report}: {err.args[0]} (written by stage {stage.name}; "
+                          f"the check is {check.__name__} in recmoo_dag/defs/checks.py)") from err
+
+    return _check
+
+
+def report_path(stage: Stage, filename: str) -> str:
+    """The out of `stage` named `filename` (declared in dvc.yaml, so DVC tracks what the check reads)."""
+    for out in stage.outs:
+        if Path(out).name == filename:
+            return out
+    raise ValueError(f"dvc.yaml: stage {stage.name!r} has no out named {filename!r}; its blocking check "
+                     f"needs it (recmoo_dag/defs/checks.py BLOCKING_CHECKS); outs: {list(stage.outs)}")
+
+
+def _get(data: dict, dotted: str):
+    node = data
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(f"no key {dotted!r}")
+        node = node[key]
+    return node

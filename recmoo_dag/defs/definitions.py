@@ -1,0 +1,57 @@
+"""The Dagster definitions, derived from dvc.yaml and params.yaml of one project folder.
+
+The project is $RECMOO_PROJECT_DIR, else the working directory when it holds a dvc.yaml (how
+`dagster dev` and `dagster definitions validate` run from the project root), else this checkout.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+
+from recmoo_dag.config import load_params
+from recmoo_dag.defs.assets import build_assets
+from recmoo_dag.defs.checks import build_checks
+from recmoo_dag.defs.pipeline import downstream, load_pipeline, readers_of
+from recmoo_dag.defs.schedules import build_retrain_schedule
+from recmoo_dag.defs.sensors import build_incoming_sensor
+
+PIPELINE_JOB = "pipeline"
+NEW_LOGS_JOB = "new_logs"
+
+
+def project_dir() -> Path:
+    if env := os.environ.get("RECMOO_PROJECT_DIR"):
+        return Path(env).resolve()
+    if (Path.cwd() / "dvc.yaml").is_file():
+        return Path.cwd().resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def build_defs(project: str | Path | None = None) -> Definitions:
+    project = Path(project).resolve() if project else project_dir()
+    stages = load_pipeline(project)
+    params = load_params(project / "params.yaml")
+    settings = params.orchestration
+
+    everything = define_asset_job(
+        PIPELINE_JOB, selection=AssetSelection.all(),
+        description="Every stage of dvc.yaml, in order (DVC skips the unchanged ones).")
+    jobs, sensors = [everything], []
+    if readers := readers_of(stages, params.data.incoming_dir):
+        new_logs = define_asset_job(
+            NEW_LOGS_JOB, selection=AssetSelection.assets(*downstream(stages, readers)),
+            description=f"The stages reading {params.data.incoming_dir} and everything downstream of them.")
+        jobs.append(new_logs)
+        sensors.append(build_incoming_sensor(project, new_logs, settings.sensor_interval_seconds,
+                                             settings.sensor_enabled))
+    return Definitions(
+        assets=build_assets(project, stages),
+        asset_checks=build_checks(project, stages),
+        jobs=jobs,
+        sensors=sensors,
+        schedules=[build_retrain_schedule(everything, settings)],
+        # One step at a time, in the run's own process: DVC allows one command per workspace.
+        executor=in_process_executor,
+    )

@@ -1,0 +1,119 @@
+"""The DVC pipeline as plain data: stages, their paths, the stage graph and dvc.lock hashes.
+
+dvc.yaml is the one definition of the pipeline. It is read with DVC's own API, so `${...}`
+templating from params.yaml is resolved exactly as `dvc repro` resolves it; Dagster only mirrors it.
+No dagster import here: this module is the bridge's DVC side and is tested on its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cmd: str
+    desc: str | None
+    deps: tuple[str, ...]  # path deps as written in dvc.yaml (templating resolved), params files excluded
+    outs: tuple[str, ...]  # every out, metrics and plots included
+    params: dict  # {"params.yaml": {key: value}}: the values this stage reads now
+    upstream: tuple[str, ...]  # stages whose outs this stage reads
+    code_version: str
+
+
+def load_pipeline(project: str | Path) -> dict[str, Stage]:
+    """Stages of `project`/dvc.yaml in a topological order (upstream first)."""
+    from dvc.repo import Repo  # imported here: `import recmoo_dag.defs.pipeline` stays cheap
+
+    project = Path(project).resolve()
+    with Repo(str(project)) as repo:
+        raw = []
+        for stage in repo.index.stages:
+            if not getattr(stage, "cmd", None):
+                continue  # `.dvc` files of tracked data are inputs, not stages
+            path_deps = [_rel(d.def_path) for d in stage.deps if not _is_params(d)]
+            params = {_rel(d.def_path): d.read_params() for d in stage.deps if _is_params(d)}
+            outs = [_rel(o.def_path) for o in stage.outs]
+            raw.append((stage.name, stage.cmd, stage.desc, path_deps, outs, params))
+
+    producers = {out: name for name, _, _, _, outs, _ in raw for out in outs}
+    stages = {}
+    for name, cmd, desc, deps, outs, params in raw:
+        upstream = sorted({producer for dep in deps for out, producer in producers.items()
+                           if producer != name and overlaps(dep, out)})
+        code = code_version(project, cmd, params, [d for d in deps if d.endswith(".py")])
+        stages[name] = Stage(name, cmd if isinstance(cmd, str) else " && ".join(cmd), desc,
+                             tuple(deps), tuple(outs), params, tuple(upstream), code)
+    return {name: stages[name] for name in _topological(stages)}
+
+
+def overlaps(a: str, b: str) -> bool:
+    """One path is the other or lies inside it: how DVC links a dep to the out that produces it."""
+    a, b = a.rstrip("/"), b.rstrip("/")
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def downstream(stages: dict[str, Stage], roots: set[str]) -> list[str]:
+    """`roots` and every stage that (transitively) reads their outs, in pipeline order."""
+    chosen = set(roots)
+    for name, stage in stages.items():  # topological order: parents are decided first
+        if chosen.intersection(stage.upstream):
+            chosen.add(name)
+    return [name for name in stages if name in chosen]
+
+
+def readers_of(stages: dict[str, Stage], path: str) -> set[str]:
+    """Stages with a dep on `path` or on a folder holding it (the incoming folder: ingest)."""
+    return {name for name, stage in stages.items() if any(overlaps(dep, path) for dep in stage.deps)}
+
+
+def code_version(project: Path, cmd, params: dict, sources: list[str]) -> str:
+    """What DVC compares to decide a re-run, minus the data: the command, the params values read and
+    the stage's own .py deps. A change marks the Dagster asset stale ("code version changed")."""
+    digest = hashlib.sha256(json.dumps([cmd, params], sort_keys=True, default=str).encode())
+    for source in sorted(sources):
+        path = project / source
+        digest.update(source.encode() + (path.read_bytes() if path.is_file() else b"<missing>"))
+    return digest.hexdigest()[:16]
+
+
+def locked_outs(project: str | Path, stage: str) -> dict[str, str]:
+    """{out path: DVC hash} recorded in dvc.lock for `stage` ({} before its first run)."""
+    lock = Path(project) / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    entry = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
+    return {out["path"]: out.get("md5") or out.get("etag") or out.get("checksum", "")
+            for out in entry.get("outs", [])}
+
+
+def data_version(outs: dict[str, str]) -> str:
+    """One version for a stage's outputs: a hash of DVC's own out hashes (changes iff an out changed)."""
+    joined = "\n".join(f"{path}={md5}" for path, md5 in sorted(outs.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()[:24]
+
+
+def _is_params(dep) -> bool:
+    return type(dep).__name__ == "ParamsDependency"
+
+
+def _rel(path) -> str:
+    return Path(str(path)).as_posix().removeprefix("./")
+
+
+def _topological(stages: dict[str, Stage]) -> list[str]:
+    done: list[str] = []
+    pending = dict(stages)  # dvc.yaml order, kept among stages that are ready together
+    while pending:
+        ready = [name for name, stage in pending.items() if set(stage.upstream) <= set(done)]
+        if not ready:
+            raise ValueError(f"dvc.yaml: cycle among stages {sorted(pending)}")
+        done.extend(ready)
+        for name in ready:
+            del pending[name]
+    return done

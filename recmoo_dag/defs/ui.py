@@ -1,0 +1,61 @@
+"""`recmoo ui`: the Dagster webserver and daemon on 127.0.0.1, with run history kept in the project.
+
+DAGSTER_HOME is <project>/.dagster_home (ignored by git and DVC), so runs, lineage, sensor cursors
+and schedule state survive restarts. Its dagster.yaml, written on first start and yours to edit
+afterwards, lets one run and one DVC stage execute at a time: DVC locks the workspace per command.
+Equivalent shell line, from the project root:
+    DAGSTER_HOME=$PWD/.dagster_home dagster dev -h 127.0.0.1 -p 3000
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from recmoo_dag.defs.definitions import project_dir
+
+INSTANCE_YAML = """\
+# Written by `recmoo ui` (recmoo_dag/defs/ui.py) on first start; edit freely, it is not rewritten.
+# DVC allows one command at a time per workspace (.dvc/tmp/lock): one run at a time, and one
+# stage at a time in the pool every asset uses (runs from the UI, the sensor and the schedule queue).
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def dagster_home(project: Path) -> Path:
+    """<project>/.dagster_home with its dagster.yaml (created when missing)."""
+    home = project / ".dagster_home"
+    home.mkdir(exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(INSTANCE_YAML)
+    return home
+
+
+def ui_command(host: str, port: int) -> list[str]:
+    # No -m/-f flag: `dagster dev` reads [tool.dagster] module_name from pyproject.toml in the cwd.
+    return [sys.executable, "-m", "dagster", "dev", "--host", host, "--port", str(port)]
+
+
+def ui_env(project: Path, home: Path) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)  # `dvc` and `recmoo` for the stages
+    return {**os.environ, "DAGSTER_HOME": str(home), "RECMOO_PROJECT_DIR": str(project),
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+
+def run_ui(host: str = "127.0.0.1", port: int = 3000, project: str | Path | None = None) -> int:
+    """Start `dagster dev` in the foreground until Ctrl-C; returns its exit status."""
+    project = Path(project).resolve() if project else project_dir()
+    home = dagster_home(project)
+    print(f"recmoo ui: http://{host}:{port}  (DAGSTER_HOME={home}; Ctrl-C stops webserver and daemon)")
+    try:
+        return subprocess.call(ui_command(host, port), cwd=project, env=ui_env(project, home))
+    except KeyboardInterrupt:  # dagster dev got the same signal and shuts its children down
+        return 0

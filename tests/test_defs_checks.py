@@ -1,0 +1,86 @@
+"""The blocking checks and the metadata renderers on hand-made reports (no DVC, no runs)."""
+import base64
+import json
+
+import pytest
+from dagster import Failure
+
+from recmoo_dag.defs.checks import (
+    BLOCKING_CHECKS,
+    beats_popularity,
+    deploy_gate,
+    front_beats_mmr,
+    report_path,
+    stage_check,
+    validation_passed,
+)
+from recmoo_dag.defs.pipeline import Stage
+from recmoo_dag.defs.reports import stage_metadata
+
+PNG_1PX = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw"
+                           "AAAABJRU5ErkJggg==")
+
+
+def stage(name="validate", outs=("reports/validation.json",)) -> Stage:
+    return Stage(name, f"recmoo {name}", None, (), tuple(outs), {}, (), "0" * 16)
+
+
+def test_validation_passed():
+    assert validation_passed({"success": True, "summary": "15/15 passed"}).passed
+    failed = validation_passed({"success": False, "summary": "3/15 failed", "failures": [{}, {}, {}]})
+    assert not failed.passed and failed.metadata["failed expectations"].value == 3
+
+
+def test_beats_popularity():
+    report = {"model": {"valid": {"ndcg@10": 0.12}}, "baselines": {"pop": {"valid": {"ndcg@10": 0.05}}}}
+    assert beats_popularity(report).passed
+    report["baselines"]["pop"]["valid"]["ndcg@10"] = 0.12  # a tie is not a win
+    assert not beats_popularity(report).passed
+
+
+def test_front_beats_mmr():
+    assert front_beats_mmr({"front_size": 12, "hypervolume": {"nsga": 0.4, "mmr_sweep": 0.3}}).passed
+    assert not front_beats_mmr({"front_size": 0, "hypervolume": {"nsga": 0.4, "mmr_sweep": 0.3}}).passed
+    assert not front_beats_mmr({"front_size": 12, "hypervolume": {"nsga": 0.3, "mmr_sweep": 0.3}}).passed
+
+
+def test_deploy_gate():
+    assert deploy_gate({"version": "v2", "gate": {"promoted": True, "reason": "first deployment"}}).passed
+    kept = deploy_gate({"version": "v1", "gate": {"promoted": False, "reason": "regresses; v1 kept"}})
+    assert kept.passed and kept.metadata["deployed version"].value == "v1"
+    assert not deploy_gate({"version": None, "gate": {"promoted": False, "reason": "no policy"}}).passed
+
+
+def test_check_reads_the_stage_report_and_names_missing_keys(tmp_path):
+    check = stage_check(tmp_path, stage(), "validation.json", validation_passed)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "validation.json").write_text(json.dumps({"success": True, "summary": "ok"}))
+    assert check().passed
+    (tmp_path / "reports" / "validation.json").write_text(json.dumps({"summary": "no verdict"}))
+    with pytest.raises(Failure, match="reports/validation.json: .*'success'"):
+        check()
+
+
+def test_report_path_finds_the_file_among_outs():
+    train = stage("train", ("models/model", "metrics/train.json"))
+    assert report_path(train, "train.json") == "metrics/train.json"
+    with pytest.raises(ValueError, match="stage 'train' has no out named 'train.json'"):
+        report_path(stage("train", ("models/model", "metrics/other.json")), "train.json")
+    assert set(BLOCKING_CHECKS) == {"validate", "train", "pareto_front", "deploy"}
+
+
+def test_metadata_from_json_png_and_csv(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "train.json").write_text(json.dumps({
+        "epochs": 3, "model": {"valid": {"ndcg@10": 0.1, "hr@10": 0.2}},
+        "baselines": {"pop": {"valid": {"ndcg@10": 0.05, "hr@10": 0.1}}}}))
+    (tmp_path / "reports" / "pareto").mkdir(parents=True)
+    (tmp_path / "reports" / "pareto" / "front.png").write_bytes(PNG_1PX)
+    front = "policy,ndcg@10,ild@10\np0,0.1234567,0.5\np1,0.1,0.6\n"
+    (tmp_path / "reports" / "pareto" / "front.csv").write_text(front)
+    meta = stage_metadata(tmp_path, ("metrics/train.json", "reports/pareto"), {"metrics/train.json": "abc"})
+    assert "`abc`" in meta["dvc/outs"].value and meta["train.epochs"] == 3
+    table = meta["train.table"].value
+    assert "| model.valid | 0.2 | 0.1 |" in table and "| baselines.pop.valid | 0.1 | 0.05 |" in table
+    assert meta["front.png"].value.startswith("![front.png](data:image/png;base64,iVBOR")
+    assert meta["front.rows"] == 2 and "| p0 | 0.1235 | 0.5 |" in meta["front.table"].value

@@ -1,0 +1,169 @@
+"""The real UI: `dagster dev` (webserver + daemon) on a synthetic project, driven by headless Chromium.
+
+Needs Debian's chromium (/usr/bin/chromium, or $RECMOO_CHROMIUM) and the playwright Python package;
+Playwright's own browser downloads are never used. Screenshots go to $RECMOO_TEST_ARTIFACTS when set.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from recmoo_dag.defs.pipeline import load_pipeline
+from recmoo_dag.synth import write_synthetic_log
+from tests import defs_support
+
+pytestmark = pytest.mark.slow
+materialized_project = defs_support.materialized_project  # session fixture (test_defs_materialize.py too)
+
+CHROMIUM = os.environ.get("RECMOO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+RUN_TIMEOUT = 600  # seconds for one run of the tiny pipeline; ~1 min on an idle 2-core machine
+RUNS = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter, limit: 20) {
+  ... on Runs { results { runId status jobName tags { key value } } } } }"""
+LATEST = "{ assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId } } }"
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = json.load(response)
+    assert "errors" not in payload, payload["errors"]
+    return payload["data"]
+
+
+def wait_for(condition, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(2)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+
+
+def location_loaded(url: str) -> bool:
+    try:
+        entries = graphql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
+    except OSError:  # webserver not listening yet
+        return False
+    errors = [e["locationOrLoadError"] for e in entries
+              if e["locationOrLoadError"]["__typename"] == "PythonError"]
+    assert not errors, errors
+    return bool(entries) and all(e["loadStatus"] == "LOADED" for e in entries)
+
+
+def finished_run(url: str, run_filter: dict):
+    """The newest run matching the filter once it finished (fails the test if it failed)."""
+    runs = graphql(url, RUNS, {"filter": run_filter})["runsOrError"]["results"]
+    if runs and runs[0]["status"] in ("FAILURE", "CANCELED"):
+        raise AssertionError(f"run {runs[0]['runId']} ended {runs[0]['status']}")
+    return runs[0] if runs and runs[0]["status"] == "SUCCESS" else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _default_signals():  # the test runner may ignore SIGINT/SIGTERM; dagster dev must hear them
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory, materialized_project):
+    """`recmoo ui` in a copy of the materialized tiny project: dagster dev on 127.0.0.1, DAGSTER_HOME
+    inside the project. The UI's "Materialize all" then runs every asset, and DVC finds most stages
+    up to date: the sensor's run below recomputes everything downstream of ingest for real."""
+    project = tmp_path_factory.mktemp("ui") / "project"
+    shutil.copytree(materialized_project[0], project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["orchestration"]["sensor_interval_seconds"] = 2  # not a stage param: nothing re-runs
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    port = free_port()
+    url, log = f"http://127.0.0.1:{port}", project / "recmoo_ui.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "RECMOO_PROJECT_DIR")}
+    # Its own process group, stopped as a whole below; preexec_fn runs before any thread exists.
+    with open(log, "w") as out:
+        command = [sys.executable, "-m", "recmoo_dag.cli", "ui", "--port", str(port)]
+        proc = subprocess.Popen(command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_default_signals)  # noqa: PLW1509
+    try:
+        wait_for(lambda: location_loaded(url), 180, "the webserver and the code location", log)
+        yield SimpleNamespace(project=project, url=url, home=project / ".dagster_home", log=log)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # dagster dev stops the webserver, daemon and code servers
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def save(path: Path) -> None:
+    if folder := os.environ.get("RECMOO_TEST_ARTIFACTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(folder) / path.name)
+
+
+def test_browser_materializes_all_assets(ui, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    stages = list(load_pipeline(ui.project))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1800, "height": 1000})
+        page.goto(f"{ui.url}/asset-groups")
+        materialize_all = page.get_by_role("button", name="Materialize all")
+        materialize_all.wait_for(timeout=60_000)
+        try:  # the first visit shows a "join the community" dialog over the graph
+            page.get_by_role("button", name="Skip").click(timeout=5_000)
+        except PlaywrightTimeout:
+            pass
+        nodes = page.locator("[class*='AssetNode_assetName']")  # node titles in the lineage graph
+        nodes.nth(len(stages) - 1).wait_for(timeout=30_000)
+        assert sorted(nodes.all_inner_texts()) == sorted(stages)  # one node per DVC stage, nothing else
+        materialize_all.click()
+        run = wait_for(lambda: finished_run(ui.url, {}), RUN_TIMEOUT, "the UI's run to succeed", ui.log)
+        latest = {"/".join(node["assetKey"]["path"]): [m["runId"] for m in node["assetMaterializations"]]
+                  for node in graphql(ui.url, LATEST)["assetNodes"]}
+        assert latest == {name: [run["runId"]] for name in stages}  # every asset, by that run
+        page.reload()
+        nodes.nth(len(stages) - 1).wait_for(timeout=30_000)
+        page.wait_for_timeout(3_000)  # let the status colours arrive before the picture
+        shot = tmp_path / "asset_graph.png"
+        page.screenshot(path=str(shot))
+        save(shot)
+        browser.close()
+    assert run["jobName"] == "__ASSET_JOB"  # what the UI's "Materialize all" launches
+    # History lives in the project's DAGSTER_HOME, so it survives a restart of `recmoo ui`.
+    assert (ui.home / "history" / "runs.db").is_file()
+    assert "max_concurrent_runs: 1" in (ui.home / "dagster.yaml").read_text()
+
+
+def test_sensor_starts_a_run_for_a_new_batch(ui, tmp_path):
+    incoming = ui.project / "data" / "raw" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    [batch, _] = write_synthetic_log(tmp_path, n_users=30, n_items=40, n_events=400, n_categories=4, seed=11)
+    os.replace(shutil.copy(batch, incoming / ".batch-0001.inter.part"), incoming / "batch-0001.inter")
+    by_sensor = {"tags": [{"key": "recmoo/trigger", "value": "incoming_logs"}]}
+    run = wait_for(lambda: finished_run(ui.url, by_sensor), RUN_TIMEOUT, "the sensor's run", ui.log)
+    assert run["jobName"] == "new_logs"
+    assert {"key": "recmoo/incoming_files", "value": "batch-0001.inter"} in run["tags"]
