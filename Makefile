@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock scripts/setup.sh
 pipeline: setup
 	dvc repro
 	dvc metrics show
+	@echo "Deployed. Query it: recmoo recommend --user 42 -k 10   (or: recmoo serve, then POST /recommend)"
+	recmoo recommend --user 42 -k 10
 
 test: setup
 	pytest -q

@@ -15,6 +15,10 @@ PIPELINE_STAGES = {
     "ingest": "recmoo_dag.stages:ingest",
     "validate": "recmoo_dag.stages:validate",
     "features": "recmoo_dag.stages:features",
+    "train": "recmoo_dag.train:run",
+    "candidates": "recmoo_dag.candidates:run",
+    "pareto_front": "recmoo_dag.pareto_front:run",
+    "deploy": "recmoo_dag.deploy:run",
 }
 
 
@@ -35,6 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="*", help="log files to check before dropping them into the raw folder")
     validate.add_argument("--format", help="reader for PATHs (default: data.format from params)")
     sub.add_parser("features", help="k-core filter, id maps, leave-one-out split, popularity")
+    train = sub.add_parser("train", help="train the transformer, report it against popularity and EASE")
+    train.add_argument("--resume", action="store_true", help="continue from train.checkpoint_dir/last.ckpt")
+    sub.add_parser("candidates", help="every user's top candidates.n unseen items by model score")
+    sub.add_parser("pareto_front", help="NSGA search over re-ranking policies + baselines: front, plot, hypervolumes")
+    sub.add_parser("deploy", help="choose a policy of the front, gate it against the champion, publish it")
+    serve = sub.add_parser("serve", help="HTTP service of the deployed policy (FastAPI; docs at /docs)")
+    serve.add_argument("--host", help="default: serve.host (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default: serve.port")
+    serve.add_argument("--workers", type=int, help="default: serve.workers")
+    recommend = sub.add_parser("recommend", help="what POST /recommend answers, from the command line")
+    recommend.add_argument("--user", help="user id (unknown or absent: popularity fallback)")
+    recommend.add_argument("--recent", default="", help="live session items, comma-separated, oldest first")
+    recommend.add_argument("--exclude", default="", help="items never to return, comma-separated")
+    recommend.add_argument("-k", type=int, help="list length (default: serve.default_k)")
+    rollback = sub.add_parser("rollback", help="serve an earlier version again (default: the previous one)")
+    rollback.add_argument("version", nargs="?", help="e.g. v0002 or 2")
+    lineage = sub.add_parser("lineage", help="the chain from a deployed version back to the raw files")
+    lineage.add_argument("version", nargs="?", help="default: the served version")
+    lineage.add_argument("--verify", action="store_true", help="recompute every hash; exit 1 on any mismatch")
+    ui = sub.add_parser("ui", help="Dagster UI: webserver + daemon, run history in .dagster_home/")
+    ui.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
+    ui.add_argument("--port", type=int, default=3000, help="default: 3000")
     synth = sub.add_parser("synth", help="write a realistic synthetic interaction log")
     synth.add_argument("--users", type=int, default=1000)
     synth.add_argument("--items", type=int, default=500)
@@ -51,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from recmoo_dag.data import DataError
     from recmoo_dag.features import FeaturesError
     from recmoo_dag.stages import StageFailed
+    from recmoo_dag.store import StoreError
 
     try:
         if args.command == "synth":
@@ -60,14 +87,25 @@ def main(argv: list[str] | None = None) -> int:
                                           n_categories=args.categories, seed=args.seed, fmt=args.format)
             print("synth: wrote " + ", ".join(str(p) for p in written))
             return 0
+        if args.command == "ui":
+            from recmoo_dag.defs.ui import run_ui
+
+            return run_ui(args.host, args.port)
         params = load_params(args.params)
         if args.command == "validate" and args.paths:
             from recmoo_dag.stages import validate_files
 
             return validate_files(params, args.paths, args.format)
-        _stage(args.command)(params)
+        if args.command in ("serve", "recommend", "rollback", "lineage"):
+            from recmoo_dag.ops import operate
+
+            return operate(args, params)
+        if args.command == "train":
+            _stage("train")(params, resume=args.resume)
+        else:
+            _stage(args.command)(params)
         return 0
-    except (ConfigError, DataError, FeaturesError, StageFailed) as err:
+    except (ConfigError, DataError, FeaturesError, StageFailed, StoreError) as err:
         print(f"recmoo {args.command}: error: {err}", file=sys.stderr)
         return 1
     except FileNotFoundError as err:

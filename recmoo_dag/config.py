@@ -96,6 +96,47 @@ class FeaturesParams(Section):
     stats: str = "metrics/features.json"
 
 
+class ModelParams(Section):
+    """Architecture of the transformer: the kwargs of `SeqRecModel` (recmoo_dag/model.py)."""
+
+    d_model: int = Field(64, ge=8)
+    n_heads: int = Field(2, ge=1)
+    n_layers: int = Field(1, ge=1)  # on ML-100K one block beat two on valid, at half the cost
+    dropout: float = Field(0.3, ge=0, lt=1)  # small data overfits without it
+    max_len: int = Field(200, ge=2)  # a whole train history for ~90% of ML-100K users
+
+
+class TrainParams(Section):
+    """Training (Lightning), its checkpoints, and the accuracy report against the baselines."""
+
+    model_dir: str = "models/model"  # model.safetensors + config.json: what downstream loads
+    checkpoint_dir: str = "models/checkpoints"  # last.ckpt + best.ckpt for --resume; not a DVC out
+    metrics: str = "metrics/train.json"
+    epochs_log: str = "metrics/train_epochs.csv"  # one row per epoch, for `dvc plots show`
+    batch_size: int = Field(64, ge=1)  # ~18 steps per ML-100K epoch: more updates per second than 128
+    lr: float = Field(3e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 at max_epochs
+    weight_decay: float = Field(0.1, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    max_epochs: int = Field(16, ge=1)  # ~70 s on 2 idle cores; valid NDCG@10 flattens after ~15
+    patience: int = Field(5, ge=1)  # epochs without a better valid NDCG@10 before stopping
+    ease_lambdas: list[float] = [10.0, 30.0, 100.0, 300.0, 1000.0]
+    eval_batch_size: int = Field(256, ge=1)  # users scored at once in full-ranking evaluation
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "64-true"] = "auto"
+    compile: bool = False
+    threads: int = Field(0, ge=0)  # torch CPU threads; 0 keeps torch's default (one per core)
+
+
+class CandidatesParams(Section):
+    path: str = "data/candidates/candidates.npz"
+    n: int = Field(200, ge=1)
+    batch_size: int = Field(512, ge=1)
+
+
 class OrchestrationParams(Section):
     """Dagster's sensor and schedule (recmoo_dag/defs). No DVC stage reads this section."""
 
@@ -106,13 +147,106 @@ class OrchestrationParams(Section):
     schedule_timezone: str = "UTC"
 
 
+SearchObjective = Literal["ndcg", "ild", "novelty", "coverage", "personalization", "cost"]
+
+
+class PolicyParams(Section):
+    """The re-ranker (recmoo_dag/policy.py): list length, similarity space, fitted serving cost."""
+
+    k: int = Field(10, ge=1)  # list length of every objective ("@10"), as in the model's evaluation
+    # auto: genre multi-hots when the items have categories, else the model's item embeddings.
+    similarity: Literal["auto", "categories", "embeddings"] = "auto"
+    # Serving cost = a + b * pool (ms per request), fitted once by `python benchmarks/bench_search.py
+    # --fit-latency` on this project's CPU machine; the search never times anything itself.
+    latency_intercept_ms: float = Field(0.32, ge=0)
+    latency_per_candidate_ms: float = Field(0.0013, ge=0)
+
+
+class SearchParams(Section):
+    """The Pareto search over policies (recmoo_dag/search.py) and its baselines."""
+
+    algorithm: Literal["auto", "nsga2", "nsga3"] = "auto"  # auto: NSGA-II up to 3 objectives, else NSGA-III
+    objectives: list[SearchObjective] = ["ndcg", "ild", "novelty", "coverage", "personalization", "cost"]
+    n_evals: int | None = Field(20_000, ge=1)  # budget of every method; exactly one of n_evals / n_gen
+    n_gen: int | None = Field(None, ge=1)
+    pop_size: int = Field(128, ge=4)  # NSGA-III: ~ the number of Das-Dennis directions (126 for 6 objectives)
+    reference_point: float = Field(1.1, gt=1)  # in the normalized loss space, where 1 is each objective's worst
+    mmr_pool: int = Field(100, ge=1)  # the MMR sweep re-ranks the model's top 100, as classic MMR setups do
+    threads: int = Field(2, ge=1)  # re-ranking tiles run in parallel; results do not depend on it
+    report_dir: str = "reports/pareto"  # front.csv, front.png
+    metrics: str = "metrics/search.json"
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> SearchParams:
+        if (self.n_evals is None) == (self.n_gen is None):
+            raise ValueError("set exactly one of search.n_evals and search.n_gen (the other: null)")
+        if len(set(self.objectives)) != len(self.objectives) or len(self.objectives) < 2:
+            raise ValueError("search.objectives needs at least 2 distinct objectives")
+        return self
+
+    @property
+    def front(self) -> str:
+        return f"{self.report_dir}/front.csv"
+
+
+# The objectives of metrics/deploy.json, all "higher is better", measured on top-10 lists.
+Objective = Literal["ndcg@10", "ild@10", "coverage@10", "novelty", "personalization"]
+
+
+class DeployParams(Section):
+    """Which policy of the front is served, and when it may replace the served one (recmoo_dag/deploy.py)."""
+
+    # constrained: max `maximize` s.t. min_ratio; asf: weighted achievement scalarization;
+    # pseudo_weights: Deb's pseudo-weights closest to `weights`; knee: the high trade-off point.
+    rule: Literal["constrained", "asf", "pseudo_weights", "knee"] = "constrained"
+    # Choose on valid, judge on test: the test figures in metrics/deploy.json stay unbiased estimates.
+    select_on: Literal["valid", "test"] = "valid"
+    maximize: Objective = "coverage@10"  # the constrained rule's objective: the catalog the service exposes
+    # Bounds every rule and the gate enforce, as ratios to the accuracy-only policy (the model's top-10).
+    min_ratio: dict[Objective, float] = {"ndcg@10": 0.98}  # lose at most 2% NDCG@10
+    # Importance of each objective for asf / pseudo_weights (normalized to sum 1; 0 ignores it).
+    weights: dict[Objective, float] = {"ndcg@10": 0.4, "ild@10": 0.15, "coverage@10": 0.25,
+                                       "novelty": 0.1, "personalization": 0.1}
+    # Gate: largest relative drop vs the served champion, per objective, on the same test data.
+    # 2% of NDCG@10 is about the paired noise of ~1k users; coverage moves more between models.
+    tolerance: dict[Objective, float] = {"ndcg@10": 0.02, "ild@10": 0.02, "coverage@10": 0.05,
+                                         "novelty": 0.02, "personalization": 0.02}
+    store: str = "deployments"  # versions + CURRENT pointer; git-ignored, never a DVC out (repro must not wipe it)
+    metrics: str = "metrics/deploy.json"
+
+
+class ServeParams(Section):
+    """The HTTP service of the deployed policy (recmoo_dag/serve.py)."""
+
+    host: str = "127.0.0.1"  # loopback only: exposing the service is an explicit choice
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)  # processes; each holds its own copy of the deployed version
+    default_k: int = Field(10, ge=1)
+    max_k: int = Field(100, ge=1)  # lists longer than this are a client bug, not a use case
+    max_recent_items: int = Field(200, ge=1)  # the model reads at most max_len of them anyway
+    # Items (history + recent) a session request feeds the transformer: its cost grows with the
+    # window, and the last 50 carry most of the next-item signal (capped at model.max_len).
+    session_window: int = Field(50, ge=1)
+    max_exclude: int = Field(1000, ge=0)
+    max_body_bytes: int = Field(65_536, ge=1024)  # larger bodies get 413 before any parsing
+    reload_check_ms: int = Field(200, ge=0)  # how often a worker looks at CURRENT (0: every request)
+    torch_threads: int = Field(1, ge=1)  # one sequence per request: more threads only add contention
+
+
 class Params(Section):
     seed: int = 42
     data: DataParams = DataParams()
     # `validate` would shadow BaseModel.validate: the attribute is `validation`, the key stays `validate`.
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     features: FeaturesParams = FeaturesParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    candidates: CandidatesParams = CandidatesParams()
+    policy: PolicyParams = PolicyParams()
+    search: SearchParams = SearchParams()
     orchestration: OrchestrationParams = OrchestrationParams()
+    deploy: DeployParams = DeployParams()
+    serve: ServeParams = ServeParams()
 
 
 class ConfigError(ValueError):
