@@ -383,7 +383,7 @@ def run(params: Params, resume: bool = False) -> None:
                            "train": train.model_dump(), "run": run_id, "epochs": result.epochs,
                            "best_valid_ndcg@10": result.best_valid_ndcg, "ease_lambda": ease_lambda})
     write_json(train.metrics, {"model": report, "baselines": baselines,
-                               "train_seconds": round(result.seconds, 3), "epochs": result.epochs})
+                               "train_seconds": round(result.seconds, 3), "epochs": float(result.epochs)})
     k = ACCURACY_K
     print(f"train: {n_parameters(result.model):,} parameters, {result.epochs} epochs in {result.seconds:.1f}s; "
           f"test ndcg@{k} model {report['test'][f'ndcg@{k}']:.4f}, EASE(λ={ease_lambda:g}) "

@@ -82,7 +82,7 @@ def test_run_writes_the_contract_and_is_byte_reproducible(tmp_path, monkeypatch)
         assert set(report) == {"valid", "test"}
         for context in report.values():
             assert set(context) == {"ndcg@10", "hr@10", "mrr"} and all(0 <= v <= 1 for v in context.values())
-    assert metrics["epochs"] == 4 and metrics["train_seconds"] > 0
+    assert metrics["epochs"] == 4.0 and isinstance(metrics["epochs"], float) and metrics["train_seconds"] > 0
     assert metrics["model"]["valid"]["ndcg@10"] > metrics["baselines"]["pop"]["valid"]["ndcg@10"]
 
     rows = list(csv.DictReader((tmp_path / "b" / "metrics" / "train_epochs.csv").open()))
