@@ -6,7 +6,6 @@ Canonical items: item_id (string), title (string), categories (list of strings).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -15,13 +14,14 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from recmoo_dag.config import GenericFormat
+from recmoo_dag.io import sha256_file
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating"]
 ITEM_COLUMNS = ["item_id", "title", "categories"]
@@ -47,14 +47,6 @@ class DataError(ValueError):
     """A raw file cannot be read into the canonical schema; the message names file and column."""
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- fetch
 
 def fetch_movielens(dest: Path, source: str = "recbole") -> dict:
@@ -77,7 +69,7 @@ def fetch_movielens(dest: Path, source: str = "recbole") -> dict:
     provenance = {
         **origin,
         "sha256": {name: sha256_file(dest / name) for name in files},
-        "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (dest / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     return provenance
@@ -90,7 +82,7 @@ def _fetch_recbole_wheel(dest: Path) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--quiet", "-d", tmp, RECBOLE_WHEEL]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("recbole-*.whl"))
         if proc.returncode != 0 or not wheels:
             raise DataError(

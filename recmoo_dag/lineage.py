@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from recmoo_dag.io import sha256_file
+
 # What `recmoo lineage` shows of the environment; the manifest records them all.
 KEY_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "pymoo", "lightning", "safetensors", "pydantic",
                 "fastapi", "uvicorn", "dvc", "dagster", "great-expectations")
@@ -34,14 +36,6 @@ class Artifact:
     name: str
     stage: str
     paths: tuple[str, ...]
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files_of(path: Path) -> list[Path]:
