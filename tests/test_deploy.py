@@ -187,7 +187,8 @@ def test_champion_rescoring_reproduces_the_candidates_of_the_same_model(deployab
     items, scores = deploy.champion_candidates(store.version_dir(params.deploy.store), load_features(params.features.dir),
                                                cands["test_items"].shape[1], 64)
     np.testing.assert_array_equal(items, cands["test_items"])
-    np.testing.assert_allclose(scores, cands["test_scores"], rtol=1e-5)
+    # Another batch size reorders float32 sums: last-bit differences on near-zero scores, same ranking.
+    np.testing.assert_allclose(scores, cands["test_scores"], rtol=1e-5, atol=1e-6)
 
 
 def test_champion_with_another_item_order_is_translated_by_item_id(deployable):
