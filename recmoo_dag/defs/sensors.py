@@ -24,7 +24,8 @@ from dagster import (
 )
 
 from recmoo_dag.config import load_params
-from recmoo_dag.data import find_log_files, sha256_file
+from recmoo_dag.data import find_log_files
+from recmoo_dag.io import sha256_file
 
 if TYPE_CHECKING:  # what define_asset_job returns; not exported by dagster's top level
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
