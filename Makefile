@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock scripts/setup.sh
 pipeline: setup
 	dvc repro
 	dvc metrics show
-	@echo "Deployed. Query it: recmoo recommend --user 42 -k 10   (or: recmoo serve, then POST /recommend)"
+	@echo "Query the deployed policy: recmoo recommend --user 42 -k 10   (or: recmoo serve, then POST /recommend)"
 	@# The gate may rightly refuse a first policy that misses its bounds on test: then nothing is served.
 	recmoo recommend --user 42 -k 10 || echo "No policy is deployed: the gate's reason is in metrics/deploy.json"
 
