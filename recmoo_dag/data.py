@@ -143,9 +143,13 @@ def find_log_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> tuple[lis
     return inter, items
 
 
+def is_in_progress(name: str) -> bool:
+    """Hidden files and temp names are files still being written by a producer."""
+    return name.startswith(".") or name.endswith((".tmp", ".part"))
+
+
 def _is_complete(path: Path) -> bool:
-    """Hidden files and temp names are batches still being written by a producer."""
-    return path.is_file() and not path.name.startswith(".") and not path.name.endswith((".tmp", ".part"))
+    return path.is_file() and not is_in_progress(path.name)
 
 
 def read_interactions(path: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from recmoo_dag.data import is_in_progress
 from recmoo_dag.io import sha256_file
 
 # What `recmoo lineage` shows of the environment; the manifest records them all.
@@ -43,7 +44,7 @@ def _files_of(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(path).parts) and not p.name.endswith((".tmp", ".part")))
+        part.startswith(".") for part in p.relative_to(path).parts) and not is_in_progress(p.name))
 
 
 def hash_files(paths: tuple[str, ...] | list[str], root: Path = Path(".")) -> dict[str, dict]:
