@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 # Only the light config import here: Linux carries a parent's peak RSS into children it execs,
 # so this process must stay small (the synthetic log is written by a child, too).
-from recmoo_dag.config import Params  # noqa: E402
+from recmoo_dag.config import Params
 
 STAGES = ("ingest", "validate", "features")
 # Runs one stage in-process and reports this process's peak RSS (ru_maxrss is KiB on Linux).

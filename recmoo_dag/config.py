@@ -171,8 +171,11 @@ class SearchParams(Section):
     n_gen: int | None = Field(None, ge=1)
     pop_size: int = Field(128, ge=4)  # NSGA-III: ~ the number of Das-Dennis directions (126 for 6 objectives)
     reference_point: float = Field(1.1, gt=1)  # in the normalized loss space, where 1 is each objective's worst
+    # front.csv keeps an ε-Pareto subset of NSGA's non-dominated policies (boxes of side ε in the
+    # normalized loss space); 0 keeps them all. Hypervolumes always use every non-dominated policy.
+    front_epsilon: float = Field(0.05, ge=0.0)
     mmr_pool: int = Field(100, ge=1)  # the MMR sweep re-ranks the model's top 100, as classic MMR setups do
-    threads: int = Field(2, ge=1)  # re-ranking tiles run in parallel; results do not depend on it
+    threads: int = Field(2, ge=1)  # chunks of policies scored in parallel; results do not depend on it
     report_dir: str = "reports/pareto"  # front.csv, front.png
     metrics: str = "metrics/search.json"
 
@@ -204,6 +207,10 @@ class DeployParams(Section):
     maximize: Objective = "coverage@10"  # the constrained rule's objective: the catalog the service exposes
     # Bounds every rule and the gate enforce, as ratios to the accuracy-only policy (the model's top-10).
     min_ratio: dict[Objective, float] = {"ndcg@10": 0.98}  # lose at most 2% NDCG@10
+    # When choosing, the NDCG@10 bound must hold at this one-sided confidence (paired with the
+    # accuracy-only lists on the same users), so the choice survives the valid -> test noise;
+    # 0.5 judges the point estimate. The gate still judges test point estimates.
+    confidence: float = Field(0.95, ge=0.5, lt=1.0)
     # Importance of each objective for asf / pseudo_weights (normalized to sum 1; 0 ignores it).
     weights: dict[Objective, float] = {"ndcg@10": 0.4, "ild@10": 0.15, "coverage@10": 0.25,
                                        "novelty": 0.1, "personalization": 0.1}

@@ -27,7 +27,7 @@ from recmoo_dag.bundle import MANIFEST_FILE, read_bundle, write_bundle
 from recmoo_dag.candidates import top_n
 from recmoo_dag.config import Params
 from recmoo_dag.data import find_log_files
-from recmoo_dag.decision import OBJECTIVES, K, as_dict, choose, gate
+from recmoo_dag.decision import OBJECTIVES, K, as_dict, choose, gate, ndcg_lower_bound
 from recmoo_dag.evaluate import left_padded, model_scorer
 from recmoo_dag.features import Features, load_features
 from recmoo_dag.io import write_json
@@ -57,9 +57,12 @@ def run(params: Params) -> dict:
     vectors = item_vectors(features, params.policy.similarity, params.train.model_dir)
     select_yard = test_yard if cfg.select_on == "test" else valid_yard
     n_cand = test_yard.ctx.n_candidates
-    F = measure(select_yard, clamp_pools(policies, n_cand))  # (P, m)
+    front = clamp_pools(policies, n_cand)
+    F = measure(select_yard, front)  # (P, m)
+    ndcg_lower = ndcg_lower_bound(select_yard.user_ndcg(front), select_yard.user_ndcg(accuracy_only(K))[0],
+                                  cfg.confidence)
     index, why = choose(cfg.rule, F, measure(select_yard, accuracy_only(K))[0], cfg.min_ratio, cfg.maximize,
-                        cfg.weights)
+                        cfg.weights, ndcg_lower)
     candidate = clamp_pools(policies[index], n_cand)[0] if index is not None else None
     reference_test = as_dict(measure(test_yard, accuracy_only(K))[0])
     candidate_test = as_dict(measure(test_yard, candidate)[0]) if candidate is not None else None

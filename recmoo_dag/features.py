@@ -138,9 +138,9 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None,
     users = pd.DataFrame({"user_idx": np.arange(len(kept_users), dtype=np.int32),
                           "user_id": np.asarray(user_ids[kept_users], dtype=object).astype(str)})
     meta = {
-        "n_users": int(len(kept_users)),
+        "n_users": len(kept_users),
         "n_items": int(n_items),
-        "n_interactions": int(len(sequences)),
+        "n_interactions": len(sequences),
         "n_train": int((split == TRAIN).sum()),
         "n_dropped_by_k_core": int((~keep).sum()),
         "category_names": category_names,

@@ -7,6 +7,7 @@ Every function takes plain arrays and returns plain arrays or floats.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 # ---------------------------------------------------------------------------------------------
 # Accuracy of the full ranking (model section)
@@ -71,10 +72,15 @@ def list_ndcg(recs: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
     recs: (..., U, k) item indices; targets: (U,) -> (...) mean over users.
     """
+    return user_ndcg(recs, targets).mean(axis=-1)
+
+
+def user_ndcg(recs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Each user's NDCG@k, the terms `list_ndcg` averages: (..., U, k), (U,) -> (..., U)."""
     k = recs.shape[-1]
     gains = 1.0 / np.log2(np.arange(k) + 2.0)  # (k,)
     hit = recs == targets[:, None]  # (..., U, k); items are unique in a list: at most one hit
-    return (hit @ gains).mean(axis=-1)
+    return hit @ gains
 
 
 def self_information(train_counts: np.ndarray, n_users: int) -> np.ndarray:
@@ -131,12 +137,27 @@ def intra_list_diversity(recs: np.ndarray, sim: np.ndarray, groups: np.ndarray |
     """
     if groups is not None:
         recs = groups[recs]
-    k, n = recs.shape[-1], sim.shape[1]
-    first, second = np.triu_indices(k, 1)  # the k(k-1)/2 unordered pairs
-    index = np.int32 if n * n < 2 ** 31 else np.int64  # int32 halves the traffic of the index arrays
-    flat = np.take(recs, first, axis=-1).astype(index) * index(n)  # (..., U, pairs) row-major pair index
-    flat += np.take(recs, second, axis=-1)
-    return 1.0 - np.take(sim, flat).mean(axis=(-2, -1), dtype=np.float64)  # 1-D gather: faster than sim[a, b]
+    lead, (n_users, k) = recs.shape[:-2], recs.shape[-2:]
+    lists = np.ascontiguousarray(recs.reshape(-1, n_users, k), dtype=np.int64)
+    summed = _pair_similarity_sums(lists, np.ascontiguousarray(sim, dtype=np.float32))  # (B,)
+    return (1.0 - summed / (n_users * (k * (k - 1) // 2))).reshape(lead)
+
+
+@njit(cache=True, nogil=True)
+def _pair_similarity_sums(lists, sim):  # pragma: no cover - compiled
+    """Sum of sim over every unordered pair of each list, per policy: (B, U, k) -> (B,) float64."""
+    n_policies, n_users, k = lists.shape
+    out = np.zeros(n_policies)
+    for b in range(n_policies):
+        total = 0.0
+        for u in range(n_users):
+            row = lists[b, u]
+            for i in range(k - 1):
+                sims = sim[row[i]]
+                for j in range(i + 1, k):
+                    total += sims[row[j]]
+        out[b] = total
+    return out
 
 
 def _list_counts(recs: np.ndarray, n_items: int) -> np.ndarray:
@@ -167,6 +188,58 @@ def personalization(recs: np.ndarray, n_items: int) -> np.ndarray:
     counts = _list_counts(recs, n_items).astype(np.float64)
     shared = (counts * (counts - 1) / 2).sum(axis=-1)  # (...,) summed overlaps over all pairs
     return 1.0 - shared / (n_users * (n_users - 1) / 2 * k)
+
+
+LIST_METRICS = ("ndcg", "ild", "novelty", "coverage", "personalization")
+
+
+def list_metrics(positions: np.ndarray, candidates: np.ndarray, targets: np.ndarray, info: np.ndarray,
+                 sim: np.ndarray, groups: np.ndarray, n_items: int) -> np.ndarray:
+    """`list_ndcg`, `intra_list_diversity`, `novelty`, `coverage` and `personalization` of many
+    policies' lists in one compiled pass, the search's inner loop (the functions above are the
+    definitions; a test holds this equal to them).
+
+    positions (B, U, k) indices into each user's row of candidates (U, N); targets (U,); info
+    (I + 1,) bits; sim and groups from `similarity_groups` -> (B, 5) float64 in LIST_METRICS order.
+    """
+    positions = np.ascontiguousarray(positions, dtype=np.int32)
+    return _list_metrics(positions, np.ascontiguousarray(candidates, dtype=np.int32),
+                         np.asarray(targets, dtype=np.int64), np.asarray(info, dtype=np.float64),
+                         np.ascontiguousarray(sim, dtype=np.float32), np.asarray(groups, dtype=np.int64), n_items)
+
+
+@njit(cache=True, nogil=True)
+def _list_metrics(positions, candidates, targets, info, sim, groups, n_items):  # pragma: no cover - compiled
+    n_policies, n_users, k = positions.shape
+    gains = 1.0 / np.log2(np.arange(k) + 2.0)
+    out = np.empty((n_policies, 5))
+    counts = np.zeros(n_items + 1, np.int64)
+    items = np.empty(k, np.int64)
+    for b in range(n_policies):
+        counts[:] = 0
+        ndcg = pair_sim = bits = 0.0
+        for u in range(n_users):
+            for t in range(k):
+                item = candidates[u, positions[b, u, t]]
+                items[t] = item
+                counts[item] += 1
+                bits += info[item]
+                if item == targets[u]:
+                    ndcg += gains[t]
+            for i in range(k - 1):
+                row = sim[groups[items[i]]]
+                for j in range(i + 1, k):
+                    pair_sim += row[groups[items[j]]]
+        covered = shared = 0
+        for item in range(1, n_items + 1):
+            covered += counts[item] > 0
+            shared += counts[item] * (counts[item] - 1) // 2
+        out[b, 0] = ndcg / n_users
+        out[b, 1] = 1.0 - pair_sim / (n_users * (k * (k - 1) // 2))
+        out[b, 2] = bits / (n_users * k)
+        out[b, 3] = covered / n_items
+        out[b, 4] = 1.0 - shared / (n_users * (n_users - 1) / 2 * k)
+    return out
 
 
 def serving_cost(pool: np.ndarray, intercept_ms: float, per_candidate_ms: float) -> np.ndarray:

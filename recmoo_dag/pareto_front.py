@@ -82,7 +82,7 @@ def run(params: Params) -> dict:
     valid, test = yardsticks(params)
     termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
     result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination,
-                    cfg.reference_point, cfg.mmr_pool, params.seed)
+                    cfg.reference_point, cfg.mmr_pool, params.seed, cfg.front_epsilon)
     report = Path(cfg.report_dir)
     table = front_table(result["fronts"]["nsga"])
     # Shortest round-trip floats: deploy re-reads the variables and must score exactly these policies.
@@ -93,6 +93,7 @@ def run(params: Params) -> dict:
         "seconds": round(result["seconds"], 3),
         "evals_per_second": round(result["n_evals"] / result["seconds"], 1),
         "front_size": len(table),
+        "front_size_before_thinning": int(result["front_size_before_thinning"]["nsga"]),
         "hypervolume": {m: round(v, 6) for m, v in result["hypervolume"].items()},
         "hypervolume_test": {m: round(v, 6) for m, v in result["hypervolume_test"].items()},
         "best_coverage_within_2pct_ndcg": best_within(table, result["accuracy_only"]["valid"], 0.98),

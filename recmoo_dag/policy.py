@@ -10,27 +10,29 @@ over the first `pool` candidates (model order). rel, nov, fit and sim all lie in
 weights compare like with like. One function, `rerank`, serves the search (population x all
 validation users), the HTTP service (one policy x one user) and the tests.
 
-Speed (the search scores ~20k policies): everything static is folded once per policy into
-z(c) = rel + w_nov nov + w_cal fit, and the greedy step uses z / λ - maxsim, which has the same
-argmax as z - λ maxsim for λ > 0 and saves a multiply per step. The similarity block of each user's
-candidates is gathered once per context with +inf on its diagonal, so the max-update that adds c to
-the list also removes c from the pool. Rows (policy, user) are processed in cache-sized tiles.
-Two guards: the exponent of rel is floored at MIN_EXPONENT (float32 subnormals are ~100x slower),
-and padding candidates (item 0, score -inf) are never in a pool.
+Speed (the search scores ~20k policies on ~1k users, in float32): a compiled (numba) pass writes
+the exponents of rel, NumPy's SIMD exp takes them, and a compiled greedy completes the static part
+z(c) = rel + w_nov nov + w_cal fit in its first slot; each further slot is one pass over the pool
+that raises max-similarity with the last pick (a contiguous row of the user's similarity block)
+and takes the argmax. The greedy uses z / λ - maxsim, which has the argmax of z - λ maxsim for
+λ > 0 and saves a multiply per step. Padding candidates (item 0, score -inf) are never picked
+while a real candidate is left.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+from numba import njit
 
 from recmoo_dag.metrics import self_information
 
-MIN_EXPONENT = -80.0  # rel / λ >= e^-80: relevance more than 80 τ below the best ties (see static_scores)
+MIN_EXPONENT = -80.0  # rel / λ >= e^-80: relevance more than 80 τ below the best ties (see _exponents)
 MIN_DIVERSITY = 1e-6  # λ below this acts as this: one code path; it then only breaks exact ties
-WIDTH_STEP = 25  # pools are processed at widths rounded up to this: <= 24 wasted columns, few groups
-TILE_ELEMENTS = 131_072  # rows x width per tile: few NumPy calls per tile, arrays still L2/L3-resident
+NEG_INF = np.float32(-np.inf)
+TILE_ROWS = 4096  # (policy, user) rows per tile: its scores (rows x pool floats) stay in L2/L3
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,6 @@ def accuracy_only(k: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Prefix:
-    """Every user's first W candidates, laid out for one width group's array program."""
-
-    relevance_terms: np.ndarray  # (2, U * W) float32 rows: logit, ln π
-    other_terms: np.ndarray  # (2, U * W) float32 rows: novelty, fit
-    padding: np.ndarray  # (U, W) bool: item 0 / score -inf, a user with fewer than W unseen items
-
-
-@dataclass(frozen=True)
 class Context:
     """What the re-ranker needs about a set of requests, computed once for every policy."""
 
@@ -90,7 +83,6 @@ class Context:
     novelty: np.ndarray  # (U, N) float32 self-information / max, in [0, 1]
     fit: np.ndarray  # (U, N) float32 cosine(item vector, user profile), in [0, 1]
     item_sim: np.ndarray  # (I + 1, I + 1) float32 from metrics.item_similarity
-    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # of `block` and `prefix`
 
     @property
     def n_users(self) -> int:
@@ -100,30 +92,15 @@ class Context:
     def n_candidates(self) -> int:
         return self.items.shape[1]
 
-    def block(self, width: int) -> np.ndarray:
-        """(U * B, B) similarity among each user's first B >= width candidates, +inf on the diagonal.
+    @cached_property
+    def block(self) -> np.ndarray:
+        """(U, N, N) similarity among each user's candidates.
 
-        Every width group gathers rows of it and slices them (sim[rows, :W] copies only W floats),
-        so one block serves all pool sizes up to B. Built for the widest pool asked so far and kept
-        (a pure memo); one live request with a small pool pays for pool^2 similarities, not N^2.
+        The greedy step reads one contiguous row of it per list slot, several times faster than
+        gathering from the item-item matrix. Built once per context, at its full width (a search
+        context pays for it once; a live request's context holds only its pool).
         """
-        if self._memo.get("block_width", 0) < width:
-            first = self.items[:, :width]
-            block = self.item_sim[first[:, :, None], first[:, None, :]]  # (U, B, B)
-            diagonal = np.arange(width)
-            block[:, diagonal, diagonal] = np.inf  # picking c sets maxsim(c) = inf: c leaves the pool
-            self._memo["block"], self._memo["block_width"] = block.reshape(-1, width), width
-        return self._memo["block"]
-
-    def prefix(self, width: int) -> Prefix:
-        """The first `width` candidates of every user; built on first use and kept (a pure memo)."""
-        if width not in self._memo:
-            first = self.items[:, :width]
-            padding = (first == 0) | ~np.isfinite(self.logits[:, :width])  # (U, W)
-            logits = np.where(padding, 0.0, self.logits[:, :width])  # finite: no inf * 0 in the products
-            rows = lambda *arrays: np.stack([a[:, :width].ravel() for a in arrays]).astype(np.float32)
-            self._memo[width] = Prefix(rows(logits, self.log_pop), rows(self.novelty, self.fit), padding)
-        return self._memo[width]
+        return self.item_sim[self.items[:, :, None], self.items[:, None, :]]
 
 
 def user_profiles(indptr: np.ndarray, history: np.ndarray, unit_vectors: np.ndarray) -> np.ndarray:
@@ -169,65 +146,121 @@ def build_context(items: np.ndarray, logits: np.ndarray, item_vectors: np.ndarra
     )
 
 
-def static_scores(view: Prefix, policies: np.ndarray, users: slice) -> np.ndarray:
-    """z / λ of each candidate (the score before any similarity), -inf outside each policy's pool.
+def policy_terms(policies: np.ndarray) -> np.ndarray:
+    """Per-policy float32 coefficients of the scores: 1/τ, β/τ, ln λ, w_nov/λ, w_cal/λ. (B, d) -> (B, 5).
 
-    rel / λ = exp((a - max a) / τ - ln λ): one exp does the temperature and the 1/λ scaling.
-    Only elementwise operations in a fixed order (no BLAS products, whose rounding can depend on
-    the batch's shape): a policy's scores are bit-identical whatever else is in the batch, so the
-    search, the deploy stage and one live request agree exactly.
-    policies (B, d) -> (B * U', W) float32 for the users in `users`.
-    """
-    n_policies, width = len(policies), view.padding.shape[1]
-    columns = slice(users.start * width, users.stop * width)
+    Computed once in NumPy, so every compiled pass reads the same bits whatever the batch."""
     x = policies.astype(np.float32)
-    lam = np.maximum(x[:, DIVERSITY], np.float32(MIN_DIVERSITY))  # (B,)
-    inv_t = np.float32(10.0) ** -x[:, TEMPERATURE]  # (B,) 1 / τ
-    logit, log_pop = view.relevance_terms[:, columns]  # (U' * W,) each
-    a = inv_t[:, None] * logit  # (B, U' * W) adjusted logit / τ
-    a -= (x[:, DEBIAS] * inv_t)[:, None] * log_pop
-    a = a.reshape(-1, width)  # (B * U', W)
-    outside = np.arange(width) >= policies[:, POOL, None]  # (B, W)
-    full_outside = np.repeat(outside, users.stop - users.start, axis=0)  # (B * U', W), no broadcasting below
-    full_outside |= np.tile(view.padding[users], (n_policies, 1))  # padding is never in a pool
-    np.copyto(a, -np.inf, where=full_outside)  # the pool's max must ignore what lies outside it
-    best = np.take_along_axis(a, a.argmax(axis=1)[:, None], axis=1)  # (B * U', 1); argmax is faster than max
-    shift = best + np.repeat(np.log(lam), users.stop - users.start)[:, None]  # (B * U', 1)
-    np.subtract(a, np.repeat(shift, width, axis=1), out=a)
-    np.maximum(a, np.float32(MIN_EXPONENT), out=a)  # no float32 subnormals: they are ~100x slower
-    z = np.exp(a, out=a)  # (B * U', W) rel / λ
-    nov, fit = view.other_terms[:, columns]  # (U' * W,) each
-    flat = z.reshape(n_policies, -1)  # (B, U' * W) view of z
-    flat += (x[:, NOVELTY] / lam)[:, None] * nov
-    flat += (x[:, CALIBRATION] / lam)[:, None] * fit
-    np.copyto(z, -np.inf, where=full_outside)
-    return z
+    lam = np.maximum(x[:, DIVERSITY], np.float32(MIN_DIVERSITY))
+    inv_t = np.float32(10.0) ** -x[:, TEMPERATURE]
+    return np.column_stack([inv_t, x[:, DEBIAS] * inv_t, np.log(lam), x[:, NOVELTY] / lam, x[:, CALIBRATION] / lam])
 
 
-def _greedy(z: np.ndarray, sim: np.ndarray, block_rows: np.ndarray, k: int) -> np.ndarray:
-    """Greedy MMR on rows of scaled scores. z (R, W); sim (U * B, B) the context's block, B >= W;
-    block_rows (R,) offset u * B of each row's user -> (R, k) positions in the pool."""
-    width = z.shape[1]
-    picks = np.empty((len(z), k), dtype=np.int32)
-    picks[:, 0] = z.argmax(axis=1)  # nothing chosen yet: no penalty
-    maxsim = sim[block_rows + picks[:, 0], :width]  # (R, W) max similarity to the list so far
-    score = np.empty_like(z)
-    for t in range(1, k):  # a loop over the k list slots, never over users
-        np.subtract(z, maxsim, out=score)
-        picks[:, t] = score.argmax(axis=1)  # ties: the model's better-ranked candidate
-        if t + 1 < k:
-            np.maximum(maxsim, sim[block_rows + picks[:, t], :width], out=maxsim)
-    return picks
+@njit(cache=True, nogil=True)
+def _exponents(terms, pools, logits, log_pop, out):  # pragma: no cover - compiled
+    """The exponent of rel / λ = exp((a - max_pool a) / τ - ln λ), floored at MIN_EXPONENT, for every
+    (policy, user) row: terms (B, 5) from `policy_terms`; logits, log_pop (U', W) -> out (B, U', W).
+    Outside the pool (and on padding, logit -inf) the value is irrelevant: the greedy never reads it."""
+    n_policies, n_users, width = out.shape
+    floor = np.float32(MIN_EXPONENT)
+    for b in range(n_policies):
+        inv_t, debias_t, log_lam, pool = terms[b, 0], terms[b, 1], terms[b, 2], pools[b]
+        for u in range(n_users):
+            row, logit, pop = out[b, u], logits[u], log_pop[u]
+            best = NEG_INF
+            for c in range(pool):
+                row[c] = inv_t * logit[c] - debias_t * pop[c]  # the adjusted logit / τ
+                best = max(best, row[c])
+            shift = best + log_lam
+            for c in range(pool):
+                row[c] = max(row[c] - shift, floor)  # no float32 subnormals: they are ~100x slower
+            row[pool:] = floor
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fold(best: float, pick: int, score: float, position: int) -> tuple[float, int]:  # pragma: no cover
+    """Merge one argmax lane into another: the larger score, on ties the earlier position."""
+    if pick < 0 or score > best or (score == best and 0 <= position < pick):
+        return score, position
+    return best, pick
+
+
+@njit(cache=True, nogil=True)
+def _greedy(rel, terms, pools, items, logits, novelty, fit, block, first_user, k, out):  # pragma: no cover - compiled
+    """Greedy MMR for a tile of users and all policies. rel (B, U', W) rel / λ; terms (B, 5) from
+    `policy_terms`; pools (B,); items, logits, novelty, fit (U', W); block (U, N, N) from
+    Context.block, the tile starting at user `first_user` -> out (B, U', k) positions.
+
+    Slot 0 completes the static score z / λ = rel / λ + (w_nov / λ) nov + (w_cal / λ) fit, -inf on
+    padding (item 0 or score -inf), in place, and takes its argmax.
+
+    Users outside, policies inside: a user's block stays in L1/L2 for every policy. A list slot
+    is one pass over the pool that raises max-similarity with the last pick's row and takes the
+    argmax (ties: the model's better-ranked candidate) in four independent lanes, which keeps the
+    compare-and-select chain from bounding the loop's speed.
+    """
+    n_policies, n_users, width = rel.shape
+    maxsim = np.empty(width, np.float32)  # max similarity to the list so far; +inf once picked
+    zero, inf = np.float32(0.0), np.float32(np.inf)
+    for u in range(n_users):
+        sims = block[first_user + u]
+        for b in range(n_policies):
+            pool, zb, w_nov, w_cal = pools[b], rel[b, u], terms[b, 3], terms[b, 4]
+            pick, best = 0, NEG_INF
+            for c in range(pool):  # slot 0: nothing listed yet, no penalty
+                if items[u, c] == 0 or not np.isfinite(logits[u, c]):
+                    zb[c] = NEG_INF
+                else:
+                    zb[c] += w_nov * novelty[u, c]
+                    zb[c] += w_cal * fit[u, c]
+                if zb[c] > best:
+                    best, pick = zb[c], c
+            maxsim[:pool] = zero
+            for t in range(k):
+                if t > 0:
+                    row = sims[pick]
+                    b0 = b1 = b2 = b3 = NEG_INF  # float32 like the scores: no conversions in the loop
+                    p0 = p1 = p2 = p3 = -1
+                    end = pool - pool % 4
+                    for c in range(0, end, 4):
+                        m0 = max(maxsim[c], row[c])
+                        m1 = max(maxsim[c + 1], row[c + 1])
+                        m2 = max(maxsim[c + 2], row[c + 2])
+                        m3 = max(maxsim[c + 3], row[c + 3])
+                        maxsim[c], maxsim[c + 1], maxsim[c + 2], maxsim[c + 3] = m0, m1, m2, m3
+                        s0, s1, s2, s3 = zb[c] - m0, zb[c + 1] - m1, zb[c + 2] - m2, zb[c + 3] - m3
+                        if s0 > b0:
+                            b0, p0 = s0, c
+                        if s1 > b1:
+                            b1, p1 = s1, c + 1
+                        if s2 > b2:
+                            b2, p2 = s2, c + 2
+                        if s3 > b3:
+                            b3, p3 = s3, c + 3
+                    for c in range(end, pool):
+                        m0 = max(maxsim[c], row[c])
+                        maxsim[c] = m0
+                        if zb[c] - m0 > b0:
+                            b0, p0 = zb[c] - m0, c
+                    best, pick = _fold(b0, p0, b1, p1)
+                    best, pick = _fold(best, pick, b2, p2)
+                    best, pick = _fold(best, pick, b3, p3)
+                    if best == NEG_INF:  # only padding left (a tiny catalog): the first position not yet listed
+                        pick = 0
+                        while maxsim[pick] == inf:
+                            pick += 1
+                out[b, u, t] = pick
+                maxsim[pick] = inf
 
 
 def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
     """Top-k positions (indices into ctx.items' columns) for every policy and user.
 
     policies (B, d) in `VARIABLES` order (pool an integer in [k, N]) -> (B, U, k) int32.
-    Policies are grouped by pool width; a group is scored in tiles of (all its policies x a slice
-    of users) sized to stay in cache: blocking of one array program, each statement vectorized over
-    users and policies. Tiles are independent, so `threads` > 1 runs them in parallel (NumPy
-    releases the GIL) with identical results.
+    Users are cut into tiles of about TILE_ROWS (policy, user) rows; the compiled passes and NumPy's
+    exp release the GIL, so `threads` > 1 runs tiles in parallel. Every (policy, user) row is
+    computed on its own, in a fixed order of float32 operations: results depend neither on the
+    threads nor on the rest of the batch.
     """
     policies = np.atleast_2d(np.asarray(policies, dtype=np.float64))
     if policies.ndim != 2 or policies.shape[1] != len(VARIABLES):
@@ -236,33 +269,27 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
     if (pools != np.round(pools)).any() or pools.min() < k or pools.max() > ctx.n_candidates:
         raise ValueError(f"rerank: pool sizes must be integers in [k={k}, N={ctx.n_candidates}], "
                          f"got {pools.min()}..{pools.max()}")
-    n_users, n_cand = ctx.items.shape
-    out = np.empty((len(policies), n_users, k), dtype=np.int32)
-    widths = np.minimum(np.ceil(pools / WIDTH_STEP) * WIDTH_STEP, n_cand).astype(int)
-    tiles = []
-    for width in np.unique(widths):
-        members = np.flatnonzero(widths == width)
-        step = max(1, TILE_ELEMENTS // (len(members) * width))  # users per tile
-        tiles += [(width, members, slice(u, min(u + step, n_users))) for u in range(0, n_users, step)]
+    out = np.empty((len(policies), ctx.n_users, k), dtype=np.int32)
+    width, int_pools = int(pools.max()), pools.astype(np.int64)
+    step = max(1, TILE_ROWS // len(policies))
+    tiles = [slice(u, min(u + step, ctx.n_users)) for u in range(0, ctx.n_users, step)]
 
-    sim = ctx.block(int(widths.max()))  # (U * B, B), built before the threads share it
-    stride = sim.shape[1]
-    for width in np.unique(widths):
-        ctx.prefix(width)
+    block, terms = ctx.block, policy_terms(policies)  # built before the threads share them
 
-    def run(tile: tuple[int, np.ndarray, slice]) -> None:
-        width, members, users = tile
-        n_tile = users.stop - users.start
-        z = static_scores(ctx.prefix(width), policies[members], users)  # (B_w * U', W)
-        block_rows = np.tile(np.arange(users.start, users.stop) * stride, len(members))  # (B_w * U',)
-        out[members, users] = _greedy(z, sim, block_rows, k).reshape(len(members), n_tile, k)
+    def run(users: slice) -> None:
+        columns = (users, slice(0, width))
+        rel = np.empty((len(policies), users.stop - users.start, width), dtype=np.float32)
+        _exponents(terms, int_pools, ctx.logits[columns], ctx.log_pop[columns], rel)
+        np.exp(rel, out=rel)  # NumPy's SIMD exp: a scalar libm exp would cost more than the greedy
+        _greedy(rel, terms, int_pools, ctx.items[columns], ctx.logits[columns], ctx.novelty[columns],
+                ctx.fit[columns], block, users.start, k, out[:, users])
 
     if threads > 1 and len(tiles) > 1:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(run, tiles))
     else:
-        for tile in tiles:
-            run(tile)
+        for users in tiles:
+            run(users)
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -33,15 +34,7 @@ from pymoo.optimize import minimize
 from pymoo.termination import get_termination
 from pymoo.util.ref_dirs import get_reference_directions
 
-from recmoo_dag.metrics import (
-    coverage,
-    intra_list_diversity,
-    list_ndcg,
-    novelty,
-    personalization,
-    serving_cost,
-    similarity_groups,
-)
+from recmoo_dag.metrics import list_metrics, serving_cost, similarity_groups, user_ndcg
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
@@ -57,7 +50,8 @@ from recmoo_dag.policy import (
 )
 
 OBJECTIVES = ("ndcg", "ild", "novelty", "coverage", "personalization", "cost")
-CHUNK = 32  # policies scored at once: metric temporaries (CHUNK x U x 45 pairs) stay a few MB
+CHUNKS_PER_THREAD = 4  # small chunks even out the threads' work when pool sizes differ
+CHUNK = 256  # policies scored at once: their lists (CHUNK x U x k int32) stay ~10 MB at 1k users
 HV_EXACT_MAX = 600  # larger non-dominated sets get the approximation (see `hypervolume`)
 HV_SAMPLES = 2 ** 18
 
@@ -80,18 +74,36 @@ class Yardstick:
         return similarity_groups(self.sim)  # same ILD, cache-sized gathers
 
     def objectives(self, policies: np.ndarray) -> np.ndarray:
-        """Natural values (higher is better but cost) of OBJECTIVES: (B, d) -> (B, 6) float64."""
+        """Natural values (higher is better but cost) of OBJECTIVES: (B, d) -> (B, 6) float64.
+
+        The policies, ordered by pool size so that no chunk computes scores far beyond its pools,
+        are cut into chunks that `threads` threads score in parallel, lists and metrics alike (the
+        compiled parts and NumPy's large operations release the GIL). Every policy's values are
+        computed on its own, so they depend neither on the chunking nor on the threads."""
         policies = np.atleast_2d(policies)
-        rows = []
-        for start in range(0, len(policies), CHUNK):
-            chunk = policies[start:start + CHUNK]
-            recs = recommended_items(self.ctx, rerank(self.ctx, chunk, self.k, self.threads))  # (b, U, k)
-            rows.append(np.stack([
-                list_ndcg(recs, self.targets), intra_list_diversity(recs, self._groups[1], self._groups[0]),
-                novelty(recs, self.info), coverage(recs, self.n_items),
-                personalization(recs, self.n_items), serving_cost(chunk[:, POOL], *self.latency),
-            ], axis=-1))
-        return np.concatenate(rows).astype(np.float64)
+        by_pool = np.argsort(policies[:, POOL], kind="stable")  # a chunk's width is its largest pool
+        n_chunks = min(len(policies), max(CHUNKS_PER_THREAD * self.threads, -(-len(policies) // CHUNK)))
+        chunks = np.array_split(policies[by_pool], n_chunks)
+        if n_chunks > 1 and self.threads > 1:
+            with ThreadPoolExecutor(self.threads) as pool:
+                rows = list(pool.map(self._score, chunks))
+        else:
+            rows = [self._score(chunk) for chunk in chunks]
+        out = np.empty((len(policies), len(OBJECTIVES)))
+        out[by_pool] = np.concatenate(rows)
+        return out
+
+    def _score(self, chunk: np.ndarray) -> np.ndarray:
+        positions = rerank(self.ctx, chunk, self.k)  # (b, U, k)
+        groups, group_sim = self._groups
+        lists = list_metrics(positions, self.ctx.items, self.targets, self.info, group_sim, groups, self.n_items)
+        return np.column_stack([lists, serving_cost(chunk[:, POOL], *self.latency)])
+
+    def user_ndcg(self, policies: np.ndarray) -> np.ndarray:
+        """Each user's NDCG@k under each policy: (B, d) -> (B, U)."""
+        policies = np.atleast_2d(policies)
+        return np.concatenate([user_ndcg(recommended_items(self.ctx, rerank(self.ctx, chunk, self.k, self.threads)),
+                                         self.targets) for chunk in np.array_split(policies, -(-len(policies) // CHUNK))])
 
     @cached_property
     def accuracy_only(self) -> np.ndarray:
@@ -233,6 +245,21 @@ def nondominated(losses: np.ndarray) -> np.ndarray:
     return np.flatnonzero(is_nondominated(losses, keep_weakly=False))
 
 
+def epsilon_thin(losses: np.ndarray, epsilon: float) -> np.ndarray:
+    """Indices of an ε-Pareto subset of non-dominated rows (Laumanns et al. 2002, "Combining
+    convergence and diversity in evolutionary multiobjective optimization"): the loss space is cut
+    into boxes of side ε, only boxes that no other occupied box dominates are kept, and each keeps
+    its row closest to the box's best corner (ties: the first row). Every dropped row is within ε
+    of a kept one in every objective; the size no longer grows with the budget. (n, m) -> (p,) sorted.
+    """
+    boxes = np.floor(losses / epsilon)
+    corner_distance = np.linalg.norm(losses - boxes * epsilon, axis=1)
+    order = np.lexsort((np.arange(len(losses)), corner_distance))  # best row of each box first
+    unique_boxes, first = np.unique(boxes[order], axis=0, return_index=True)
+    kept = order[first][nondominated(unique_boxes)]
+    return np.sort(kept)
+
+
 def hypervolume(losses: np.ndarray, reference: float) -> float:
     """Hypervolume of the rows inside the reference box: exact (pymoo's HV) up to HV_EXACT_MAX
     non-dominated rows, else moocore's deterministic approximation (Rphi-FWE+, 2^18 directions).
@@ -252,7 +279,8 @@ def hypervolume(losses: np.ndarray, reference: float) -> float:
 
 
 def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: str, pop_size: int,
-           termination: tuple[str, int], reference: float, mmr_pool: int, seed: int) -> dict:
+           termination: tuple[str, int], reference: float, mmr_pool: int, seed: int,
+           front_epsilon: float = 0.0) -> dict:
     """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
     and (front policies re-scored) on test. Returns plain arrays and numbers."""
     columns = [OBJECTIVES.index(name) for name in objectives]
@@ -272,15 +300,22 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
         "random": random_policies(budget, low, high, seed),
         "grid": grid_policies(budget, low, high),
     }
-    out = {"n_evals": budget, "seconds": seconds, "hypervolume": {}, "hypervolume_test": {}, "fronts": {}}
+    out = {"n_evals": budget, "seconds": seconds, "hypervolume": {}, "hypervolume_test": {}, "fronts": {},
+           "front_size_before_thinning": {}}
     for method, found in candidates.items():
         x, f = found if isinstance(found, tuple) else (found, score(found))
         front = nondominated(f[:, columns])
         x_front = x[front]
         natural_valid[method] = valid.objectives(x_front)
         natural_test = test.objectives(x_front)
-        out["hypervolume"][method] = hypervolume(valid.losses(natural_valid[method])[:, columns], reference)
+        losses_valid = valid.losses(natural_valid[method])[:, columns]
+        out["hypervolume"][method] = hypervolume(losses_valid, reference)
         out["hypervolume_test"][method] = hypervolume(test.losses(natural_test)[:, columns], reference)
-        out["fronts"][method] = {"x": x_front, "valid": natural_valid[method], "test": natural_test}
+        # Hypervolumes above use every non-dominated policy; what is reported and chosen from is
+        # an ε-Pareto subset, whose size does not grow with the budget (6-D fronts hold thousands).
+        shown = epsilon_thin(losses_valid, front_epsilon) if front_epsilon > 0 else np.arange(len(front))
+        out["front_size_before_thinning"][method] = len(front)
+        out["fronts"][method] = {"x": x_front[shown], "valid": natural_valid[method][shown],
+                                 "test": natural_test[shown]}
     out["accuracy_only"] = {"valid": valid.accuracy_only, "test": test.accuracy_only}
     return out

@@ -54,7 +54,7 @@ def _items_or_empty(log: RawLog) -> pd.DataFrame:
 
 def interaction_stats(frame: pd.DataFrame) -> dict:
     return {
-        "rows": int(len(frame)),
+        "rows": len(frame),
         "users": int(frame["user_id"].nunique()),
         "items": int(frame["item_id"].nunique()),
         "first_timestamp": int(frame["timestamp"].min()),

@@ -16,7 +16,7 @@ import yaml
 
 from recmoo_dag import deploy, store
 from recmoo_dag.candidates import load_candidates
-from recmoo_dag.decision import OBJECTIVES, choose, gate
+from recmoo_dag.decision import OBJECTIVES, choose, gate, ndcg_lower_bound
 from recmoo_dag.policy import NAMES
 from tests.conftest import REPO
 from tests.deploy_support import FRONT, base_project, copy_project, perturb_model, write_front
@@ -49,6 +49,26 @@ def test_constrained_rule_maximizes_coverage_within_the_ndcg_bound():
     # Another objective and a second bound: ILD >= 1.25 x accuracy-only leaves policies 2 and 3.
     index, _ = choose("constrained", FRONT_F, REFERENCE, {"ild@10": 1.25}, "ndcg@10", WEIGHTS)
     assert index == 3
+
+
+def test_ndcg_bound_at_a_confidence_level_needs_a_margin_for_noise():
+    rng = np.random.default_rng(0)
+    reference = (rng.random(900) < 0.1) / np.log2(2 + rng.integers(0, 10, 900))  # accuracy-only per user
+    steady = reference * 0.99  # -1% for every user: little noise in the difference
+    noisy = reference.copy()
+    lose = np.flatnonzero(reference > 0)[:6]
+    noisy[lose] = 0.0  # -1% on average too, in a few users' hits: a noisy difference
+    noisy *= reference.mean() * 0.99 / noisy.mean()
+    lower = ndcg_lower_bound(np.stack([steady, noisy]), reference, 0.95)
+    assert lower[0] >= 0.98 * reference.mean() > lower[1]
+    np.testing.assert_allclose(ndcg_lower_bound(np.stack([steady, noisy]), reference, 0.5), [steady.mean(), noisy.mean()])
+    F = np.tile(REFERENCE, (2, 1))
+    F[:, 0] = [steady.mean(), noisy.mean()]
+    F[1, 2] = 0.9  # the noisy policy has far more coverage: picked on point estimates, not at 95%
+    point, _ = choose("constrained", F, np.r_[reference.mean(), REFERENCE[1:]], {"ndcg@10": 0.98}, "coverage@10", WEIGHTS)
+    confident, why = choose("constrained", F, np.r_[reference.mean(), REFERENCE[1:]], {"ndcg@10": 0.98},
+                            "coverage@10", WEIGHTS, lower)
+    assert (point, confident) == (1, 0) and "lower confidence bound" in why
 
 
 def test_every_rule_says_so_when_no_policy_meets_the_bounds():
@@ -173,8 +193,8 @@ def test_no_feasible_policy_deploys_nothing_and_says_why(deployable):
     params = deployable({"deploy": {"min_ratio": {"coverage@10": 2.0}}})  # twice the catalog: impossible
     payload = deploy.run(params)
     assert payload["version"] is None and payload["gate"]["promoted"] is False
-    assert payload["gate"]["reason"] == ("no policy of the front meets the bounds (ndcg@10 >= 0.98 x "
-                                         "accuracy-only, coverage@10 >= 2 x accuracy-only); nothing deployed")
+    assert payload["gate"]["reason"] == ("no policy of the front meets the bounds (ndcg@10 (lower confidence "
+                                         "bound) >= 0.98 x accuracy-only, coverage@10 >= 2 x accuracy-only); nothing deployed")
     assert store.current_version(params.deploy.store) is None
 
 

@@ -6,8 +6,16 @@ import pandas as pd
 import pytest
 
 from recmoo_dag.config import FeaturesParams
-from recmoo_dag.features import (TEST, TRAIN, VALID, FeaturesError, build_features, k_core, load_features,
-                                 write_features)
+from recmoo_dag.features import (
+    TEST,
+    TRAIN,
+    VALID,
+    FeaturesError,
+    build_features,
+    k_core,
+    load_features,
+    write_features,
+)
 
 
 def frame(rows):

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 
 from recmoo_dag.metrics import (
+    LIST_METRICS,
     coverage,
     intra_list_diversity,
     item_similarity,
+    list_metrics,
     list_ndcg,
     novelty,
     personalization,
@@ -85,3 +87,22 @@ def test_grouped_ild_equals_plain_ild():
 def test_self_information_is_never_negative_with_repeat_consumption():
     info = self_information(np.array([0, 12, 3]), 7)  # 12 events by at most 7 users
     np.testing.assert_allclose(info, [3.0, 0.0, 1.0])
+
+
+def test_fused_list_metrics_equal_the_definitions():
+    """The search's one-pass kernel reports what the five metric functions define."""
+    rng = np.random.default_rng(2)
+    n_items, n_users, k = 50, 12, 5
+    genres = rng.random((n_items + 1, 5)) < 0.4
+    sim = item_similarity(genres)
+    groups, group_sim = similarity_groups(sim)
+    candidates = np.stack([rng.choice(np.arange(1, n_items + 1), 20, replace=False) for _ in range(n_users)])
+    positions = np.stack([[rng.choice(20, k, replace=False) for _ in range(n_users)] for _ in range(4)])  # (B, U, k)
+    recs = np.take_along_axis(candidates[None], positions, axis=2)
+    targets = np.where(rng.random(n_users) < 0.5, recs[0, :, 2], candidates[:, -1])  # hits and misses
+    info = self_information(rng.integers(0, 12, n_items + 1), n_users)
+    got = list_metrics(positions, candidates, targets, info, group_sim, groups, n_items)
+    expected = np.column_stack([list_ndcg(recs, targets), intra_list_diversity(recs, sim), novelty(recs, info),
+                                coverage(recs, n_items), personalization(recs, n_items)])
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert got.shape == (4, len(LIST_METRICS))

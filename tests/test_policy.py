@@ -135,3 +135,17 @@ def test_bad_policies_fail_loudly():
         rerank(ctx, np.where(np.arange(len(x)) == POOL, 10.5, x), K)
     with pytest.raises(ValueError, match="columns"):
         rerank(ctx, np.zeros((2, 3)), K)
+
+
+def test_padding_is_listed_only_when_nothing_else_is_left():
+    """A user with fewer unseen items than the pool: real candidates first, each position once."""
+    ctx, inputs = random_context(9, n_cand=12)
+    items, logits = inputs["items"].copy(), inputs["logits"].copy()
+    items[0, 3:], logits[0, 3:] = 0, -np.inf  # user 0 has 3 real candidates, fewer than K
+    items[1, 8:], logits[1, 8:] = 0, -np.inf  # user 1 has 8: padding must never be picked
+    padded = build_context(**{**inputs, "items": items, "logits": logits})
+    policies = random_policies(9, 6, 12)
+    picks = rerank(padded, policies, K)
+    assert all(len(set(row)) == K for row in picks.reshape(-1, K))
+    np.testing.assert_array_equal(np.sort(picks[:, 0, :3], axis=1), np.tile([0, 1, 2], (6, 1)))
+    assert (picks[:, 1] < 8).all()

@@ -30,6 +30,21 @@ def test_hypervolume_by_hand_and_approximation():
         S.HV_EXACT_MAX = S_max
 
 
+def test_epsilon_thinning_keeps_one_policy_per_box_and_covers_the_front():
+    points = np.array([[0.01, 0.99], [0.02, 0.98], [0.51, 0.49], [0.99, 0.01], [0.52, 0.48]])
+    kept = S.epsilon_thin(points, 0.1)
+    np.testing.assert_array_equal(kept, [1, 3, 4])  # rows 0 and 2 share a box with a row nearer its corner
+    rng = np.random.default_rng(4)
+    cloud = rng.random((3000, 4))
+    cloud = cloud[S.nondominated(cloud)]
+    for epsilon in (0.05, 0.2):
+        kept = S.epsilon_thin(cloud, epsilon)
+        assert 0 < len(kept) < len(cloud)
+        # ε-Pareto: every front point is ε-dominated by a kept one (within one box side per objective)
+        gap = (cloud[kept][None, :, :] - cloud[:, None, :] <= epsilon + 1e-12).all(axis=2).any(axis=1)
+        assert gap.all()
+
+
 def test_baselines_live_in_the_box_with_the_budget():
     low, high = S.bounds(5, 40)
     grid = S.grid_policies(500, low, high)
