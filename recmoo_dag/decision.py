@@ -174,6 +174,7 @@ def gate(candidate: dict[str, float] | None, reference: dict[str, float], champi
     - no candidate (no policy met the bounds when choosing): keep the champion;
     - a bound fails on test: keep the champion;
     - identical to the champion (same model, data and policy): nothing new to publish;
+    - the champion itself fails a bound on today's test data: promote (it no longer qualifies);
     - some objective j below champion_j x (1 - tolerance_j): keep the champion;
     - otherwise promote (the first deployment needs only the bounds).
     The reason names every failing bound or regression with its numbers.
@@ -187,6 +188,11 @@ def gate(candidate: dict[str, float] | None, reference: dict[str, float], champi
         return GateDecision(False, f"bounds fail on test: {'; '.join(failed)}; {keep}")
     if champion is None:
         return GateDecision(True, "first deployment: bounds hold on test")
+    champion_failed = [f"{k} {champion[k]:.4f} < {r:g} x accuracy-only {reference[k]:.4f}"
+                       for k, r in min_ratio.items() if champion[k] < r * reference[k]]
+    if champion_failed:  # e.g. after retraining or new data: the served policy no longer qualifies
+        return GateDecision(True, f"bounds hold on test; champion {champion_version} no longer meets them "
+                                  f"({'; '.join(champion_failed)})")
     if identical:
         return GateDecision(False, f"same model, data and policy as champion {champion_version}; nothing to publish")
     regressed = [f"{k} {candidate[k]:.4f} < champion {champion[k]:.4f} - {tolerance.get(k, 0.0):.0%}"

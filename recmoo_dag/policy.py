@@ -274,15 +274,19 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
     step = max(1, TILE_ROWS // len(policies))
     tiles = [slice(u, min(u + step, ctx.n_users)) for u in range(0, ctx.n_users, step)]
 
-    block, terms = ctx.block, policy_terms(policies)  # built before the threads share them
+    block, terms = np.ascontiguousarray(ctx.block), policy_terms(policies)  # built before the threads share them
 
     def run(users: slice) -> None:
-        columns = (users, slice(0, width))
+        # Contiguous copies of the tile: the compiled functions then see one array layout only, so
+        # they are specialized (and cached on disk) once, never in the middle of serving a request.
+        items, logits, log_pop, novelty, fit = (np.ascontiguousarray(a[users, :width]) for a in (
+            ctx.items, ctx.logits, ctx.log_pop, ctx.novelty, ctx.fit))
         rel = np.empty((len(policies), users.stop - users.start, width), dtype=np.float32)
-        _exponents(terms, int_pools, ctx.logits[columns], ctx.log_pop[columns], rel)
+        _exponents(terms, int_pools, logits, log_pop, rel)
         np.exp(rel, out=rel)  # NumPy's SIMD exp: a scalar libm exp would cost more than the greedy
-        _greedy(rel, terms, int_pools, ctx.items[columns], ctx.logits[columns], ctx.novelty[columns],
-                ctx.fit[columns], block, users.start, k, out[:, users])
+        picks = np.empty((len(policies), users.stop - users.start, k), dtype=np.int32)
+        _greedy(rel, terms, int_pools, items, logits, novelty, fit, block, users.start, k, picks)
+        out[:, users] = picks
 
     if threads > 1 and len(tiles) > 1:
         with ThreadPoolExecutor(threads) as pool:

@@ -91,6 +91,9 @@ def perturb_model(params: Params, seed: int) -> None:
     candidates.run(params)
 
 
+NO_BOUNDS = {"ndcg@10": 0.0, "ild@10": 0.0}  # deploy.min_ratio that any policy meets (merged over the defaults)
+
+
 def copy_project(base: Path, dest: Path, overrides: dict | None = None) -> Params:
     """A private copy of a built project (every path in params is relative), params re-written with
     `overrides` merged over SMALL. The caller chdirs into `dest` first."""

@@ -19,7 +19,7 @@ from recmoo_dag.candidates import load_candidates
 from recmoo_dag.decision import OBJECTIVES, choose, gate, ndcg_lower_bound
 from recmoo_dag.policy import NAMES
 from tests.conftest import REPO
-from tests.deploy_support import FRONT, base_project, copy_project, perturb_model, write_front
+from tests.deploy_support import FRONT, NO_BOUNDS, base_project, copy_project, perturb_model, write_front
 
 WEIGHTS = dict.fromkeys(OBJECTIVES, 1.0)
 
@@ -118,6 +118,16 @@ def test_gate_keeps_the_champion_on_a_regression_beyond_tolerance():
     assert gate(within, A, B, {"ndcg@10": 0.98}, TOL, champion_version="v0003").promoted
 
 
+def test_gate_replaces_a_champion_that_no_longer_meets_the_bounds():
+    # On today's test data the champion B has lost accuracy (say the data moved); the candidate has
+    # less of everything else but meets the bounds: a bound outranks the regression tolerances.
+    stale = {**B, "ndcg@10": 0.090}
+    decision = gate(A, A, stale, {"ndcg@10": 0.98}, TOL, champion_version="v0004")
+    assert decision.promoted
+    assert decision.reason == ("bounds hold on test; champion v0004 no longer meets them "
+                               "(ndcg@10 0.0900 < 0.98 x accuracy-only 0.1000)")
+
+
 def test_gate_records_why_nothing_was_chosen_or_published():
     none = gate(None, A, B, {}, TOL, "v0002", no_candidate_reason="no policy of the front meets the bounds (x)")
     assert not none.promoted and none.reason == "no policy of the front meets the bounds (x); champion v0002 kept"
@@ -157,7 +167,7 @@ def test_rerun_without_changes_keeps_the_champion_and_publishes_nothing(deployab
 
 def test_regression_against_the_champion_keeps_it_and_says_why(deployable):
     # The champion weights novelty heavily; the challenger is the plain model order: far less novelty.
-    params = deployable({"deploy": {"select_on": "test", "min_ratio": {"ndcg@10": 0.0}}})
+    params = deployable({"deploy": {"select_on": "test", "min_ratio": NO_BOUNDS}})
     write_front(params, [FRONT[2]])
     champion = deploy.run(params)
     write_front(params, [FRONT[0]])
@@ -172,7 +182,7 @@ def test_regression_against_the_champion_keeps_it_and_says_why(deployable):
 
 
 def test_retrained_model_is_promoted_and_rollback_restores_any_version(deployable):
-    params = deployable({"deploy": {"tolerance": dict.fromkeys(OBJECTIVES, 1.0)}})
+    params = deployable({"deploy": {"min_ratio": NO_BOUNDS, "tolerance": dict.fromkeys(OBJECTIVES, 1.0)}})
     deploy.run(params)
     perturb_model(params, seed=11)  # as after retraining: the champion is re-scored with its own model
     second = deploy.run(params)
@@ -194,7 +204,7 @@ def test_no_feasible_policy_deploys_nothing_and_says_why(deployable):
     payload = deploy.run(params)
     assert payload["version"] is None and payload["gate"]["promoted"] is False
     assert payload["gate"]["reason"] == ("no policy of the front meets the bounds (ndcg@10 (lower confidence "
-                                         "bound) >= 0.98 x accuracy-only, coverage@10 >= 2 x accuracy-only); nothing deployed")
+                                         "bound) >= 0.98 x accuracy-only, ild@10 >= 1 x accuracy-only, coverage@10 >= 2 x accuracy-only); nothing deployed")
     assert store.current_version(params.deploy.store) is None
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from recmoo_dag import deploy, store
 from recmoo_dag.bundle import read_bundle
 from recmoo_dag.serve import create_app
-from tests.deploy_support import FRONT, base_project, copy_project, write_front
+from tests.deploy_support import FRONT, NO_BOUNDS, base_project, copy_project, write_front
 
 BUDGET = settings(max_examples=150, deadline=None, derandomize=True,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -32,7 +32,7 @@ def app_and_ids(tmp_path_factory):
     before = os.getcwd()
     os.chdir(root)
     try:
-        params = copy_project(base_project(tmp_path_factory), root, {"deploy": {"min_ratio": {"ndcg@10": 0.0}}})
+        params = copy_project(base_project(tmp_path_factory), root, {"deploy": {"min_ratio": NO_BOUNDS}})
         write_front(params, [FRONT[1]])
         deploy.run(params)
         bundle = read_bundle(store.version_dir(params.deploy.store))
