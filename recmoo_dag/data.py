@@ -14,7 +14,6 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +65,9 @@ def fetch_movielens(dest: Path, source: str = "recbole") -> dict:
         origin = {"source": "grouplens", "url": GROUPLENS_URL}
     else:
         raise DataError(f"data.source: unknown source {source!r} (use 'recbole' or 'grouplens')")
-    provenance = {
-        **origin,
-        "sha256": {name: sha256_file(dest / name) for name in files},
-        "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    # No fetch time: the same bytes give the same stage output (dvc.lock stays true on every
+    # machine); when a deployed version was built is in its lineage manifest.
+    provenance = {**origin, "sha256": {name: sha256_file(dest / name) for name in files}}
     (dest / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     return provenance
 

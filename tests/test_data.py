@@ -162,7 +162,9 @@ def test_fetch_accepts_files_placed_by_hand(tmp_path, monkeypatch):
     monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: pytest.fail("must not download"))
     provenance = data.fetch_movielens(tmp_path, "recbole")
     assert provenance["sha256"] == digests
-    assert (tmp_path / data.PROVENANCE_FILE).is_file()
+    first = (tmp_path / data.PROVENANCE_FILE).read_bytes()
+    data.fetch_movielens(tmp_path, "recbole")
+    assert (tmp_path / data.PROVENANCE_FILE).read_bytes() == first  # the fetch stage's output is reproducible
 
 
 def test_real_fetch_from_the_package_index(tmp_path):
