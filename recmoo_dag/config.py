@@ -206,12 +206,14 @@ class DeployParams(Section):
     select_on: Literal["valid", "test"] = "valid"
     maximize: Objective = "coverage@10"  # the constrained rule's objective: the catalog the service exposes
     # Bounds every rule and the gate enforce, as ratios to the accuracy-only policy (the model's top-10).
-    # Default: lose at most 2% NDCG@10 and no diversity (ILD@10) for the coverage gained.
-    min_ratio: dict[Objective, float] = {"ndcg@10": 0.98, "ild@10": 1.0}
+    # Default: lose at most 2% NDCG@10 and gain 5% diversity (ILD@10) with the coverage. ILD varies
+    # little between valid and test, so its 5% margin keeps the choice above the gate's bound on test.
+    min_ratio: dict[Objective, float] = {"ndcg@10": 0.98, "ild@10": 1.05}
     # When choosing, the NDCG@10 bound must hold at this one-sided confidence (paired with the
-    # accuracy-only lists on the same users), so the choice survives the valid -> test noise;
-    # 0.5 judges the point estimate. The gate still judges test point estimates.
-    confidence: float = Field(0.95, ge=0.5, lt=1.0)
+    # accuracy-only lists on the same users); 0.5 judges the point estimate. The gate still judges
+    # test point estimates. At ~1k users a higher confidence asks valid NDCG@10 to *beat* the model
+    # (0.95: by ~7.5%), which on ML-100K leaves only the accuracy-only policy itself.
+    confidence: float = Field(0.5, ge=0.5, lt=1.0)
     # Importance of each objective for asf / pseudo_weights (normalized to sum 1; 0 ignores it).
     weights: dict[Objective, float] = {"ndcg@10": 0.4, "ild@10": 0.15, "coverage@10": 0.25,
                                        "novelty": 0.1, "personalization": 0.1}

@@ -60,7 +60,7 @@ def run(params: Params) -> dict:
     front = clamp_pools(policies, n_cand)
     F = measure(select_yard, front)  # (P, m)
     ndcg_lower = ndcg_lower_bound(select_yard.user_ndcg(front), select_yard.user_ndcg(accuracy_only(K))[0],
-                                  cfg.confidence)
+                                  cfg.confidence) if cfg.confidence > 0.5 else None  # 0.5: F's own values
     index, why = choose(cfg.rule, F, measure(select_yard, accuracy_only(K))[0], cfg.min_ratio, cfg.maximize,
                         cfg.weights, ndcg_lower)
     candidate = clamp_pools(policies[index], n_cand)[0] if index is not None else None

@@ -199,12 +199,15 @@ def test_retrained_model_is_promoted_and_rollback_restores_any_version(deployabl
     assert [d["event"] for d in store.read_decisions(root)][-3:] == ["rollback"] * 3
 
 
-def test_no_feasible_policy_deploys_nothing_and_says_why(deployable):
-    params = deployable({"deploy": {"min_ratio": {"coverage@10": 2.0}}})  # twice the catalog: impossible
+@pytest.mark.parametrize(("confidence", "judged"), [(0.5, ""), (0.95, " (lower confidence bound)")])
+def test_no_feasible_policy_deploys_nothing_and_says_why(deployable, confidence, judged):
+    params = deployable({"deploy": {"min_ratio": {"coverage@10": 2.0},  # twice the catalog: impossible
+                                    "confidence": confidence}})
     payload = deploy.run(params)
     assert payload["version"] is None and payload["gate"]["promoted"] is False
-    assert payload["gate"]["reason"] == ("no policy of the front meets the bounds (ndcg@10 (lower confidence "
-                                         "bound) >= 0.98 x accuracy-only, ild@10 >= 1 x accuracy-only, coverage@10 >= 2 x accuracy-only); nothing deployed")
+    assert payload["gate"]["reason"] == (f"no policy of the front meets the bounds (ndcg@10{judged} >= 0.98 x "
+                                         "accuracy-only, ild@10 >= 1 x accuracy-only, coverage@10 >= 2 x "
+                                         "accuracy-only); nothing deployed")
     assert store.current_version(params.deploy.store) is None
 
 
