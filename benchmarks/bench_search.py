@@ -25,7 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recmoo_dag.config import load_params
 from recmoo_dag.pareto_front import best_within, front_table, yardsticks
-from recmoo_dag.policy import POOL, Context, accuracy_only, rerank
+from recmoo_dag.policy import (
+    CALIBRATION,
+    DEBIAS,
+    DITHER,
+    DIVERSITY,
+    NOVELTY,
+    POOL,
+    TEMPERATURE,
+    Context,
+    accuracy_only,
+    rerank,
+)
 from recmoo_dag.search import bounds, random_policies, search
 
 POOLS = (10, 25, 50, 75, 100, 150, 200)
@@ -60,7 +71,7 @@ def fit_latency(valid, n_users: int = 100, repeats: int = 5) -> tuple[float, flo
     """Latency (ms) of one request (one user, one policy) per pool: the median over users of each
     user's fastest of `repeats` runs; and the least-squares line a + b * pool through them."""
     policy = accuracy_only(valid.k)
-    policy[[0, 1, 2, 3, 4]] = [0.3, 0.5, 0.3, 0.3, 0.3]  # a policy using every term
+    policy[[TEMPERATURE, DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY]] = [0.3, 0.5, 0.3, 0.3, 0.3, 0.3]  # every term
     ctx, measured = valid.ctx, []
     for pool in (p for p in POOLS if p <= ctx.n_candidates):
         x = policy.copy()
@@ -71,7 +82,8 @@ def fit_latency(valid, n_users: int = 100, repeats: int = 5) -> tuple[float, flo
             for _ in range(repeats):
                 start = time.perf_counter()  # a request: its candidates' terms -> context -> list
                 one = Context(ctx.items[u:u + 1, :pool], ctx.logits[u:u + 1, :pool], ctx.log_pop[u:u + 1, :pool],
-                              ctx.novelty[u:u + 1, :pool], ctx.fit[u:u + 1, :pool], ctx.item_sim)
+                              ctx.novelty[u:u + 1, :pool], ctx.fit[u:u + 1, :pool], ctx.dither[u:u + 1, :pool],
+                              ctx.item_sim)
                 rerank(one, x, valid.k)
                 times.append(time.perf_counter() - start)
             per_user.append(min(times))  # the fastest repeat: what the code costs, not the neighbours

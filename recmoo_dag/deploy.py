@@ -34,7 +34,7 @@ from recmoo_dag.io import write_json
 from recmoo_dag.lineage import Artifact, build_lineage, combined_digest, hash_files, sha256_file
 from recmoo_dag.model import WEIGHTS_FILE, SeqRecModel, load_model
 from recmoo_dag.pareto_front import item_vectors, yardsticks
-from recmoo_dag.policy import NAMES, POOL, VARIABLES, accuracy_only, build_context
+from recmoo_dag.policy import NAMES, POOL, VARIABLES, accuracy_only, build_context, policy_vector
 from recmoo_dag.search import OBJECTIVES as SEARCH_OBJECTIVES
 from recmoo_dag.search import Yardstick
 
@@ -83,7 +83,8 @@ def run(params: Params) -> dict:
             # Same weights and catalog: its test candidates are today's; else re-score with its model.
             yard = test_yard if same_model else replace(test_yard, ctx=build_context(
                 *champion_candidates(folder, features, n_cand, params.candidates.batch_size), vectors,
-                test_yard.sim, features.train_counts, features.history("test"), features.n_users))
+                test_yard.sim, features.train_counts, features.history("test"), features.user_ids, features.item_ids,
+                features.n_users))
             champion_test = as_dict(measure(yard, clamp_pools(policy_vector(champion_policy), n_cand))[0])
             identical = manifest.get("identity") == identity
         else:
@@ -149,10 +150,6 @@ def clamp_pools(policies: np.ndarray, n_candidates: int) -> np.ndarray:
 def policy_dict(x: np.ndarray) -> dict[str, float | int]:
     x = np.asarray(x).ravel()
     return {v.name: round(float(x[j])) if v.integer else float(x[j]) for j, v in enumerate(VARIABLES)}
-
-
-def policy_vector(variables: dict) -> np.ndarray:
-    return np.array([float(variables[name]) for name in NAMES])
 
 
 def champion_candidates(folder: Path, features: Features, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

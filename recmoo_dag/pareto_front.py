@@ -69,7 +69,8 @@ def yardsticks(params: Params) -> tuple[Yardstick, Yardstick]:
 
     def yard(name: str) -> Yardstick:
         ctx = build_context(candidates[f"{name}_items"], candidates[f"{name}_scores"], vectors, sim,
-                            features.train_counts, features.history(name), features.n_users)
+                            features.train_counts, features.history(name), features.user_ids, features.item_ids,
+                            features.n_users)
         return Yardstick(ctx, candidates[f"{name}_targets"], sim, info, features.n_items,
                          params.policy.k, latency, params.search.threads)
 

@@ -1,18 +1,20 @@
 """The parametric re-ranker: a user's model candidates -> a top-k list, for many policies at once.
 
-A policy is a vector of the six decision variables in `VARIABLES`. For candidate c of user u, the
+A policy is a vector of the seven decision variables in `VARIABLES`. For candidate c of user u, the
 list is built greedily (Carbonell & Goldstein 1998's MMR); step t appends the argmax of
 
-    score_t(c) = rel(c) + w_nov * nov(c) + w_cal * fit(u, c) - λ * max_{s in list} sim(c, s)
+    score_t(c) = rel(c) + w_nov * nov(c) + w_cal * fit(u, c) + w_dit * dit(u, c) - λ * max_{s in list} sim(c, s)
     rel(c)     = exp((a(c) - max_{c' in pool} a(c')) / τ),   a(c) = logit(c) - β * ln π(c)
 
-over the first `pool` candidates (model order). rel, nov, fit and sim all lie in [0, 1], so the
-weights compare like with like. One function, `rerank`, serves the search (population x all
+over the first `pool` candidates (model order). rel, nov, fit, dit and sim all lie in [0, 1], so the
+weights compare like with like. dit(u, c) is a pseudo-random number fixed by the user's and the
+item's ids (`dither`): the same user always gets the same list, and the search, the deploy stage
+and the service all see the same numbers. One function, `rerank`, serves the search (population x all
 validation users), the HTTP service (one policy x one user) and the tests.
 
 Speed (the search scores ~20k policies on ~1k users, in float32): a compiled (numba) pass writes
 the exponents of rel, NumPy's SIMD exp takes them, and a compiled greedy completes the static part
-z(c) = rel + w_nov nov + w_cal fit in its first slot; each further slot is one pass over the pool
+z(c) = rel + w_nov nov + w_cal fit + w_dit dit in its first slot; each further slot is one pass over the pool
 that raises max-similarity with the last pick (a contiguous row of the user's similarity block)
 and takes the argmax. The greedy uses z / λ - maxsim, which has the argmax of z - λ maxsim for
 λ > 0 and saves a multiply per step. Padding candidates (item 0, score -inf) are never picked
@@ -20,6 +22,7 @@ while a real candidate is left.
 """
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,6 +36,7 @@ MIN_EXPONENT = -80.0  # rel / λ >= e^-80: relevance more than 80 τ below the b
 MIN_DIVERSITY = 1e-6  # λ below this acts as this: one code path; it then only breaks exact ties
 NEG_INF = np.float32(-np.inf)
 TILE_ROWS = 4096  # (policy, user) rows per tile: its scores (rows x pool floats) stay in L2/L3
+DITHER_SALT = b"recmoo-dither-v1"  # part of every id's hash: a new salt re-draws every user's dither
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ VARIABLES = (
     Variable("calibration", 0.0, 1.0, False,
              "weight on the cosine between the item's genres and the user's history genre "
              "distribution p(g|u) (Steck 2018), the per-item part of calibration"),
+    Variable("dither", 0.0, 1.0, False,
+             "weight on a per-(user, item) pseudo-random number in [0, 1) (dithering, Dunning & "
+             "Friedman 2014): different users get different near-ties, which spreads the "
+             "catalogue's exposure over users at little accuracy cost"),
     Variable("diversity", 0.0, 1.0, False,
              "λ of the MMR penalty on the max similarity to items already in the list "
              "(Carbonell & Goldstein 1998)"),
@@ -63,7 +71,7 @@ VARIABLES = (
              "how many of the model's candidates are re-ranked: more room, more latency"),
 )
 NAMES = tuple(v.name for v in VARIABLES)
-TEMPERATURE, DEBIAS, NOVELTY, CALIBRATION, DIVERSITY, POOL = range(len(VARIABLES))
+TEMPERATURE, DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY, POOL = range(len(VARIABLES))
 
 
 def accuracy_only(k: int) -> np.ndarray:
@@ -71,6 +79,16 @@ def accuracy_only(k: int) -> np.ndarray:
     x = np.zeros(len(VARIABLES))
     x[POOL] = k
     return x
+
+
+def policy_vector(variables: dict) -> np.ndarray:
+    """A policy from its {name: value} form (a deployed version's record): (d,) in `VARIABLES` order.
+    A variable added after the version was deployed takes 0, which switches its term off, so the
+    version serves exactly the lists it was chosen for."""
+    missing = [name for name in variables if name not in NAMES]
+    if missing or "pool" not in variables:
+        raise ValueError(f"policy variables {sorted(variables)}: unknown {missing} or no pool (expected {NAMES})")
+    return np.array([float(variables.get(name, 0.0)) for name in NAMES])
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,7 @@ class Context:
     log_pop: np.ndarray  # (U, N) float32 ln π(c), smoothed train popularity
     novelty: np.ndarray  # (U, N) float32 self-information / max, in [0, 1]
     fit: np.ndarray  # (U, N) float32 cosine(item vector, user profile), in [0, 1]
+    dither: np.ndarray  # (U, N) float32 from `dither`, in [0, 1)
     item_sim: np.ndarray  # (I + 1, I + 1) float32 from metrics.item_similarity
 
     @property
@@ -103,6 +122,26 @@ class Context:
         return self.item_sim[self.items[:, :, None], self.items[:, None, :]]
 
 
+def id_keys(ids) -> np.ndarray:
+    """A stable 64-bit key per id string (salted BLAKE2b): (n,) str -> (n,) uint64. Same id, same key,
+    on every machine and in every process (Python's own hash() is randomized per process)."""
+    return np.array([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8, key=DITHER_SALT).digest(),
+                                    "little") for i in ids], dtype=np.uint64)
+
+
+def dither(user_keys: np.ndarray, item_keys: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """dit(u, c) in [0, 1): splitmix64's finalizer (Steele et al. 2014) of the user's key mixed with
+    the item's, its top 24 bits as a float32 (exact). user_keys (U,), item_keys (I + 1,) from
+    `id_keys`; items (U, N) -> (U, N) float32."""
+    x = user_keys[:, None] ^ (item_keys[items] * np.uint64(0x9E3779B97F4A7C15))  # wraps mod 2^64
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return (x >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)
+
+
 def user_profiles(indptr: np.ndarray, history: np.ndarray, unit_vectors: np.ndarray) -> np.ndarray:
     """Mean unit item vector of each user's history: Steck 2018's genre distribution p(g|u), up to
     scale, for genre multi-hots. indptr (U + 1,), history (E,), unit_vectors (I + 1, d) -> (U, d)."""
@@ -113,20 +152,21 @@ def user_profiles(indptr: np.ndarray, history: np.ndarray, unit_vectors: np.ndar
 
 
 def build_context(items: np.ndarray, logits: np.ndarray, item_vectors: np.ndarray, sim: np.ndarray,
-                  train_counts: np.ndarray, history: tuple[np.ndarray, np.ndarray],
-                  n_train_users: int | None = None) -> Context:
+                  train_counts: np.ndarray, history: tuple[np.ndarray, np.ndarray], user_ids: np.ndarray,
+                  item_ids: np.ndarray, n_train_users: int | None = None) -> Context:
     """Precompute the per-candidate terms of a set of requests (valid, test, or one live request).
 
     items, logits (U, N); item_vectors (I + 1, d) genre multi-hots or embeddings; sim (I + 1, I + 1)
     from `metrics.item_similarity`; train_counts (I + 1,); history (indptr (U + 1,), items) is what
-    is known about these users at request time. n_train_users scales self-information; it defaults
-    to U (right when the requests are all training users) and must be given for a subset, so one
-    request gets the same terms as inside the batch.
+    is known about these users at request time; user_ids (U,) and item_ids (I + 1,) the id strings
+    the dither is drawn from. n_train_users scales self-information; it defaults to U (right when
+    the requests are all training users) and must be given for a subset, so one request gets the
+    same terms as inside the batch.
     """
     items = np.asarray(items, dtype=np.int32)
-    if items.shape[0] != len(history[0]) - 1 or np.shape(logits) != items.shape:
-        raise ValueError(f"build_context: candidates {items.shape}, scores {np.shape(logits)} and "
-                         f"{len(history[0]) - 1} users' histories disagree")
+    if not items.shape[0] == len(history[0]) - 1 == len(user_ids) or np.shape(logits) != items.shape:
+        raise ValueError(f"build_context: candidates {items.shape}, scores {np.shape(logits)}, "
+                         f"{len(history[0]) - 1} users' histories and {len(user_ids)} user ids disagree")
     counts = np.asarray(train_counts, dtype=np.float64)
     info = self_information(counts, items.shape[0] if n_train_users is None else n_train_users)
     probability = (counts + 1.0) / (counts.sum() + len(counts))  # add-one: unseen items stay finite
@@ -142,26 +182,28 @@ def build_context(items: np.ndarray, logits: np.ndarray, item_vectors: np.ndarra
         log_pop=np.log(probability[items]).astype(np.float32),
         novelty=(info[items] / info.max()).astype(np.float32),
         fit=np.clip(fit, 0.0, 1.0).astype(np.float32),
+        dither=dither(id_keys(user_ids), id_keys(item_ids), items),
         item_sim=np.asarray(sim, dtype=np.float32),
     )
 
 
 def policy_terms(policies: np.ndarray) -> np.ndarray:
-    """Per-policy float32 coefficients of the scores: 1/τ, β/τ, ln λ, w_nov/λ, w_cal/λ. (B, d) -> (B, 5).
+    """Per-policy float32 coefficients of the scores: 1/τ, β/τ, ln λ, w_nov/λ, w_cal/λ, w_dit/λ. (B, d) -> (B, 6).
 
     Computed once in NumPy, so every compiled pass reads the same bits whatever the batch."""
     x = policies.astype(np.float32)
     lam = np.maximum(x[:, DIVERSITY], np.float32(MIN_DIVERSITY))
     inv_t = np.float32(10.0) ** -x[:, TEMPERATURE]
-    return np.column_stack([inv_t, x[:, DEBIAS] * inv_t, np.log(lam), x[:, NOVELTY] / lam, x[:, CALIBRATION] / lam])
+    return np.column_stack([inv_t, x[:, DEBIAS] * inv_t, np.log(lam), x[:, NOVELTY] / lam, x[:, CALIBRATION] / lam,
+                            x[:, DITHER] / lam])
 
 
 @njit(cache=True, nogil=True)
 def _exponents(terms, pools, logits, log_pop, out):  # pragma: no cover - compiled
     """The exponent of rel / λ = exp((a - max_pool a) / τ - ln λ), floored at MIN_EXPONENT, for every
-    (policy, user) row: terms (B, 5) from `policy_terms`; logits, log_pop (U', W) -> out (B, U', W).
+    (policy, user) row: terms (B, 6) from `policy_terms`; logits, log_pop (U', W) -> out (B, U', W).
     Outside the pool (and on padding, logit -inf) the value is irrelevant: the greedy never reads it."""
-    n_policies, n_users, width = out.shape
+    n_policies, n_users = out.shape[:2]
     floor = np.float32(MIN_EXPONENT)
     for b in range(n_policies):
         inv_t, debias_t, log_lam, pool = terms[b, 0], terms[b, 1], terms[b, 2], pools[b]
@@ -186,13 +228,13 @@ def _fold(best: float, pick: int, score: float, position: int) -> tuple[float, i
 
 
 @njit(cache=True, nogil=True)
-def _greedy(rel, terms, pools, items, logits, novelty, fit, block, first_user, k, out):  # pragma: no cover - compiled
-    """Greedy MMR for a tile of users and all policies. rel (B, U', W) rel / λ; terms (B, 5) from
-    `policy_terms`; pools (B,); items, logits, novelty, fit (U', W); block (U, N, N) from
+def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first_user, k, out):  # pragma: no cover
+    """Greedy MMR for a tile of users and all policies. rel (B, U', W) rel / λ; terms (B, 6) from
+    `policy_terms`; pools (B,); items, logits, novelty, fit, dither (U', W); block (U, N, N) from
     Context.block, the tile starting at user `first_user` -> out (B, U', k) positions.
 
-    Slot 0 completes the static score z / λ = rel / λ + (w_nov / λ) nov + (w_cal / λ) fit, -inf on
-    padding (item 0 or score -inf), in place, and takes its argmax.
+    Slot 0 completes the static score z / λ = rel / λ + (w_nov / λ) nov + (w_cal / λ) fit
+    + (w_dit / λ) dit, -inf on padding (item 0 or score -inf), in place, and takes its argmax.
 
     Users outside, policies inside: a user's block stays in L1/L2 for every policy. A list slot
     is one pass over the pool that raises max-similarity with the last pick's row and takes the
@@ -205,7 +247,7 @@ def _greedy(rel, terms, pools, items, logits, novelty, fit, block, first_user, k
     for u in range(n_users):
         sims = block[first_user + u]
         for b in range(n_policies):
-            pool, zb, w_nov, w_cal = pools[b], rel[b, u], terms[b, 3], terms[b, 4]
+            pool, zb, w_nov, w_cal, w_dit = pools[b], rel[b, u], terms[b, 3], terms[b, 4], terms[b, 5]
             pick, best = 0, NEG_INF
             for c in range(pool):  # slot 0: nothing listed yet, no penalty
                 if items[u, c] == 0 or not np.isfinite(logits[u, c]):
@@ -213,6 +255,7 @@ def _greedy(rel, terms, pools, items, logits, novelty, fit, block, first_user, k
                 else:
                     zb[c] += w_nov * novelty[u, c]
                     zb[c] += w_cal * fit[u, c]
+                    zb[c] += w_dit * dither[u, c]
                 if zb[c] > best:
                     best, pick = zb[c], c
             maxsim[:pool] = zero
@@ -279,13 +322,13 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
     def run(users: slice) -> None:
         # Contiguous copies of the tile: the compiled functions then see one array layout only, so
         # they are specialized (and cached on disk) once, never in the middle of serving a request.
-        items, logits, log_pop, novelty, fit = (np.ascontiguousarray(a[users, :width]) for a in (
-            ctx.items, ctx.logits, ctx.log_pop, ctx.novelty, ctx.fit))
+        items, logits, log_pop, novelty, fit, dit = (np.ascontiguousarray(a[users, :width]) for a in (
+            ctx.items, ctx.logits, ctx.log_pop, ctx.novelty, ctx.fit, ctx.dither))
         rel = np.empty((len(policies), users.stop - users.start, width), dtype=np.float32)
         _exponents(terms, int_pools, logits, log_pop, rel)
         np.exp(rel, out=rel)  # NumPy's SIMD exp: a scalar libm exp would cost more than the greedy
         picks = np.empty((len(policies), users.stop - users.start, k), dtype=np.int32)
-        _greedy(rel, terms, int_pools, items, logits, novelty, fit, block, users.start, k, picks)
+        _greedy(rel, terms, int_pools, items, logits, novelty, fit, dit, block, users.start, k, picks)
         out[:, users] = picks
 
     if threads > 1 and len(tiles) > 1:

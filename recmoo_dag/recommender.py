@@ -13,6 +13,8 @@ one user's candidates with the deployed decision variables. Where the candidates
   calibration term is 0 without a history).
 `exclude` removes items from the candidates; seen and recent items are never recommended. Unknown
 ids never raise: they fall back as above, and the answer's `source` says which path was taken.
+The policy's dither is drawn from the request's `user_id` (the same user gets the same list, known
+to the catalog or not); the popularity fallback and requests without a user share the empty id's.
 
 Hot reload: every worker checks the store's CURRENT symlink at most every `serve.reload_check_ms`
 (one readlink, no other disk I/O per request). A new target is loaded in a background thread while
@@ -35,7 +37,7 @@ from recmoo_dag import store
 from recmoo_dag.bundle import Bundle, read_bundle
 from recmoo_dag.metrics import item_similarity, self_information
 from recmoo_dag.model import SeqRecModel, load_model
-from recmoo_dag.policy import NAMES, POOL, Context, rerank, user_profiles
+from recmoo_dag.policy import POOL, Context, dither, id_keys, policy_vector, rerank, user_profiles
 
 PRECOMPUTE_ROWS = 128  # users re-ranked at once when a version loads
 
@@ -55,11 +57,13 @@ class Recommender:
         self.bundle, self.model, self.version, self.manifest = bundle, model, version, manifest
         b = bundle
         self.n_candidates = b.cand_items.shape[1]
-        self.policy = np.array([[float(b.variables[name]) for name in NAMES]])  # (1, d)
+        self.policy = policy_vector(b.variables)[None]  # (1, d)
         self.item_index = {item: idx for idx, item in enumerate(b.item_ids.tolist()) if idx}
         self.user_index = {user: u for u, user in enumerate(b.user_ids.tolist())}
         self.titles = b.titles.tolist()
         self.item_ids = b.item_ids.tolist()
+        self.item_keys, self.user_keys = id_keys(b.item_ids), id_keys(b.user_ids)  # (I + 1,), (U,) dither keys
+        self.anonymous_key = id_keys([""])  # (1,)
         # The policy's per-item terms, exactly as policy.build_context computes them for the search
         # (novelty scaled by the training user count, not by the one user of a request).
         counts = np.asarray(b.train_counts, dtype=np.float64)
@@ -81,9 +85,9 @@ class Recommender:
         # anonymous one) is computed once here for the whole pool; a request with k <= pool and no
         # excluded item inside the pool is then a lookup. Rows with padding candidates stay -1.
         self.pool = int(np.clip(round(float(self.policy[0, POOL])), 1, self.n_candidates))
-        self.user_lists = self._precompute(b.cand_items, b.cand_scores, self.profiles)  # (U, pool)
+        self.user_lists = self._precompute(b.cand_items, b.cand_scores, self.profiles, self.user_keys)  # (U, pool)
         self.popular_list = self._precompute(self.popular_items[None], self.log_pop[self.popular_items][None],
-                                             np.zeros((1, self.unit.shape[1]), np.float32))[0]  # (pool,)
+                                             np.zeros((1, self.unit.shape[1]), np.float32), self.anonymous_key)[0]
 
     @classmethod
     def load(cls, folder: str | Path, session_window: int | None = None) -> Recommender:
@@ -102,21 +106,22 @@ class Recommender:
             sequence = np.concatenate([known, recent]).astype(np.int64)  # (E,) oldest first
             items, logits = self._score_session(sequence, excluded)
             profile, source = self._profile(sequence), "session"
+            key = id_keys([user_id]) if user_id is not None else self.anonymous_key
         elif u is not None:
             items, logits = self.bundle.cand_items[u], self.bundle.cand_scores[u]
             if self._precomputed(self.user_lists[u], items, excluded, k):
                 return self._answer(items, logits, self.user_lists[u][:k], "user")
             keep = (items != 0) & ~np.isin(items, excluded)
             items, logits = items[keep], logits[keep]
-            profile, source = self.profiles[u], "user"
+            profile, source, key = self.profiles[u], "user", self.user_keys[u:u + 1]
         else:
             items, logits = self.popular_items, self.log_pop[self.popular_items]
             if self._precomputed(self.popular_list, items, excluded, k):
                 return self._answer(items, logits, self.popular_list[:k], "popularity")
             keep = ~np.isin(items, excluded)
             items, logits = items[keep], logits[keep]
-            profile, source = np.zeros(self.unit.shape[1], np.float32), "popularity"
-        return self._answer(items, logits, self._rerank(items, logits, profile, k), source)
+            profile, source, key = np.zeros(self.unit.shape[1], np.float32), "popularity", self.anonymous_key
+        return self._answer(items, logits, self._rerank(items, logits, profile, key, k), source)
 
     def _answer(self, items: np.ndarray, logits: np.ndarray, picks: np.ndarray, source: str) -> Recommended:
         return Recommended(items=[{"item_id": self.item_ids[i], "title": self.titles[i] or None,
@@ -127,9 +132,9 @@ class Recommender:
         """The precomputed list answers: it exists, is long enough, and no excluded item is in the pool."""
         return k <= self.pool and row[0] >= 0 and not (len(excluded) and np.isin(items[:self.pool], excluded).any())
 
-    def _precompute(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray) -> np.ndarray:
-        """The policy's whole-pool list of each row: items, logits (R, N), profiles (R, d) -> (R, pool)
-        positions; -1 for rows holding padding candidates (they take the per-request path)."""
+    def _precompute(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """The policy's whole-pool list of each row: items, logits (R, N), profiles (R, d), dither keys
+        (R,) -> (R, pool) positions; -1 for rows holding padding candidates (they take the per-request path)."""
         out = np.full((len(items), self.pool), -1, dtype=np.int32)
         full = np.flatnonzero((items[:, :self.pool] != 0).all(axis=1))
         policy = self.policy.copy()
@@ -141,7 +146,7 @@ class Recommender:
             fit = np.clip(np.einsum("rpd,rd->rp", self.unit[cand], units[rows]), 0.0, 1.0)  # (r, P)
             ctx = Context(items=cand.astype(np.int32), logits=logits[rows, :self.pool].astype(np.float32),
                           log_pop=self.log_pop[cand], novelty=self.novelty[cand], fit=fit.astype(np.float32),
-                          item_sim=self.sim)
+                          dither=dither(keys[rows], self.item_keys, cand), item_sim=self.sim)
             out[rows] = rerank(ctx, policy, self.pool)[0]
         return out
 
@@ -161,9 +166,10 @@ class Recommender:
     def _profile(self, sequence: np.ndarray) -> np.ndarray:
         return self.unit[sequence].mean(axis=0) if len(sequence) else np.zeros(self.unit.shape[1], np.float32)
 
-    def _rerank(self, items: np.ndarray, logits: np.ndarray, profile: np.ndarray, k: int) -> np.ndarray:
-        """Positions of the policy's top-k among `items` (n,): a one-user Context for policy.rerank,
-        with the per-item terms build_context would compute for this user among all training users."""
+    def _rerank(self, items: np.ndarray, logits: np.ndarray, profile: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
+        """Positions of the policy's top-k among `items` (n,) for the dither key (1,): a one-user Context
+        for policy.rerank, with the per-item terms build_context would compute for this user among all
+        training users."""
         n = len(items)
         k = min(k, n)
         if k == 0:
@@ -174,7 +180,7 @@ class Recommender:
         fit = np.clip(self.unit[items] @ unit_profile, 0.0, 1.0).astype(np.float32)  # (n,)
         ctx = Context(items=items[None].astype(np.int32), logits=logits[None].astype(np.float32),
                       log_pop=self.log_pop[items][None], novelty=self.novelty[items][None], fit=fit[None],
-                      item_sim=self.sim)
+                      dither=dither(key, self.item_keys, items[None]), item_sim=self.sim)
         return rerank(ctx, policy, k)[0, 0]
 
 

@@ -38,6 +38,7 @@ from recmoo_dag.metrics import list_metrics, serving_cost, similarity_groups, us
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
+    DITHER,
     DIVERSITY,
     NOVELTY,
     POOL,
@@ -158,7 +159,7 @@ def initial_population(pop_size: int, low: np.ndarray, high: np.ndarray, seed: i
     accuracy = np.zeros(len(VARIABLES))
     accuracy[POOL] = low[POOL]
     extremes = []
-    for j in (DEBIAS, NOVELTY, CALIBRATION, DIVERSITY):
+    for j in (DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY):
         x = np.zeros(len(VARIABLES))
         x[j], x[TEMPERATURE], x[POOL] = high[j], high[TEMPERATURE], high[POOL]
         extremes.append(x)

@@ -40,8 +40,10 @@ def front_rows(rows: list[dict]) -> pd.DataFrame:
 # Three policies spanning accuracy-only to strongly diversified, on the pool sizes of a tiny catalog.
 FRONT = [
     dict(zip(NAMES, accuracy_only(10))),
-    {"log10_temperature": 0.0, "debias": 0.5, "novelty": 0.2, "calibration": 0.1, "diversity": 0.3, "pool": 20},
-    {"log10_temperature": 0.5, "debias": 1.0, "novelty": 0.8, "calibration": 0.0, "diversity": 1.0, "pool": 40},
+    {"log10_temperature": 0.0, "debias": 0.5, "novelty": 0.2, "calibration": 0.1, "dither": 0.5, "diversity": 0.3,
+     "pool": 20},
+    {"log10_temperature": 0.5, "debias": 1.0, "novelty": 0.8, "calibration": 0.0, "dither": 0.3, "diversity": 1.0,
+     "pool": 40},
 ]
 
 

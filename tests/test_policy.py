@@ -6,6 +6,7 @@ from recmoo_dag.metrics import item_similarity
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
+    DITHER,
     DIVERSITY,
     MIN_DIVERSITY,
     NOVELTY,
@@ -14,6 +15,9 @@ from recmoo_dag.policy import (
     VARIABLES,
     accuracy_only,
     build_context,
+    dither,
+    id_keys,
+    policy_vector,
     recommended_items,
     rerank,
 )
@@ -33,7 +37,9 @@ def random_context(seed: int, n_users: int = 12, n_items: int = 60, n_cand: int 
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     history = rng.integers(1, n_items + 1, indptr[-1])
     inputs = {"items": items, "logits": logits.copy(), "item_vectors": genres, "sim": item_similarity(genres),
-              "train_counts": counts, "n_train_users": 60, "history": (indptr, history)}
+              "train_counts": counts, "n_train_users": 60, "history": (indptr, history),
+              "user_ids": np.array([f"user {u}" for u in range(n_users)]),
+              "item_ids": np.array([""] + [str(i) for i in range(1, n_items + 1)])}
     return build_context(**inputs), inputs
 
 
@@ -51,7 +57,8 @@ def reference_rerank(ctx, x: np.ndarray, k: int) -> np.ndarray:
     out = []
     for u in range(ctx.n_users):
         a = ctx.logits[u, :pool].astype(np.float64) - x[DEBIAS] * ctx.log_pop[u, :pool]
-        z = np.exp((a - a.max()) / tau) + x[NOVELTY] * ctx.novelty[u, :pool] + x[CALIBRATION] * ctx.fit[u, :pool]
+        z = (np.exp((a - a.max()) / tau) + x[NOVELTY] * ctx.novelty[u, :pool] + x[CALIBRATION] * ctx.fit[u, :pool]
+             + x[DITHER] * ctx.dither[u, :pool])
         chosen = []
         for _ in range(k):
             best, best_score = -1, -np.inf
@@ -83,7 +90,8 @@ def test_one_request_one_policy_matches_the_batch():
     batch = rerank(ctx, policies, K)
     indptr, history = inputs["history"]
     one = build_context(**{**inputs, "items": inputs["items"][4:5], "logits": inputs["logits"][4:5],
-                           "history": (indptr[4:6] - indptr[4], history[indptr[4]:indptr[5]])})
+                           "history": (indptr[4:6] - indptr[4], history[indptr[4]:indptr[5]]),
+                           "user_ids": inputs["user_ids"][4:5]})
     assert one.n_users == 1
     for b in range(len(policies)):
         np.testing.assert_array_equal(rerank(one, policies[b], K)[0, 0], batch[b, 4])
@@ -149,3 +157,35 @@ def test_padding_is_listed_only_when_nothing_else_is_left():
     assert all(len(set(row)) == K for row in picks.reshape(-1, K))
     np.testing.assert_array_equal(np.sort(picks[:, 0, :3], axis=1), np.tile([0, 1, 2], (6, 1)))
     assert (picks[:, 1] < 8).all()
+
+
+def test_dither_is_a_fixed_uniform_number_per_user_and_item():
+    user_keys, item_keys = id_keys([f"user {u}" for u in range(300)]), id_keys([str(i) for i in range(400)])
+    items = np.tile(np.arange(400), (300, 1))
+    values = dither(user_keys, item_keys, items)  # (300, 400)
+    assert values.dtype == np.float32 and values.min() >= 0.0 and values.max() < 1.0
+    counts = np.histogram(values, bins=10, range=(0.0, 1.0))[0]
+    assert np.abs(counts / values.size - 0.1).max() < 0.005  # 120k draws: uniform to within 5% per decile
+    assert abs(np.corrcoef(values[:, :-1].ravel(), values[:, 1:].ravel())[0, 1]) < 0.02  # neighbours independent
+    np.testing.assert_array_equal(dither(user_keys[7:8], item_keys, items[:1]), values[7:8])  # one request, same numbers
+    assert (values[0] != values[1]).mean() > 0.99  # users differ...
+    np.testing.assert_array_equal(id_keys(["user 0"]), user_keys[:1])  # ...but each keeps its own
+
+
+def test_dither_spreads_the_lists_over_the_catalog():
+    ctx, _ = random_context(9, n_users=30, n_cand=40)
+    plain = accuracy_only(K)
+    plain[[TEMPERATURE, POOL]] = [0.0, 40]
+    dithered = plain.copy()
+    dithered[DITHER] = 1.0
+    items = recommended_items(ctx, rerank(ctx, np.stack([plain, dithered]), K))
+    assert len(np.unique(items[1])) > len(np.unique(items[0]))
+    np.testing.assert_array_equal(rerank(ctx, dithered, K), rerank(ctx, dithered, K))  # and stays deterministic
+
+
+def test_policy_vector_switches_off_variables_a_version_predates():
+    x = policy_vector({"log10_temperature": 0.5, "debias": 0.2, "novelty": 0.1, "calibration": 0.3,
+                       "diversity": 0.4, "pool": 30})
+    assert x[DITHER] == 0.0 and x[POOL] == 30 and x[DIVERSITY] == 0.4
+    with pytest.raises(ValueError, match="unknown"):
+        policy_vector({"pool": 10, "serendipity": 1.0})

@@ -10,7 +10,7 @@ from pymoo.algorithms.moo.nsga3 import NSGA3
 
 from recmoo_dag import search as S
 from recmoo_dag.pareto_front import run, yardsticks
-from recmoo_dag.policy import DIVERSITY, NAMES, POOL
+from recmoo_dag.policy import DIVERSITY, NAMES, POOL, accuracy_only
 from tests.pareto_support import N_CANDIDATES, SMALL, make_pareto_project
 
 
@@ -54,7 +54,7 @@ def test_baselines_live_in_the_box_with_the_budget():
     np.testing.assert_array_equal(random, S.random_policies(500, low, high, seed=3))
     assert ((random >= low) & (random <= high)).all() and (random[:, POOL] == np.round(random[:, POOL])).all()
     start = S.initial_population(24, low, high, seed=0)
-    assert start.shape == (24, len(low)) and (start[0] == np.r_[0, 0, 0, 0, 0, 5]).all()  # accuracy-only first
+    assert start.shape == (24, len(low)) and (start[0] == accuracy_only(5)).all()  # accuracy-only first
     sweep = S.mmr_sweep(50, low, high, pool=20)
     assert len(np.unique(sweep[:, DIVERSITY])) == 50
     assert (np.delete(sweep, DIVERSITY, axis=1) == np.delete(sweep[:1], DIVERSITY, axis=1)).all()  # one knob
