@@ -4,6 +4,7 @@
     python benchmarks/bench_search.py --skip-search     # throughput only (seconds)
     python benchmarks/bench_search.py --fit-latency     # measure one-request latency, fit a + b * pool
     python benchmarks/bench_search.py --candidates PATH # another candidates.npz than params' candidates.path
+    python benchmarks/bench_search.py --ablate dither   # NSGA with and without one variable's term, same budget
 
 Throughput is measured at the issue's reference point: all validation users, pool 100, k = 10, the
 full policy (genre MMR + novelty + calibration + debias) with random weights. Timings on a shared
@@ -33,11 +34,12 @@ from recmoo_dag.policy import (
     NOVELTY,
     POOL,
     TEMPERATURE,
+    VARIABLES,
     Context,
     accuracy_only,
     rerank,
 )
-from recmoo_dag.search import bounds, random_policies, search
+from recmoo_dag.search import OBJECTIVES, bounds, hypervolume, nondominated, random_policies, run_nsga, search
 
 POOLS = (10, 25, 50, 75, 100, 150, 200)
 
@@ -119,6 +121,40 @@ def study(valid, test, params, n_evals: int) -> None:
         print("no front policy within 2% of the accuracy-only NDCG")
 
 
+ABLATION_FLOORS = (-0.02, -0.05, -0.10, -0.20)  # NDCG@10 change vs accuracy-only, on valid
+
+
+def ablation(valid, test, params, n_evals: int, variable: str) -> None:
+    """The same NSGA run (budget, seed) over the full policy and with one variable's term switched off
+    (held at 0 whatever the search proposes): for each NDCG@10 floor, the front policy with the most
+    coverage on valid, and what it gives on test."""
+    cfg = params.search
+    columns = [OBJECTIVES.index(name) for name in cfg.objectives]
+    low, high = bounds(valid.k, valid.ctx.n_candidates)
+    off = np.array([v.name == variable for v in VARIABLES])
+    print(f"\nablation of {variable!r}: NSGA, {n_evals} evaluations each; per valid NDCG@10 floor, the front "
+          "policy with the most valid coverage")
+    print(f"{'policy class':<22}{'front':>7}{'floor':>7}{'valid cov':>11}{'test NDCG':>11}{'test cov':>10}"
+          f"{'test ILD':>10}{'HV valid':>10}")
+    for label, inert in (("full", np.zeros_like(off)), (f"without {variable}", off)):
+        def score(X: np.ndarray, inert=inert) -> np.ndarray:
+            return valid.losses(valid.objectives(np.where(inert, 0.0, X)))
+
+        x, f = run_nsga(score, columns, low, high, cfg.algorithm, cfg.pop_size, ("n_eval", n_evals), params.seed)
+        front = np.where(inert, 0.0, x[nondominated(f[:, columns])])
+        gain_valid = valid.objectives(front) / valid.accuracy_only - 1
+        gain_test = test.objectives(front) / test.accuracy_only - 1
+        volume = hypervolume(valid.losses(valid.objectives(front))[:, columns], cfg.reference_point)
+        for floor in ABLATION_FLOORS:
+            ok = np.flatnonzero(gain_valid[:, 0] >= floor)
+            if not len(ok):
+                print(f"{label:<22}{len(front):>7}{floor:>+7.0%}   no policy")
+                continue
+            i = ok[np.argmax(gain_valid[ok, 3])]
+            print(f"{label:<22}{len(front):>7}{floor:>+7.0%}{gain_valid[i, 3]:>+11.1%}{gain_test[i, 0]:>+11.1%}"
+                  f"{gain_test[i, 3]:>+10.1%}{gain_test[i, 1]:>+10.1%}{volume:>10.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
@@ -126,6 +162,8 @@ def main() -> None:
     parser.add_argument("--evals", type=int, help="search budget (default: search.n_evals)")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--fit-latency", action="store_true")
+    parser.add_argument("--ablate", choices=[v.name for v in VARIABLES if not v.integer],
+                        help="compare NSGA with and without this variable's term instead of the study")
     args = parser.parse_args()
     params = load_params(args.params)
     if args.candidates:
@@ -142,7 +180,9 @@ def main() -> None:
     print(f"\n{'throughput at pool 100, k = ' + str(valid.k):<44}{'evals/s wall':>14}{'evals/s CPU':>13}")
     for name, wall, cpu in throughput(valid):
         print(f"{name:<44}{wall:>14.0f}{cpu:>13.0f}")
-    if not args.skip_search:
+    if args.ablate:
+        ablation(valid, test, params, args.evals or params.search.n_evals, args.ablate)
+    elif not args.skip_search:
         study(valid, test, params, args.evals or params.search.n_evals)
 
 
