@@ -2,6 +2,7 @@
 
 One synthetic project is materialized in Dagster (in process); a second copy runs `dvc repro`.
 """
+import json
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from dagster import DagsterEventType
 
+from recmoo_dag import store
 from recmoo_dag.config import load_params
 from recmoo_dag.defs import dvc_runner
 from recmoo_dag.defs.definitions import NEW_LOGS_JOB
@@ -168,3 +170,24 @@ def test_concurrent_dvc_commands_wait_instead_of_failing(tmp_path, monkeypatch):
     assert by_hand.wait() == 0, by_hand.stdout.read()
     assert all(result.success for result in results)
     assert "Data and pipelines are up to date" in dvc(tmp_path, "status")
+
+
+def test_deploy_runs_for_real_instead_of_being_restored_from_the_run_cache(materialized_project, tmp_path):
+    """Deploy params changed and changed back: DVC's run cache knows that run, but deploy acts on
+    the store, so it must run again (a restored metrics/deploy.json would describe another store)."""
+    project = tmp_path / "project"
+    shutil.copytree(materialized_project[0], project, symlinks=True)
+    params = load_params(project / "params.yaml")
+    runs = lambda: sum(d["event"] == "deploy" for d in store.read_decisions(project / params.deploy.store))
+    before = runs()
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    original = raw["deploy"]["tolerance"]["novelty"]
+    for novelty in (0.5, original):
+        raw["deploy"]["tolerance"]["novelty"] = novelty
+        (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        output = dvc(project, "repro")
+        assert "Running stage 'deploy'" in output and "is cached" not in output
+    assert runs() == before + 2
+    served = store.current_version(project / params.deploy.store)
+    assert json.loads((project / params.deploy.metrics).read_text())["version"] == served
+    assert "Data and pipelines are up to date" in dvc(project, "status")
