@@ -85,9 +85,9 @@ def policy_vector(variables: dict) -> np.ndarray:
     """A policy from its {name: value} form (a deployed version's record): (d,) in `VARIABLES` order.
     A variable added after the version was deployed takes 0, which switches its term off, so the
     version serves exactly the lists it was chosen for."""
-    missing = [name for name in variables if name not in NAMES]
-    if missing or "pool" not in variables:
-        raise ValueError(f"policy variables {sorted(variables)}: unknown {missing} or no pool (expected {NAMES})")
+    unknown = [name for name in variables if name not in NAMES]
+    if unknown or "pool" not in variables:
+        raise ValueError(f"policy variables {sorted(variables)}: unknown {unknown} or no pool (expected {NAMES})")
     return np.array([float(variables.get(name, 0.0)) for name in NAMES])
 
 
