@@ -212,7 +212,7 @@ class DeployParams(Section):
     # When choosing, the NDCG@10 bound must hold at this one-sided confidence (paired with the
     # accuracy-only lists on the same users); 0.5 judges the point estimate. The gate still judges
     # test point estimates. At ~1k users a higher confidence asks valid NDCG@10 to *beat* the model
-    # (0.95: by ~7.5%), which on ML-100K leaves only the accuracy-only policy itself.
+    # (0.95: by ~10%), which on ML-100K leaves only the accuracy-only policy itself.
     confidence: float = Field(0.5, ge=0.5, lt=1.0)
     # Importance of each objective for asf / pseudo_weights (normalized to sum 1; 0 ignores it).
     weights: dict[Objective, float] = {"ndcg@10": 0.4, "ild@10": 0.15, "coverage@10": 0.25,
