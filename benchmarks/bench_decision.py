@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from recmoo_dag.config import load_params
-from recmoo_dag.decision import K, choose, ndcg_lower_bound
+from recmoo_dag.decision import K, choose, feasible, ndcg_lower_bound
 from recmoo_dag.deploy import clamp_pools, front_path, measure, read_front
 from recmoo_dag.pareto_front import yardsticks
 from recmoo_dag.policy import accuracy_only
@@ -53,13 +53,13 @@ def main() -> None:
             for confidence in CONFIDENCES:
                 lower = ndcg_lower_bound(user_gains, reference_gains, confidence) if confidence > 0.5 else None
                 bounds = {"ndcg@10": cfg.min_ratio.get("ndcg@10", 0.98), "ild@10": ild}
-                index, why = choose(rule, valid_f, valid_ref, bounds, cfg.maximize, cfg.weights, lower)
+                index, _ = choose(rule, valid_f, valid_ref, bounds, cfg.maximize, cfg.weights, lower)
                 if index is None:
                     print(f"{rule:15s} {ild:6.2f} {confidence:5.2f} {0:8d} | no policy meets the bounds")
                     continue
-                feasible = int(why.split(" among ")[1].split()[0])
+                n_feasible = int(feasible(valid_f, valid_ref, bounds, lower).sum())
                 gain_valid, gain_test = valid_f[index] / valid_ref - 1, test_f[index] / test_ref - 1
-                print(f"{rule:15s} {ild:6.2f} {confidence:5.2f} {feasible:8d} | {gain_valid[0]:+10.1%} "
+                print(f"{rule:15s} {ild:6.2f} {confidence:5.2f} {n_feasible:8d} | {gain_valid[0]:+10.1%} "
                       f"{gain_valid[1]:+7.1%} {gain_valid[2]:+7.1%} | {gain_test[0]:+9.1%} {gain_test[1]:+7.1%} {gain_test[2]:+7.1%} "
                       f"{gain_test[3]:+7.1%} {gain_test[4]:+6.1%}")
 

@@ -41,11 +41,14 @@ def _column(name: str) -> int:
     return OBJECTIVES.index(name)
 
 
-def feasible(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float]) -> np.ndarray:
-    """Which policies meet every bound f_j >= ratio_j x accuracy-only_j: F (P, m) -> (P,) bool."""
+def feasible(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
+             ndcg_lower: np.ndarray | None = None) -> np.ndarray:
+    """Which policies meet every bound f_j >= ratio_j x accuracy-only_j: F (P, m) -> (P,) bool.
+    ndcg_lower (P,): judge NDCG@10 by this lower confidence bound instead of F's value."""
     ok = np.ones(len(F), dtype=bool)
     for name, ratio in min_ratio.items():
-        ok &= F[:, _column(name)] >= ratio * reference[_column(name)]
+        judged = ndcg_lower if name == "ndcg@10" and ndcg_lower is not None else F[:, _column(name)]
+        ok &= judged >= ratio * reference[_column(name)]
     return ok
 
 
@@ -92,10 +95,7 @@ def choose(rule: str, F: np.ndarray, reference: np.ndarray, min_ratio: dict[str,
            maximize: str, weights: dict[str, float], ndcg_lower: np.ndarray | None = None) -> tuple[int | None, str]:
     """Index of the chosen policy among F's rows (or None when no policy meets the bounds), and why.
     ndcg_lower (P,): the bounds judge NDCG@10 by this lower confidence bound instead of F's value."""
-    bounded = F.copy()
-    if ndcg_lower is not None:
-        bounded[:, _column("ndcg@10")] = ndcg_lower
-    ok = np.flatnonzero(feasible(bounded, reference, min_ratio))
+    ok = np.flatnonzero(feasible(F, reference, min_ratio, ndcg_lower))
     judged = " (lower confidence bound)" if ndcg_lower is not None else ""
     bounds = ", ".join(f"{k}{judged if k == 'ndcg@10' else ''} >= {v:g} x accuracy-only"
                        for k, v in min_ratio.items()) or "no bounds"
