@@ -139,16 +139,20 @@ class Recommender:
         full = np.flatnonzero((items[:, :self.pool] != 0).all(axis=1))
         policy = self.policy.copy()
         policy[0, POOL] = self.pool
-        units = profiles / np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)  # (R, d)
         for start in range(0, len(full), PRECOMPUTE_ROWS):  # bounded memory: rows x pool x pool similarities
             rows = full[start:start + PRECOMPUTE_ROWS]
-            cand = items[rows, :self.pool]  # (r, P)
-            fit = np.clip(np.einsum("rpd,rd->rp", self.unit[cand], units[rows]), 0.0, 1.0)  # (r, P)
-            ctx = Context(items=cand.astype(np.int32), logits=logits[rows, :self.pool].astype(np.float32),
-                          log_pop=self.log_pop[cand], novelty=self.novelty[cand], fit=fit.astype(np.float32),
-                          dither=dither(keys[rows], self.item_keys, cand), item_sim=self.sim)
+            ctx = self._context(items[rows, :self.pool], logits[rows, :self.pool], profiles[rows], keys[rows])
             out[rows] = rerank(ctx, policy, self.pool)[0]
         return out
+
+    def _context(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray, keys: np.ndarray) -> Context:
+        """A Context for rows of candidates, with the per-item terms build_context would compute for these
+        users among all training users: items, logits (R, P), history profiles (R, d), dither keys (R,)."""
+        units = profiles / np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)  # (R, d)
+        fit = np.clip(np.einsum("rpd,rd->rp", self.unit[items], units), 0.0, 1.0)  # (R, P)
+        return Context(items=items.astype(np.int32), logits=logits.astype(np.float32), log_pop=self.log_pop[items],
+                       novelty=self.novelty[items], fit=fit.astype(np.float32),
+                       dither=dither(keys, self.item_keys, items), item_sim=self.sim)
 
     def _score_session(self, sequence: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The model's top-N unseen items after `sequence`: -> items (n,), logits (n,), best first."""
@@ -167,21 +171,15 @@ class Recommender:
         return self.unit[sequence].mean(axis=0) if len(sequence) else np.zeros(self.unit.shape[1], np.float32)
 
     def _rerank(self, items: np.ndarray, logits: np.ndarray, profile: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
-        """Positions of the policy's top-k among `items` (n,) for the dither key (1,): a one-user Context
-        for policy.rerank, with the per-item terms build_context would compute for this user among all
-        training users."""
+        """Positions of the policy's top-k among `items` (n,) for the history profile (d,) and dither
+        key (1,), through a one-user `_context`."""
         n = len(items)
         k = min(k, n)
         if k == 0:
             return np.zeros(0, dtype=np.int64)
         policy = self.policy.copy()
         policy[0, POOL] = np.clip(np.round(policy[0, POOL]), k, n)  # a longer list needs a larger pool
-        unit_profile = profile / max(float(np.linalg.norm(profile)), 1e-12)
-        fit = np.clip(self.unit[items] @ unit_profile, 0.0, 1.0).astype(np.float32)  # (n,)
-        ctx = Context(items=items[None].astype(np.int32), logits=logits[None].astype(np.float32),
-                      log_pop=self.log_pop[items][None], novelty=self.novelty[items][None], fit=fit[None],
-                      dither=dither(key, self.item_keys, items[None]), item_sim=self.sim)
-        return rerank(ctx, policy, k)[0, 0]
+        return rerank(self._context(items[None], logits[None], profile[None], key), policy, k)[0, 0]
 
 
 class LiveRecommender:
