@@ -1,6 +1,6 @@
 """How the deploy stage's choice behaves from valid to test, per rule and bounds: a table.
 
-Every front policy (reports/pareto/front.csv of the last `dvc repro`) is scored on valid and test
+Every front policy (reports/search/front.csv of the last `dvc repro`) is scored on valid and test
 once; each (rule, ILD bound, confidence) row then runs `decision.choose` on valid, exactly as the
 deploy stage does, and prints the chosen policy's gains over the accuracy-only lists on both.
 The spread of the test NDCG@10 between rows that tie on valid is the noise the defaults must live
@@ -16,10 +16,11 @@ import warnings
 import numpy as np
 
 from recmoo_dag.config import load_params
-from recmoo_dag.decision import K, choose, feasible, ndcg_lower_bound
-from recmoo_dag.deploy import clamp_pools, front_path, measure, read_front
-from recmoo_dag.pareto_front import yardsticks
+from recmoo_dag.decision import choose, feasible, ndcg_lower_bound
+from recmoo_dag.deploy import clamp_pools, measure
+from recmoo_dag.front import read_front
 from recmoo_dag.policy import accuracy_only
+from recmoo_dag.stages.search import contexts
 
 RULES = ("constrained", "asf", "pseudo_weights", "knee")
 ILD_BOUNDS = (1.0, 1.05, 1.1)
@@ -33,9 +34,10 @@ def main() -> None:
     warnings.simplefilter("ignore", DeprecationWarning)  # pymoo's mcdm imports scipy's ckdtree
     params = load_params(args.params)
     cfg = params.deploy
-    valid, test = yardsticks(params)
-    front = clamp_pools(read_front(front_path(params)), valid.ctx.n_candidates)
-    anchor = accuracy_only(K)
+    valid, test = contexts(params)
+    k = params.policy.k
+    front = clamp_pools(read_front(params.search.front), k, valid.ctx.n_candidates)
+    anchor = accuracy_only(k)
     valid_f, test_f = measure(valid, front), measure(test, front)
     valid_ref, test_ref = measure(valid, anchor)[0], measure(test, anchor)[0]
     user_gains, reference_gains = valid.user_ndcg(front), valid.user_ndcg(anchor)[0]
@@ -52,16 +54,16 @@ def main() -> None:
         for ild in ILD_BOUNDS:
             for confidence in CONFIDENCES:
                 lower = ndcg_lower_bound(user_gains, reference_gains, confidence) if confidence > 0.5 else None
-                bounds = {"ndcg@10": cfg.min_ratio.get("ndcg@10", 0.98), "ild@10": ild}
-                index, _ = choose(rule, valid_f, valid_ref, bounds, cfg.maximize, cfg.weights, lower)
+                bounds = {"ndcg": cfg.min_ratio.get("ndcg", 0.98), "ild": ild}
+                index, _ = choose(rule, valid_f, valid_ref, bounds, cfg.maximize, cfg.weights, k, lower)
                 if index is None:
                     print(f"{rule:15s} {ild:6.2f} {confidence:5.2f} {0:8d} | no policy meets the bounds")
                     continue
                 n_feasible = int(feasible(valid_f, valid_ref, bounds, lower).sum())
                 gain_valid, gain_test = valid_f[index] / valid_ref - 1, test_f[index] / test_ref - 1
                 print(f"{rule:15s} {ild:6.2f} {confidence:5.2f} {n_feasible:8d} | {gain_valid[0]:+10.1%} "
-                      f"{gain_valid[1]:+7.1%} {gain_valid[2]:+7.1%} | {gain_test[0]:+9.1%} {gain_test[1]:+7.1%} {gain_test[2]:+7.1%} "
-                      f"{gain_test[3]:+7.1%} {gain_test[4]:+6.1%}")
+                      f"{gain_valid[1]:+7.1%} {gain_valid[3]:+7.1%} | {gain_test[0]:+9.1%} {gain_test[1]:+7.1%} "
+                      f"{gain_test[3]:+7.1%} {gain_test[2]:+7.1%} {gain_test[4]:+6.1%}")  # QUALITY order: cov is 3
 
 
 if __name__ == "__main__":

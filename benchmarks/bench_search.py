@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recmoo_dag.config import load_params
-from recmoo_dag.pareto_front import best_within, front_table, yardsticks
+from recmoo_dag.front import best_within, front_table
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
@@ -40,6 +40,7 @@ from recmoo_dag.policy import (
     rerank,
 )
 from recmoo_dag.search import OBJECTIVES, bounds, hypervolume, nondominated, random_policies, run_nsga, search
+from recmoo_dag.stages.search import contexts
 
 POOLS = (10, 25, 50, 75, 100, 150, 200)
 
@@ -110,7 +111,8 @@ def study(valid, test, params, n_evals: int) -> None:
         print(f"{method:<12}{len(result['fronts'][method]['x']):>8}{hv[method]:>11.4f}{hv_test[method]:>10.4f}"
               f"{hv['nsga'] / hv[method]:>14.3f}{hv_test['nsga'] / hv_test[method]:>13.3f}")
     acc = result["accuracy_only"]
-    best = best_within(front_table(result["fronts"]["nsga"]), acc["valid"], 0.98)
+    nsga = result["fronts"]["nsga"]
+    best = best_within(front_table(nsga["x"], nsga), acc["valid"], 0.98)
     print(f"\naccuracy-only (model top-{valid.k}): valid NDCG {acc['valid'][0]:.4f}, coverage {acc['valid'][3]:.3f}; "
           f"test NDCG {acc['test'][0]:.4f}, coverage {acc['test'][3]:.3f}")
     if best["found"]:
@@ -168,7 +170,7 @@ def main() -> None:
     params = load_params(args.params)
     if args.candidates:
         params = params.model_copy(update={"candidates": params.candidates.model_copy(update={"path": args.candidates})})
-    valid, test = yardsticks(params)
+    valid, test = contexts(params)
     print(f"data: {valid.ctx.n_users} users, {valid.n_items} items, {valid.ctx.n_candidates} candidates; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (timings are best of 3)")
     if args.fit_latency:

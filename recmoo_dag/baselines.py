@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recmoo_dag.evaluate import Scorer, evaluate, full_ranking_ranks
+from recmoo_dag.evaluate import REPORT_K, Scorer, evaluate, full_ranking_ranks
 from recmoo_dag.features import Features
-from recmoo_dag.metrics import ACCURACY_K, ndcg_at_k
+from recmoo_dag.metrics import ndcg_at_k
 
 
 def history_matrix(indptr: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
@@ -62,7 +62,7 @@ def tune_ease(features: Features, lambdas: Sequence[float], batch_size: int) -> 
     for lam in sorted(lambdas):
         ranks = full_ranking_ranks(ease_scorer(x, ease_weights(x, lam)), indptr, items,
                                    features.valid_targets, features.n_items, batch_size)
-        tried[float(lam)] = ndcg_at_k(ranks, ACCURACY_K)
+        tried[float(lam)] = ndcg_at_k(ranks, REPORT_K)
     best = max(tried, key=lambda lam: (tried[lam], -lam))
     return best, tried
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recmoo_dag.errors import StoreError
 from recmoo_dag.model import CONFIG_FILE, WEIGHTS_FILE
 
 POLICY_FILE = "policy.json"
@@ -75,7 +76,7 @@ def read_bundle(folder: str | Path) -> Bundle:
     folder = Path(folder)
     for name in (POLICY_FILE, CATALOG_FILE, USERS_FILE, f"{MODEL_DIR}/{WEIGHTS_FILE}", f"{MODEL_DIR}/{CONFIG_FILE}"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name}: incomplete deployed version (re-run `recmoo deploy`)")
+            raise StoreError(f"{folder / name}: incomplete deployed version (re-run `recmoo deploy`)")
     policy = json.loads((folder / POLICY_FILE).read_text())
     with np.load(folder / CATALOG_FILE, allow_pickle=False) as catalog, \
             np.load(folder / USERS_FILE, allow_pickle=False) as users:

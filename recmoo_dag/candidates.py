@@ -1,4 +1,4 @@
-"""The candidates stage: every user's N best unseen items by model score, in two contexts.
+"""Every user's N best unseen items by model score, in two contexts: what the candidates stage writes.
 
 "valid" ranks from the train history (the re-ranking search tunes policies against the valid item);
 "test" ranks from train + valid (the held-out report and the service's offline view). Seen items
@@ -13,20 +13,30 @@ A user with fewer than N unseen items gets trailing item 0 (padding) with score 
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from recmoo_dag.config import Params
-from recmoo_dag.evaluate import CONTEXTS, Scorer, masked_scores, model_scorer, targets_of
-from recmoo_dag.features import PADDING_ITEM, Features, load_features
+from recmoo_dag.errors import InputError
+from recmoo_dag.evaluate import CONTEXTS, Scorer, masked_scores, targets_of
+from recmoo_dag.features import PADDING_ITEM, Features
 from recmoo_dag.io import atomic_write
-from recmoo_dag.model import load_model
-from recmoo_dag.stages import StageFailed
 
 KEYS = tuple(f"{context}_{part}" for context in CONTEXTS for part in ("items", "scores", "targets"))
+
+
+def best_of(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n best columns of each row, best first, ties to the lower index; -inf (seen, padding)
+    columns come back as padding. scores (B, I + 1) -> items (B, n) int32, scores (B, n) float32.
+    The one tie-breaking rule of candidates, deploy and the service's live sessions."""
+    scores = np.asarray(scores, dtype=np.float32)
+    n = min(n, scores.shape[1] - 1)
+    best = np.argpartition(-scores, n - 1, axis=1)[:, :n]  # (B, n) unordered; O(I) per row, no full sort
+    best_scores = np.take_along_axis(scores, best, axis=1)  # (B, n)
+    order = np.lexsort((best, -best_scores), axis=1)  # (B, n) score desc, then item index asc
+    best, best_scores = np.take_along_axis(best, order, 1), np.take_along_axis(best_scores, order, 1)
+    return np.where(np.isneginf(best_scores), PADDING_ITEM, best).astype(np.int32), best_scores
 
 
 def top_n(scorer: Scorer, indptr: np.ndarray, items: np.ndarray, n_items: int, n: int,
@@ -36,16 +46,11 @@ def top_n(scorer: Scorer, indptr: np.ndarray, items: np.ndarray, n_items: int, n
     # Columns past the catalog size stay padding: the shape is (U, n) whatever the catalog.
     out_items = np.full((n_users, n), PADDING_ITEM, dtype=np.int32)
     out_scores = np.full((n_users, n), -np.inf, dtype=np.float32)
-    n = min(n, n_items)
+    width = min(n, n_items)
     for start in range(0, n_users, batch_size):
         users = np.arange(start, min(start + batch_size, n_users))
-        scores = masked_scores(scorer, indptr, items, users, n_items)  # (B, I + 1), seen = -inf
-        best = np.argpartition(-scores, n - 1, axis=1)[:, :n]  # (B, n) unordered; O(I) per user, no full sort
-        best_scores = np.take_along_axis(scores, best, axis=1)  # (B, n)
-        order = np.lexsort((best, -best_scores), axis=1)  # (B, n) score desc, then item index asc
-        best, best_scores = np.take_along_axis(best, order, 1), np.take_along_axis(best_scores, order, 1)
-        out_items[users, :n] = np.where(np.isneginf(best_scores), PADDING_ITEM, best)
-        out_scores[users, :n] = best_scores
+        out_items[users, :width], out_scores[users, :width] = best_of(
+            masked_scores(scorer, indptr, items, users, n_items), width)  # seen = -inf
     return out_items, out_scores
 
 
@@ -71,24 +76,11 @@ def save_candidates(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 
 def load_candidates(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of candidates.npz (see the module docstring), loaded without pickle."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no candidates here (run `recmoo candidates`)")
     with np.load(path, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     missing = set(KEYS) - set(arrays)
     if missing:
-        raise ValueError(f"{path}: missing arrays {sorted(missing)}: rebuild it with `recmoo candidates`")
+        raise InputError(f"{path}: missing arrays {sorted(missing)}: rebuild it with `recmoo candidates`")
     return arrays
-
-
-def run(params: Params) -> None:
-    """`recmoo candidates`: load the trained model and features, write candidates.npz."""
-    start = time.perf_counter()
-    model = load_model(params.train.model_dir)
-    features = load_features(params.features.dir)
-    if model.n_items != features.n_items:
-        raise StageFailed(f"{params.train.model_dir} was trained on {model.n_items} items but "
-                         f"{params.features.dir} has {features.n_items}: re-run `recmoo train`")
-    arrays = build_candidates(lambda indptr, items: model_scorer(model, indptr, items), features,
-                              params.candidates.n, params.candidates.batch_size)
-    save_candidates(params.candidates.path, arrays)
-    print(f"candidates: top {params.candidates.n} of {features.n_items} items for {features.n_users} users "
-          f"x {len(CONTEXTS)} contexts in {time.perf_counter() - start:.2f}s -> {params.candidates.path}")

@@ -3,28 +3,35 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import sys
-from collections.abc import Callable
 
-from recmoo_dag.config import ConfigError, load_params
-
-# Stage name -> "module:function(params)". Imported lazily: `recmoo fetch` must not pay for torch.
-PIPELINE_STAGES = {
-    "fetch": "recmoo_dag.stages:fetch",
-    "ingest": "recmoo_dag.stages:ingest",
-    "validate": "recmoo_dag.stages:validate",
-    "features": "recmoo_dag.stages:features",
-    "train": "recmoo_dag.train:run",
-    "candidates": "recmoo_dag.candidates:run",
-    "pareto_front": "recmoo_dag.pareto_front:run",
-    "deploy": "recmoo_dag.deploy:run",
-}
+from recmoo_dag.config import Params, load_params
+from recmoo_dag.errors import RecmooError
 
 
-def _stage(name: str) -> Callable:
-    module, function = PIPELINE_STAGES[name].split(":")
-    return getattr(importlib.import_module(module), function)
+def run_stage(name: str, params: Params, args: argparse.Namespace) -> None:
+    """The stage's main. Imported on use: `recmoo fetch` must not pay for torch."""
+    if name == "fetch":
+        from recmoo_dag.stages import fetch as stage
+    elif name == "ingest":
+        from recmoo_dag.stages import ingest as stage
+    elif name == "validate":
+        from recmoo_dag.stages import validate as stage
+    elif name == "features":
+        from recmoo_dag.stages import features as stage
+    elif name == "train":
+        from recmoo_dag.stages import train
+
+        return train.main(params, resume=args.resume)
+    elif name == "candidates":
+        from recmoo_dag.stages import candidates as stage
+    elif name == "search":
+        from recmoo_dag.stages import search as stage
+    elif name == "deploy":
+        from recmoo_dag.stages import deploy as stage
+    else:
+        raise ValueError(f"no stage {name!r}")
+    return stage.main(params)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the transformer, report it against popularity and EASE")
     train.add_argument("--resume", action="store_true", help="continue from train.checkpoint_dir/last.ckpt")
     sub.add_parser("candidates", help="every user's top candidates.n unseen items by model score")
-    sub.add_parser("pareto_front", help="NSGA search over re-ranking policies + baselines: front, plot, hypervolumes")
+    sub.add_parser("search", help="NSGA search over re-ranking policies + baselines: front, plot, hypervolumes")
     sub.add_parser("deploy", help="choose a policy of the front, gate it against the champion, publish it")
     serve = sub.add_parser("serve", help="HTTP service of the deployed policy (FastAPI; docs at /docs)")
     serve.add_argument("--host", help="default: serve.host (127.0.0.1)")
@@ -74,11 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from recmoo_dag.data import DataError
-    from recmoo_dag.features import FeaturesError
-    from recmoo_dag.stages import StageFailed
-    from recmoo_dag.store import StoreError
-
     try:
         if args.command == "synth":
             from recmoo_dag.synth import write_synthetic_log
@@ -93,19 +95,16 @@ def main(argv: list[str] | None = None) -> int:
             return run_ui(args.host, args.port)
         params = load_params(args.params)
         if args.command == "validate" and args.paths:
-            from recmoo_dag.stages import validate_files
+            from recmoo_dag.stages.validate import check_files
 
-            return validate_files(params, args.paths, args.format)
+            return check_files(params, args.paths, args.format)
         if args.command in ("serve", "recommend", "rollback", "lineage"):
             from recmoo_dag.ops import operate
 
             return operate(args, params)
-        if args.command == "train":
-            _stage("train")(params, resume=args.resume)
-        else:
-            _stage(args.command)(params)
+        run_stage(args.command, params, args)
         return 0
-    except (ConfigError, DataError, FeaturesError, StageFailed, StoreError) as err:
+    except RecmooError as err:
         print(f"recmoo {args.command}: error: {err}", file=sys.stderr)
         return 1
     except FileNotFoundError as err:

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from recmoo_dag.config import GenericFormat
-from recmoo_dag.io import sha256_file
+from recmoo_dag.errors import DataError
+from recmoo_dag.io import is_in_progress, sha256_file
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating"]
 ITEM_COLUMNS = ["item_id", "title", "categories"]
@@ -40,10 +41,6 @@ ML100K_GENRES = (
     "War", "Western",
 )
 PROVENANCE_FILE = "SOURCE.json"
-
-
-class DataError(ValueError):
-    """A raw file cannot be read into the canonical schema; the message names file and column."""
 
 
 # --------------------------------------------------------------------------- fetch
@@ -138,11 +135,6 @@ def find_log_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> tuple[lis
     inter = sorted(p for p in raw_dir.rglob(inter_glob) if _is_complete(p))
     items = sorted(p for p in raw_dir.rglob(item_glob) if _is_complete(p)) if item_glob else []
     return inter, items
-
-
-def is_in_progress(name: str) -> bool:
-    """Hidden files and temp names are files still being written by a producer."""
-    return name.startswith(".") or name.endswith((".tmp", ".part"))
 
 
 def _is_complete(path: Path) -> bool:
@@ -357,3 +349,28 @@ def _read_generic(path: Path, spec: GenericFormat) -> pd.DataFrame:
 def _read_generic_items(path: Path, spec: GenericFormat) -> pd.DataFrame:
     frame = _read_generic_table(path, spec, spec.items_sep, None)
     return _items(frame, path, spec.item_id_col, spec.title_col, spec.categories_col, spec.categories_sep)
+
+
+# --------------------------------------------------------------------------- the ingest stage's outputs
+
+def items_table(log: RawLog) -> pd.DataFrame:
+    """The log's item metadata, or an empty table with the canonical item columns when it has none."""
+    if log.items is not None:
+        return log.items
+    return pd.DataFrame({"item_id": pd.Series(dtype="string"), "title": pd.Series(dtype="string"),
+                         "categories": pd.Series(dtype=object)})
+
+
+def ingest_stats(log: RawLog) -> dict:
+    """What metrics/ingest.json reports about an ingested log."""
+    frame = log.interactions
+    return {
+        "rows": len(frame),
+        "users": int(frame["user_id"].nunique()),
+        "items": int(frame["item_id"].nunique()),
+        "first_timestamp": int(frame["timestamp"].min()),
+        "last_timestamp": int(frame["timestamp"].max()),
+        "rated_share": float(frame["rating"].notna().mean()),
+        "files": [str(p) for p in log.files],
+        "has_item_metadata": log.items is not None,
+    }

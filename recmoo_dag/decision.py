@@ -1,11 +1,11 @@
 """Decision rules that pick a policy from the Pareto front, and the gate against the served champion.
 
-Every objective here is "higher is better" and measured on top-10 lists (`OBJECTIVES`). A rule picks
-one policy among the front's policies that meet the bounds `deploy.min_ratio` (ratios to the
-accuracy-only policy, i.e. the model's own top-10):
+Every objective here is "higher is better" and measured on top-k lists (`objectives.QUALITY`, in
+that column order). A rule picks one policy among the front's policies that meet the bounds
+`deploy.min_ratio` (ratios to the accuracy-only policy, i.e. the model's own top-k):
 
 - constrained: the feasible policy with the highest `deploy.maximize` (default: maximize catalog
-  coverage subject to NDCG@10 >= 0.98 x accuracy-only). Ties go to the higher NDCG@10.
+  coverage subject to NDCG >= 0.98 x accuracy-only). Ties go to the higher NDCG.
 - asf: the minimum of the augmented achievement scalarizing function
   max_j w_j l_j + rho sum_j w_j l_j, with l_j the loss to the best feasible value of objective j
   normalized by its range on the feasible set (Wierzbicki 1980; augmented Chebyshev form as in
@@ -20,7 +20,8 @@ accuracy-only policy, i.e. the model's own top-10):
 
 The gate (`gate`) then judges the chosen policy on the test context against the champion (the
 served version, re-evaluated on the same test data): see its docstring. Pure: arrays in, decisions
-out; the deploy stage (recmoo_dag/deploy.py) does the loading and the publishing.
+out; recmoo_dag/deploy.py measures the policies and publishes. `k` only names the objectives in
+messages ("ndcg@10").
 """
 from __future__ import annotations
 
@@ -28,13 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-K = 10  # the list length behind every key of metrics/deploy.json ("ndcg@10", ...)
-OBJECTIVES = ("ndcg@10", "ild@10", "coverage@10", "novelty", "personalization")
+from recmoo_dag.objectives import QUALITY as OBJECTIVES
+from recmoo_dag.objectives import label
+
 RHO = 1e-4  # augmentation of the ASF: breaks ties in favour of non-weakly-dominated policies
-
-
-def as_dict(values: np.ndarray) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(OBJECTIVES, values)}
 
 
 def _column(name: str) -> int:
@@ -44,10 +42,10 @@ def _column(name: str) -> int:
 def feasible(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
              ndcg_lower: np.ndarray | None = None) -> np.ndarray:
     """Which policies meet every bound f_j >= ratio_j x accuracy-only_j: F (P, m) -> (P,) bool.
-    ndcg_lower (P,): judge NDCG@10 by this lower confidence bound instead of F's value."""
+    ndcg_lower (P,): judge NDCG by this lower confidence bound instead of F's value."""
     ok = np.ones(len(F), dtype=bool)
     for name, ratio in min_ratio.items():
-        judged = ndcg_lower if name == "ndcg@10" and ndcg_lower is not None else F[:, _column(name)]
+        judged = ndcg_lower if name == "ndcg" and ndcg_lower is not None else F[:, _column(name)]
         ok &= judged >= ratio * reference[_column(name)]
     return ok
 
@@ -74,7 +72,7 @@ def asf(F: np.ndarray, weights: dict[str, float]) -> np.ndarray:
 
 
 def ndcg_lower_bound(user_gains: np.ndarray, reference_gains: np.ndarray, confidence: float) -> np.ndarray:
-    """One-sided lower confidence bound of each policy's NDCG@10, from the paired per-user differences
+    """One-sided lower confidence bound of each policy's NDCG, from the paired per-user differences
     with the accuracy-only lists on the same users: mean NDCG - z_confidence x SE(mean difference).
 
     Why: ~1k users' NDCG@10 is noisy (a standard error of several percent of its value), so the
@@ -92,20 +90,21 @@ def ndcg_lower_bound(user_gains: np.ndarray, reference_gains: np.ndarray, confid
 
 
 def choose(rule: str, F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
-           maximize: str, weights: dict[str, float], ndcg_lower: np.ndarray | None = None) -> tuple[int | None, str]:
+           maximize: str, weights: dict[str, float], k: int,
+           ndcg_lower: np.ndarray | None = None) -> tuple[int | None, str]:
     """Index of the chosen policy among F's rows (or None when no policy meets the bounds), and why.
-    ndcg_lower (P,): the bounds judge NDCG@10 by this lower confidence bound instead of F's value."""
+    ndcg_lower (P,): the bounds judge NDCG by this lower confidence bound instead of F's value."""
     ok = np.flatnonzero(feasible(F, reference, min_ratio, ndcg_lower))
     judged = " (lower confidence bound)" if ndcg_lower is not None else ""
-    bounds = ", ".join(f"{k}{judged if k == 'ndcg@10' else ''} >= {v:g} x accuracy-only"
-                       for k, v in min_ratio.items()) or "no bounds"
+    bounds = ", ".join(f"{label(name, k)}{judged if name == 'ndcg' else ''} >= {v:g} x accuracy-only"
+                       for name, v in min_ratio.items()) or "no bounds"
     if len(ok) == 0:
         return None, f"no policy of the front meets the bounds ({bounds})"
     sub = F[ok]
     if rule == "constrained":
-        j, ndcg = _column(maximize), _column("ndcg@10")
-        pick = int(np.lexsort((-sub[:, ndcg], -sub[:, j]))[0])  # max objective, then max NDCG@10
-        why = f"max {maximize} among {len(ok)} policies with {bounds}"
+        j, ndcg = _column(maximize), _column("ndcg")
+        pick = int(np.lexsort((-sub[:, ndcg], -sub[:, j]))[0])  # max objective, then max NDCG
+        why = f"max {label(maximize, k)} among {len(ok)} policies with {bounds}"
     elif rule == "asf":
         pick = int(np.argmin(asf(sub, weights)))
         why = f"min achievement scalarization, weights {weights}, among {len(ok)} policies with {bounds}"
@@ -166,11 +165,11 @@ class GateDecision:
 
 
 def gate(candidate: dict[str, float] | None, reference: dict[str, float], champion: dict[str, float] | None,
-         min_ratio: dict[str, float], tolerance: dict[str, float], champion_version: str | None = None,
+         min_ratio: dict[str, float], tolerance: dict[str, float], k: int, champion_version: str | None = None,
          identical: bool = False, no_candidate_reason: str = "") -> GateDecision:
     """Promote only if the candidate meets the bounds on test and does not regress beyond tolerance.
 
-    candidate, reference (accuracy-only) and champion: test objectives, all on the same test data.
+    candidate, reference (accuracy-only) and champion: test objectives by name, all on the same test data.
     - no candidate (no policy met the bounds when choosing): keep the champion;
     - a bound fails on test: keep the champion;
     - identical to the champion (same model, data and policy): nothing new to publish;
@@ -182,23 +181,28 @@ def gate(candidate: dict[str, float] | None, reference: dict[str, float], champi
     keep = f"champion {champion_version} kept" if champion_version else "nothing deployed"
     if candidate is None:
         return GateDecision(False, f"{no_candidate_reason}; {keep}")
-    failed = [f"{k} {candidate[k]:.4f} < {r:g} x accuracy-only {reference[k]:.4f}"
-              for k, r in min_ratio.items() if candidate[k] < r * reference[k]]
+    failed = bound_failures(candidate, reference, min_ratio, k)
     if failed:
         return GateDecision(False, f"bounds fail on test: {'; '.join(failed)}; {keep}")
     if champion is None:
         return GateDecision(True, "first deployment: bounds hold on test")
-    champion_failed = [f"{k} {champion[k]:.4f} < {r:g} x accuracy-only {reference[k]:.4f}"
-                       for k, r in min_ratio.items() if champion[k] < r * reference[k]]
+    champion_failed = bound_failures(champion, reference, min_ratio, k)
     if champion_failed:  # e.g. after retraining or new data: the served policy no longer qualifies
         return GateDecision(True, f"bounds hold on test; champion {champion_version} no longer meets them "
                                   f"({'; '.join(champion_failed)})")
     if identical:
         return GateDecision(False, f"same model, data and policy as champion {champion_version}; nothing to publish")
-    regressed = [f"{k} {candidate[k]:.4f} < champion {champion[k]:.4f} - {tolerance.get(k, 0.0):.0%}"
-                 for k in OBJECTIVES if candidate[k] < champion[k] * (1 - tolerance.get(k, 0.0))]
+    regressed = [f"{label(name, k)} {candidate[name]:.4f} < champion {champion[name]:.4f} - "
+                 f"{tolerance.get(name, 0.0):.0%}"
+                 for name in OBJECTIVES if candidate[name] < champion[name] * (1 - tolerance.get(name, 0.0))]
     if regressed:
         return GateDecision(False, f"regresses vs champion {champion_version}: {'; '.join(regressed)}; {keep}")
     return GateDecision(True, f"bounds hold on test and no objective regresses beyond tolerance vs champion "
                               f"{champion_version}")
 
+
+def bound_failures(values: dict[str, float], reference: dict[str, float], min_ratio: dict[str, float],
+                   k: int) -> list[str]:
+    """Each bound `values` misses, with its numbers: 'ndcg@10 0.0610 < 0.98 x accuracy-only 0.0650'."""
+    return [f"{label(name, k)} {values[name]:.4f} < {ratio:g} x accuracy-only {reference[name]:.4f}"
+            for name, ratio in min_ratio.items() if values[name] < ratio * reference[name]]

@@ -1,149 +1,58 @@
-"""The deploy stage: pick a policy of the front, gate it against the champion, publish it atomically.
+"""Deploying a policy of the front, as three pure steps that the deploy stage composes.
 
-Reads the front, the candidates, the model and the features. Every front policy is evaluated again
-with `policy.rerank` on the context the rule selects on (valid by default) and the chosen one on the
-test context, next to the accuracy-only policy (the model's own top-10) and the champion: the
-served version's policy *and model*, re-scored on the same test histories and measured with the
-same yardsticks. When the gate promotes, a self-contained version (recmoo_dag/bundle.py) with its
-lineage manifest is published into the store (recmoo_dag/store.py) and CURRENT switches to it.
+1. choose (`choose_policy`): every front policy is measured with the search's own yardstick on the
+   context the rule selects on (valid by default), next to the accuracy-only policy (the model's own
+   top-k); the rule of decision.py picks one that meets the bounds.
+2. judge (`judge`): the chosen policy, the accuracy-only policy and the champion (the served
+   version's policy *and model*, re-scored on today's test histories, `champion_yardstick`) are
+   measured on the test context; the gate of decision.py promotes or keeps the champion.
+3. publish (`build_version`, run inside `store.publish`): a self-contained version folder
+   (bundle.py) with its lineage manifest; CURRENT switches to it atomically.
 
-metrics/deploy.json describes what is served after the run: its version, its policy and its test
-figures next to accuracy-only's, and the gate's decision (when the gate keeps the champion, the
-reason carries the rejected candidate's numbers; when nothing is served yet, policy and figures are
-the rejected candidate's, and version is null). It is deterministic but for the version number.
+metrics/deploy.json (`payload`) describes what is served after the run: its version, its policy and
+its test figures next to accuracy-only's, and the gate's decision (when the gate keeps the champion,
+the reason carries the rejected candidate's numbers; when nothing is served yet, policy and figures
+are the rejected candidate's, and version is null). It is deterministic but for the version number.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from recmoo_dag import store
-from recmoo_dag.bundle import MANIFEST_FILE, read_bundle, write_bundle
+from recmoo_dag.bundle import MANIFEST_FILE, Bundle, read_bundle, write_bundle
 from recmoo_dag.candidates import top_n
-from recmoo_dag.config import Params
+from recmoo_dag.config import DeployParams, Params
 from recmoo_dag.data import find_log_files
-from recmoo_dag.decision import OBJECTIVES, K, as_dict, choose, gate, ndcg_lower_bound
+from recmoo_dag.decision import GateDecision, choose, gate, ndcg_lower_bound
 from recmoo_dag.evaluate import left_padded, model_scorer
-from recmoo_dag.features import Features, load_features
-from recmoo_dag.io import write_json
-from recmoo_dag.lineage import Artifact, build_lineage, combined_digest, hash_files, sha256_file
+from recmoo_dag.features import Features
+from recmoo_dag.io import combined_digest, hash_files, sha256_file
+from recmoo_dag.item_terms import ItemTerms
+from recmoo_dag.lineage import Artifact, build_lineage
 from recmoo_dag.model import WEIGHTS_FILE, SeqRecModel, load_model
-from recmoo_dag.pareto_front import item_vectors, yardsticks
-from recmoo_dag.policy import NAMES, POOL, VARIABLES, accuracy_only, build_context, policy_vector
-from recmoo_dag.search import OBJECTIVES as SEARCH_OBJECTIVES
+from recmoo_dag.objectives import QUALITY, label, labelled
+from recmoo_dag.policy import POOL, VARIABLES, accuracy_only, id_keys, policy_vector
 from recmoo_dag.search import Yardstick
-
-# Where each objective of metrics/deploy.json sits among the search's objectives.
-SEARCH_COLUMNS = [SEARCH_OBJECTIVES.index(name.removesuffix("@10")) for name in OBJECTIVES]
-
-
-def run(params: Params) -> dict:
-    """`recmoo deploy`. Returns the payload written to deploy.metrics."""
-    cfg = params.deploy
-    if params.policy.k != K:
-        raise ValueError(f"policy.k is {params.policy.k} but metrics/deploy.json reports @{K} objectives")
-    features = load_features(params.features.dir)
-    model = load_model(params.train.model_dir)
-    if model.n_items != features.n_items:
-        raise ValueError(f"{params.train.model_dir} has {model.n_items} items but {params.features.dir} has "
-                         f"{features.n_items}: re-run `dvc repro` so train and candidates follow the features")
-    policies = read_front(front_path(params))
-    valid_yard, test_yard = yardsticks(params)  # the search's contexts and objective definitions
-    vectors = item_vectors(features, params.policy.similarity, params.train.model_dir)
-    select_yard = test_yard if cfg.select_on == "test" else valid_yard
-    n_cand = test_yard.ctx.n_candidates
-    front = clamp_pools(policies, n_cand)
-    F = measure(select_yard, front)  # (P, m)
-    ndcg_lower = ndcg_lower_bound(select_yard.user_ndcg(front), select_yard.user_ndcg(accuracy_only(K))[0],
-                                  cfg.confidence) if cfg.confidence > 0.5 else None  # 0.5: F's own values
-    index, why = choose(cfg.rule, F, measure(select_yard, accuracy_only(K))[0], cfg.min_ratio, cfg.maximize,
-                        cfg.weights, ndcg_lower)
-    candidate = clamp_pools(policies[index], n_cand)[0] if index is not None else None
-    reference_test = as_dict(measure(test_yard, accuracy_only(K))[0])
-    candidate_test = as_dict(measure(test_yard, candidate)[0]) if candidate is not None else None
-    identity = {"model_sha256": sha256_file(Path(params.train.model_dir) / WEIGHTS_FILE),
-                "features_sha256": combined_digest(hash_files([params.features.dir])),
-                "policy": policy_dict(candidate) if candidate is not None else None}
-
-    with store.locked(cfg.store):
-        champion_version = store.current_version(cfg.store)
-        champion_test, champion_policy = None, None
-        if champion_version is not None:
-            folder = store.version_dir(cfg.store, champion_version)
-            champion = read_bundle(folder)
-            champion_policy = champion.variables
-            manifest = store.read_manifest(cfg.store, champion_version)
-            same_model = (manifest.get("identity", {}).get("model_sha256") == identity["model_sha256"]
-                          and np.array_equal(champion.item_ids, features.item_ids))
-            # Same weights and catalog: its test candidates are today's; else re-score with its model.
-            yard = test_yard if same_model else replace(test_yard, ctx=build_context(
-                *champion_candidates(folder, features, n_cand, params.candidates.batch_size), vectors,
-                test_yard.sim, features.train_counts, features.history("test"), features.user_ids, features.item_ids,
-                features.n_users))
-            champion_test = as_dict(measure(yard, clamp_pools(policy_vector(champion_policy), n_cand))[0])
-            identical = manifest.get("identity") == identity
-        else:
-            identical = False
-        decision = gate(candidate_test, reference_test, champion_test, cfg.min_ratio, cfg.tolerance,
-                        champion_version, identical, no_candidate_reason=why)
-        served = champion_version
-        if decision.promoted:
-            record = {"rule": f"{cfg.rule} on {cfg.select_on}: {why}", "policy": identity["policy"],
-                      "identity": identity, "gate": {"promoted": True, "reason": decision.reason},
-                      "test": {"accuracy_only": reference_test, "deployed": candidate_test},
-                      "champion": {"version": champion_version, "test": champion_test}}
-            served = store.publish(cfg.store, lambda folder, name: build_version(
-                folder, name, params, features, model, vectors, candidate, n_cand, record))
-        store.log_decision(cfg.store, {
-            "event": "deploy", "at": _now(), "served": served, "promoted": decision.promoted,
-            "reason": decision.reason, "rule": f"{cfg.rule} on {cfg.select_on}: {why}",
-            "candidate": {"policy": identity["policy"], "test": candidate_test}, "champion": champion_version})
-
-    if decision.promoted:
-        shown_policy, shown_test = identity["policy"], candidate_test
-    elif champion_version is not None:
-        shown_policy, shown_test = champion_policy, champion_test
-    else:  # nothing served: describe the rejected candidate (or nothing at all)
-        shown_policy = identity["policy"] or {}
-        shown_test = candidate_test or dict.fromkeys(OBJECTIVES)
-    payload = {"version": served, "policy": shown_policy,
-               "test": {"accuracy_only": reference_test, "deployed": shown_test},
-               "gate": {"promoted": decision.promoted, "reason": decision.reason}}
-    write_json(cfg.metrics, payload)
-    verb = f"promoted {served}" if decision.promoted else f"kept {served or 'nothing'}"
-    print(f"deploy: {verb} ({decision.reason}); rule {cfg.rule}: {why}")
-    return payload
-
-
-def front_path(params: Params) -> Path:
-    return Path(params.search.front)
 
 
 def measure(yard: Yardstick, policies: np.ndarray) -> np.ndarray:
-    """OBJECTIVES of each policy, computed by the search's own Yardstick: (B, d) -> (B, m)."""
-    return yard.objectives(np.atleast_2d(policies))[:, SEARCH_COLUMNS]
+    """The QUALITY objectives of each policy, by the search's own Yardstick: (B, d) -> (B, 5)."""
+    return yard.objectives(np.atleast_2d(policies))[:, :len(QUALITY)]
 
 
-def read_front(path: Path) -> np.ndarray:
-    """The decision variables of the front's policies, in policy.NAMES order: (P, d)."""
-    front = pd.read_csv(path)
-    missing = [name for name in NAMES if name not in front.columns]
-    if missing:
-        raise ValueError(f"{path}: columns {missing} missing; expected the decision variables {list(NAMES)}")
-    if front.empty:
-        raise ValueError(f"{path}: the front is empty: re-run `recmoo pareto_front`")
-    return front[list(NAMES)].to_numpy(dtype=np.float64)
+def named(values: np.ndarray) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(QUALITY, values)}
 
 
-def clamp_pools(policies: np.ndarray, n_candidates: int) -> np.ndarray:
-    """Pools within [K, N]: a front found with more candidates than these still applies."""
+def clamp_pools(policies: np.ndarray, k: int, n_candidates: int) -> np.ndarray:
+    """Pools within [k, N]: a front found with more candidates than these still applies. (B, d)"""
     out = np.atleast_2d(np.asarray(policies, dtype=np.float64)).copy()
-    out[:, POOL] = np.clip(np.round(out[:, POOL]), K, n_candidates)
+    out[:, POOL] = np.clip(np.round(out[:, POOL]), k, n_candidates)
     return out
 
 
@@ -152,13 +61,72 @@ def policy_dict(x: np.ndarray) -> dict[str, float | int]:
     return {v.name: round(float(x[j])) if v.integer else float(x[j]) for j, v in enumerate(VARIABLES)}
 
 
-def champion_candidates(folder: Path, features: Features, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+# ------------------------------------------------------------------------------------------- 1. choose
+
+@dataclass(frozen=True)
+class Choice:
+    policy: np.ndarray | None  # (d,) pools clamped to the candidates there are; None: no policy qualified
+    reason: str  # the rule's account of its pick, or which bounds no policy met
+
+
+def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int) -> Choice:
+    """The rule's pick among the front's policies (P, d), measured on `yard` (the select_on context)."""
+    policies = clamp_pools(front, k, yard.ctx.n_candidates)
+    reference = accuracy_only(k)
+    ndcg_lower = None  # confidence 0.5 judges the point estimates themselves
+    if cfg.confidence > 0.5:
+        ndcg_lower = ndcg_lower_bound(yard.user_ndcg(policies), yard.user_ndcg(reference)[0], cfg.confidence)
+    index, why = choose(cfg.rule, measure(yard, policies), measure(yard, reference)[0], cfg.min_ratio,
+                        cfg.maximize, cfg.weights, k, ndcg_lower)
+    return Choice(policies[index] if index is not None else None, why)
+
+
+# -------------------------------------------------------------------------------------------- 2. judge
+
+@dataclass(frozen=True)
+class Champion:
+    """The served version, read once."""
+
+    version: str
+    bundle: Bundle
+    manifest: dict
+
+
+def load_champion(store_dir: str | Path) -> Champion | None:
+    version = store.current_version(store_dir)
+    if version is None:
+        return None
+    return Champion(version, read_bundle(store.version_dir(store_dir, version)), store.read_manifest(store_dir, version))
+
+
+def identity(model_dir: str | Path, features_dir: str | Path, policy: np.ndarray | None) -> dict:
+    """What makes a deployment the same as another: model weights, features and policy."""
+    return {"model_sha256": sha256_file(Path(model_dir) / WEIGHTS_FILE),
+            "features_sha256": combined_digest(hash_files([str(features_dir)])),
+            "policy": policy_dict(policy) if policy is not None else None}
+
+
+def champion_yardstick(champion: Champion, test: Yardstick, features: Features, terms: ItemTerms,
+                       batch_size: int, today: dict) -> Yardstick:
+    """The test yardstick with the champion's candidates: today's when it has today's weights and
+    catalog, else its own model's top-N for today's test histories."""
+    same_model = (champion.manifest.get("identity", {}).get("model_sha256") == today["model_sha256"]
+                  and np.array_equal(champion.bundle.item_ids, features.item_ids))
+    if same_model:
+        return test
+    items, scores = champion_candidates(champion.bundle, features, test.ctx.n_candidates, batch_size)
+    indptr, history = features.history("test")
+    return replace(test, ctx=terms.context(items, scores, terms.profiles(indptr, history), id_keys(features.user_ids)))
+
+
+def champion_candidates(bundle: Bundle, features: Features, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The champion model's top-n unseen items for today's test histories, in today's item indices.
 
     The champion may know other items: histories are translated by item id (unknown items drop out
     as padding) and its scores are moved back (items it never saw score -inf).
     """
-    bundle = read_bundle(folder)
+    import torch
+
     model = load_model(bundle.model_dir)
     ours = {item: idx for idx, item in enumerate(features.item_ids) if idx}
     theirs = {item: idx for idx, item in enumerate(bundle.item_ids) if idx}
@@ -167,8 +135,6 @@ def champion_candidates(folder: Path, features: Features, n: int, batch_size: in
     indptr, items = features.history("test")
 
     def score(users: np.ndarray) -> np.ndarray:
-        import torch
-
         seq = to_theirs[left_padded(indptr, items, users, model.max_len)]  # (B, L) in the champion's ids
         theirs_scores = model.score_next(torch.from_numpy(seq)).numpy()  # (B, I' + 1)
         out = np.full((len(users), features.n_items + 1), -np.inf, dtype=np.float32)  # (B, I + 1)
@@ -177,6 +143,32 @@ def champion_candidates(folder: Path, features: Features, n: int, batch_size: in
 
     return top_n(score, indptr, items, features.n_items, n, batch_size)
 
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: GateDecision
+    reference: dict[str, float]  # accuracy-only on test, by objective name
+    candidate: dict[str, float] | None  # the chosen policy on test
+    champion: dict[str, float] | None  # the champion on test
+
+
+def judge(choice: Choice, test: Yardstick, champion: Champion | None, champion_yard: Yardstick | None,
+          today: dict, cfg: DeployParams, k: int) -> Verdict:
+    """The gate's decision on the test context (decision.gate)."""
+    reference = named(measure(test, accuracy_only(k))[0])
+    candidate = named(measure(test, choice.policy)[0]) if choice.policy is not None else None
+    served = None
+    if champion is not None:
+        policy = clamp_pools(policy_vector(champion.bundle.variables), k, test.ctx.n_candidates)
+        served = named(measure(champion_yard, policy)[0])
+    decision = gate(candidate, reference, served, cfg.min_ratio, cfg.tolerance, k,
+                    champion.version if champion else None,
+                    identical=champion is not None and champion.manifest.get("identity") == today,
+                    no_candidate_reason=choice.reason)
+    return Verdict(decision, reference, candidate, served)
+
+
+# ------------------------------------------------------------------------------------------ 3. publish
 
 def lineage_chain(params: Params) -> list[Artifact]:
     """raw -> ingested -> validated -> features -> model -> candidates -> front, in pipeline order."""
@@ -188,25 +180,57 @@ def lineage_chain(params: Params) -> list[Artifact]:
         Artifact("features", "features", (params.features.dir,)),
         Artifact("model", "train", (params.train.model_dir,)),
         Artifact("candidates", "candidates", (params.candidates.path,)),
-        Artifact("front", "pareto_front", (str(front_path(params)),)),
+        Artifact("front", "search", (params.search.front,)),
     ]
 
 
+def record(choice: Choice, verdict: Verdict, today: dict, champion: Champion | None, cfg: DeployParams,
+           k: int) -> dict:
+    """The decision half of a new version's manifest."""
+    return {"rule": f"{cfg.rule} on {cfg.select_on}: {choice.reason}", "policy": today["policy"], "identity": today,
+            "gate": {"promoted": verdict.decision.promoted, "reason": verdict.decision.reason},
+            "test": {"accuracy_only": labelled(verdict.reference.values(), k),
+                     "deployed": labelled(verdict.candidate.values(), k)},
+            "champion": {"version": champion.version if champion else None,
+                         "test": labelled(verdict.champion.values(), k) if verdict.champion else None}}
+
+
 def build_version(folder: Path, name: str, params: Params, features: Features, model: SeqRecModel,
-                  vectors: np.ndarray, policy: np.ndarray, n_candidates: int, record: dict) -> None:
+                  vectors: np.ndarray, policy: np.ndarray, n_candidates: int, decision: dict) -> None:
     """Write a complete version into the staging `folder` (store.publish renames it into place)."""
     # Known users are served from their whole sequence (train + valid + test), precomputed here.
     cand_items, cand_scores = top_n(model_scorer(model, features.indptr, features.items), features.indptr,
                                     features.items, features.n_items, n_candidates, params.candidates.batch_size)
-    write_bundle(folder, params.train.model_dir, policy_dict(policy), K, record["rule"],
+    write_bundle(folder, params.train.model_dir, policy_dict(policy), params.policy.k, decision["rule"],
                  item_ids=features.item_ids, titles=features.titles, train_counts=features.train_counts,
                  item_vectors=vectors, n_users=features.n_users, user_ids=features.user_ids,
                  indptr=features.indptr, history=features.items, cand_items=cand_items, cand_scores=cand_scores)
-    manifest = {"version": name, **record,
+    manifest = {"version": name, **decision,
                 **build_lineage(lineage_chain(params), params.model_dump(by_alias=True, mode="json")),
                 "deployed_files": hash_files([p.name for p in sorted(folder.iterdir())], folder)}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def decision_log(served: str | None, choice: Choice, verdict: Verdict, today: dict, champion: Champion | None,
+                 cfg: DeployParams, k: int) -> dict:
+    """One line of the store's decisions.jsonl."""
+    return {"event": "deploy", "at": datetime.now(UTC).isoformat(timespec="seconds"), "served": served,
+            "promoted": verdict.decision.promoted, "reason": verdict.decision.reason,
+            "rule": f"{cfg.rule} on {cfg.select_on}: {choice.reason}",
+            "candidate": {"policy": today["policy"],
+                          "test": labelled(verdict.candidate.values(), k) if verdict.candidate else None},
+            "champion": champion.version if champion else None}
+
+
+def payload(served: str | None, verdict: Verdict, today: dict, champion: Champion | None, k: int) -> dict:
+    """metrics/deploy.json: what is served after the run (see the module docstring)."""
+    if verdict.decision.promoted:
+        policy, figures = today["policy"], verdict.candidate
+    elif champion is not None:
+        policy, figures = champion.bundle.variables, verdict.champion
+    else:  # nothing served: describe the rejected candidate (or nothing at all)
+        policy, figures = today["policy"] or {}, verdict.candidate
+    deployed = labelled(figures.values(), k) if figures else {label(name, k): None for name in QUALITY}
+    return {"version": served, "policy": policy,
+            "test": {"accuracy_only": labelled(verdict.reference.values(), k), "deployed": deployed},
+            "gate": {"promoted": verdict.decision.promoted, "reason": verdict.decision.reason}}

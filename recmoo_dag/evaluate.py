@@ -17,6 +17,10 @@ from recmoo_dag.metrics import accuracy, rank_of_targets
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # users (B,) -> scores (B, I + 1)
 CONTEXTS = ("valid", "test")
+# The cutoff of every accuracy report of a scorer (metrics/train.json: "ndcg@10", "hr@10") and of
+# early stopping: SASRec's and RecBole's tables report @10, so the figures compare with theirs. It is
+# not the served list length, which is policy.k and can differ.
+REPORT_K = 10
 
 
 def targets_of(features: Features, context: str) -> np.ndarray:
@@ -67,7 +71,7 @@ def evaluate(make_scorer: Callable[[np.ndarray, np.ndarray], Scorer], features: 
         indptr, items = features.history(context)
         ranks = full_ranking_ranks(make_scorer(indptr, items), indptr, items, targets_of(features, context),
                                    features.n_items, batch_size)
-        report[context] = accuracy(ranks)
+        report[context] = accuracy(ranks, REPORT_K)
     return report
 
 

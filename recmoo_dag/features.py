@@ -12,7 +12,6 @@ On disk (`features.dir`), all Parquet/JSON:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,10 @@ import numpy as np
 import pandas as pd
 
 from recmoo_dag.config import FeaturesParams
+from recmoo_dag.errors import FeaturesError
 
 TRAIN, VALID, TEST = 0, 1, 2
 PADDING_ITEM = 0
-
-
-class FeaturesError(ValueError):
-    """The interactions cannot support the requested split."""
 
 
 @dataclass(frozen=True)
@@ -184,8 +180,3 @@ def load_features(directory: str | Path) -> Features:
         categories=categories,
         category_names=category_names,
     )
-
-
-def frame_digest(frame: pd.DataFrame) -> str:
-    """Content hash of a table, independent of how it was stored."""
-    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()

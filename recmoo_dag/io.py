@@ -1,4 +1,4 @@
-"""Small file helpers shared by the stages: atomic writes so a crash never leaves half a file."""
+"""File helpers shared by the stages: atomic writes (a crash never leaves half a file) and hashes."""
 from __future__ import annotations
 
 import hashlib
@@ -7,6 +7,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from recmoo_dag.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -19,6 +21,42 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def is_in_progress(name: str) -> bool:
+    """Hidden files and temp names are files still being written by a producer."""
+    return name.startswith(".") or name.endswith((".tmp", ".part"))
+
+
+def files_under(path: Path) -> list[Path]:
+    """A file, or every regular file below a folder except hidden and in-progress ones, sorted."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(path).parts) and not is_in_progress(p.name))
+
+
+def file_key(file: Path, root: Path) -> str:
+    """How a file is named in a record: relative to the project, absolute when params gave it so."""
+    return file.as_posix() if file.is_absolute() and not root.is_absolute() else file.relative_to(root).as_posix()
+
+
+def hash_files(paths: tuple[str, ...] | list[str], root: Path = Path(".")) -> dict[str, dict]:
+    """{relative file path: {"sha256", "bytes"}} of every file under `paths` (relative to root)."""
+    hashes = {}
+    for rel in paths:
+        target = root / rel
+        if not target.exists():
+            raise InputError(f"{target} does not exist (run the stage that writes it)")
+        for file in files_under(target):
+            hashes[file_key(file, root)] = {"sha256": sha256_file(file), "bytes": file.stat().st_size}
+    return hashes
+
+
+def combined_digest(files: dict[str, dict]) -> str:
+    """One hash for a set of files: sha256 over sorted 'path sha256' lines."""
+    lines = "".join(f"{path} {info['sha256']}\n" for path, info in sorted(files.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from recmoo_dag.data import is_in_progress
-from recmoo_dag.io import sha256_file
+from recmoo_dag.io import combined_digest, file_key, files_under, hash_files, sha256_file
 
 # What `recmoo lineage` shows of the environment; the manifest records them all.
 KEY_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "pymoo", "lightning", "safetensors", "pydantic",
@@ -37,37 +36,6 @@ class Artifact:
     name: str
     stage: str
     paths: tuple[str, ...]
-
-
-def _files_of(path: Path) -> list[Path]:
-    """A file, or every regular file below a folder except hidden and in-progress ones."""
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(path).parts) and not is_in_progress(p.name))
-
-
-def hash_files(paths: tuple[str, ...] | list[str], root: Path = Path(".")) -> dict[str, dict]:
-    """{relative file path: {"sha256", "bytes"}} of every file under `paths` (relative to root)."""
-    hashes = {}
-    for rel in paths:
-        target = root / rel
-        if not target.exists():
-            raise FileNotFoundError(f"lineage: {target} does not exist (run the stage that writes it)")
-        for file in _files_of(target):
-            hashes[_key(file, root)] = {"sha256": sha256_file(file), "bytes": file.stat().st_size}
-    return hashes
-
-
-def _key(file: Path, root: Path) -> str:
-    """How the manifest names a file: relative to the project, absolute when params gave it so."""
-    return file.as_posix() if file.is_absolute() and not root.is_absolute() else file.relative_to(root).as_posix()
-
-
-def combined_digest(files: dict[str, dict]) -> str:
-    """One hash for a set of files: sha256 over sorted 'path sha256' lines."""
-    lines = "".join(f"{path} {info['sha256']}\n" for path, info in sorted(files.items()))
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def params_digest(params: dict) -> str:
@@ -147,7 +115,7 @@ def verify(manifest: dict, version_folder: Path, root: Path = Path(".")) -> list
         on_disk = {}
         for rel in link["paths"]:
             if (root / rel).exists():
-                on_disk.update({_key(f, root): f for f in _files_of(root / rel)})
+                on_disk.update({file_key(f, root): f for f in files_under(root / rel)})
         for rel, info in sorted(recorded.items()):
             if rel in on_disk and sha256_file(on_disk[rel]) != info["sha256"]:
                 problems.append(f"{link['name']} ({link['stage']}): {rel} changed (sha256 differs)")

@@ -13,9 +13,6 @@ from numba import njit
 # Accuracy of the full ranking (model section)
 # ---------------------------------------------------------------------------------------------
 
-ACCURACY_K = 10  # the cutoff of the accuracy metrics in metrics/train.json ("ndcg@10", "hr@10")
-
-
 def rank_of_targets(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """0-based rank of each user's held-out item in a full ranking of the catalog.
 
@@ -52,7 +49,7 @@ def mrr(ranks: np.ndarray) -> float:
     return float((1.0 / (np.asarray(ranks) + 1.0)).mean())
 
 
-def accuracy(ranks: np.ndarray, k: int = ACCURACY_K) -> dict[str, float]:
+def accuracy(ranks: np.ndarray, k: int) -> dict[str, float]:
     """The accuracy triple every report uses: {"ndcg@k", "hr@k", "mrr"}."""
     return {f"ndcg@{k}": ndcg_at_k(ranks, k), f"hr@{k}": hit_rate_at_k(ranks, k), "mrr": mrr(ranks)}
 
@@ -111,10 +108,15 @@ def item_similarity(vectors: np.ndarray) -> np.ndarray:
     Negative cosines count as "fully dissimilar" so that dissimilarity 1 - sim stays in [0, 1].
     vectors: (I + 1, d) -> (I + 1, I + 1) float32, O(I^2) memory (fine up to ~20k items).
     """
+    unit = unit_rows(vectors)
+    return np.clip(unit @ unit.T, 0.0, 1.0)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1, all-zero rows left at zero: (n, d) -> (n, d) float32."""
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=1, keepdims=True)
-    unit = np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
-    return np.clip(unit @ unit.T, 0.0, 1.0)
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
 
 
 def similarity_groups(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from recmoo_dag.errors import InputError
+from recmoo_dag.features import PADDING_ITEM
 from recmoo_dag.io import atomic_write
 
-PADDING_ITEM = 0
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -149,7 +151,7 @@ def load_model(directory: str | Path) -> SeqRecModel:
     directory = Path(directory)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name}: no trained model here (run `recmoo train`)")
+            raise InputError(f"{directory / name}: no trained model here (run `recmoo train`)")
     config = json.loads((directory / CONFIG_FILE).read_text())
     model = SeqRecModel(**config["architecture"])
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device="cpu"))
@@ -158,3 +160,16 @@ def load_model(directory: str | Path) -> SeqRecModel:
 
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def check_catalog(model: SeqRecModel, n_items: int, model_dir: str | Path, features_dir: str | Path) -> None:
+    """Refuse a model trained on another catalog than the features': its item indices mean other items."""
+    if model.n_items != n_items:
+        raise InputError(f"{model_dir} was trained on {model.n_items} items but {features_dir} has {n_items}: "
+                         f"re-run `dvc repro` so train follows the features")
+
+
+def item_embeddings(model: SeqRecModel) -> np.ndarray:
+    """The (tied) item embedding table, (I + 1, D) float32 with row 0 the padding item: the model's
+    own item vector space, used for similarity when the items have no categories."""
+    return model.item_embedding.weight.detach().cpu().numpy().astype(np.float32)

@@ -30,7 +30,7 @@ from functools import cached_property
 import numpy as np
 from numba import njit
 
-from recmoo_dag.metrics import self_information
+from recmoo_dag.errors import InputError
 
 MIN_EXPONENT = -80.0  # rel / λ >= e^-80: relevance more than 80 τ below the best ties (see _exponents)
 MIN_DIVERSITY = 1e-6  # λ below this acts as this: one code path; it then only breaks exact ties
@@ -87,13 +87,14 @@ def policy_vector(variables: dict) -> np.ndarray:
     version serves exactly the lists it was chosen for."""
     unknown = [name for name in variables if name not in NAMES]
     if unknown or "pool" not in variables:
-        raise ValueError(f"policy variables {sorted(variables)}: unknown {unknown} or no pool (expected {NAMES})")
+        raise InputError(f"policy variables {sorted(variables)}: unknown {unknown} or no pool (expected {NAMES})")
     return np.array([float(variables.get(name, 0.0)) for name in NAMES])
 
 
 @dataclass(frozen=True)
 class Context:
-    """What the re-ranker needs about a set of requests, computed once for every policy."""
+    """What the re-ranker needs about a set of requests, computed once for every policy
+    (built by `item_terms.ItemTerms.context`)."""
 
     items: np.ndarray  # (U, N) int32 candidate item index, model order (best first)
     logits: np.ndarray  # (U, N) float32 model scores
@@ -140,51 +141,6 @@ def dither(user_keys: np.ndarray, item_keys: np.ndarray, items: np.ndarray) -> n
     x *= np.uint64(0x94D049BB133111EB)
     x ^= x >> np.uint64(31)
     return (x >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)
-
-
-def user_profiles(indptr: np.ndarray, history: np.ndarray, unit_vectors: np.ndarray) -> np.ndarray:
-    """Mean unit item vector of each user's history: Steck 2018's genre distribution p(g|u), up to
-    scale, for genre multi-hots. indptr (U + 1,), history (E,), unit_vectors (I + 1, d) -> (U, d)."""
-    lengths = np.diff(indptr)
-    sums = np.zeros((len(lengths), unit_vectors.shape[1]), dtype=np.float64)
-    np.add.at(sums, np.repeat(np.arange(len(lengths)), lengths), unit_vectors[history])
-    return (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
-
-
-def build_context(items: np.ndarray, logits: np.ndarray, item_vectors: np.ndarray, sim: np.ndarray,
-                  train_counts: np.ndarray, history: tuple[np.ndarray, np.ndarray], user_ids: np.ndarray,
-                  item_ids: np.ndarray, n_train_users: int | None = None) -> Context:
-    """Precompute the per-candidate terms of a set of requests (valid, test, or one live request).
-
-    items, logits (U, N); item_vectors (I + 1, d) genre multi-hots or embeddings; sim (I + 1, I + 1)
-    from `metrics.item_similarity`; train_counts (I + 1,); history (indptr (U + 1,), items) is what
-    is known about these users at request time; user_ids (U,) and item_ids (I + 1,) the id strings
-    the dither is drawn from. n_train_users scales self-information; it defaults to U (right when
-    the requests are all training users) and must be given for a subset, so one request gets the
-    same terms as inside the batch.
-    """
-    items = np.asarray(items, dtype=np.int32)
-    if not items.shape[0] == len(history[0]) - 1 == len(user_ids) or np.shape(logits) != items.shape:
-        raise ValueError(f"build_context: candidates {items.shape}, scores {np.shape(logits)}, "
-                         f"{len(history[0]) - 1} users' histories and {len(user_ids)} user ids disagree")
-    counts = np.asarray(train_counts, dtype=np.float64)
-    info = self_information(counts, items.shape[0] if n_train_users is None else n_train_users)
-    probability = (counts + 1.0) / (counts.sum() + len(counts))  # add-one: unseen items stay finite
-    vectors = np.asarray(item_vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)  # (I + 1, d)
-    profiles = user_profiles(history[0], history[1], unit)  # (U, d)
-    profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)
-    fit = np.einsum("und,ud->un", unit[items], profiles)  # (U, N) cosine to the user's profile
-    return Context(
-        items=items,
-        logits=np.asarray(logits, dtype=np.float32),
-        log_pop=np.log(probability[items]).astype(np.float32),
-        novelty=(info[items] / info.max()).astype(np.float32),
-        fit=np.clip(fit, 0.0, 1.0).astype(np.float32),
-        dither=dither(id_keys(user_ids), id_keys(item_ids), items),
-        item_sim=np.asarray(sim, dtype=np.float32),
-    )
 
 
 def policy_terms(policies: np.ndarray) -> np.ndarray:

@@ -35,9 +35,10 @@ import torch
 
 from recmoo_dag import store
 from recmoo_dag.bundle import Bundle, read_bundle
-from recmoo_dag.metrics import item_similarity, self_information
+from recmoo_dag.candidates import best_of
+from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.model import SeqRecModel, load_model
-from recmoo_dag.policy import POOL, Context, dither, id_keys, policy_vector, rerank, user_profiles
+from recmoo_dag.policy import POOL, id_keys, policy_vector, rerank
 
 PRECOMPUTE_ROWS = 128  # users re-ranked at once when a version loads
 
@@ -62,19 +63,12 @@ class Recommender:
         self.user_index = {user: u for u, user in enumerate(b.user_ids.tolist())}
         self.titles = b.titles.tolist()
         self.item_ids = b.item_ids.tolist()
-        self.item_keys, self.user_keys = id_keys(b.item_ids), id_keys(b.user_ids)  # (I + 1,), (U,) dither keys
+        self.user_keys = id_keys(b.user_ids)  # (U,) dither keys
         self.anonymous_key = id_keys([""])  # (1,)
-        # The policy's per-item terms, exactly as policy.build_context computes them for the search
-        # (novelty scaled by the training user count, not by the one user of a request).
-        counts = np.asarray(b.train_counts, dtype=np.float64)
-        self.log_pop = np.log((counts + 1.0) / (counts.sum() + len(counts))).astype(np.float32)  # (I + 1,)
-        info = self_information(b.train_counts, b.n_users)
-        self.novelty = (info / info.max()).astype(np.float32)  # (I + 1,)
-        vectors = np.asarray(b.item_vectors, dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        self.unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)  # (I + 1, d)
-        self.sim = item_similarity(vectors)  # (I + 1, I + 1)
-        self.profiles = user_profiles(b.indptr, b.history, self.unit)  # (U, d) known users' whole history
+        # The policy's per-item terms, built as for the search (novelty scaled by the training users).
+        self.terms = ItemTerms.build(b.train_counts, b.n_users, b.item_vectors, b.item_ids)
+        self.profiles = self.terms.profiles(b.indptr, b.history)  # (U, d) known users' whole history
+        counts = np.asarray(b.train_counts)
         popular = np.lexsort((np.arange(len(counts)), -counts))  # most popular first, ties by index
         popular = popular[popular != 0][: self.n_candidates]
         self.popular_items = popular.astype(np.int32)  # (N,)
@@ -86,8 +80,9 @@ class Recommender:
         # excluded item inside the pool is then a lookup. Rows with padding candidates stay -1.
         self.pool = int(np.clip(round(float(self.policy[0, POOL])), 1, self.n_candidates))
         self.user_lists = self._precompute(b.cand_items, b.cand_scores, self.profiles, self.user_keys)  # (U, pool)
-        self.popular_list = self._precompute(self.popular_items[None], self.log_pop[self.popular_items][None],
-                                             np.zeros((1, self.unit.shape[1]), np.float32), self.anonymous_key)[0]
+        self.popular_list = self._precompute(self.popular_items[None], self.terms.log_pop[self.popular_items][None],
+                                             np.zeros((1, self.terms.unit.shape[1]), np.float32),
+                                             self.anonymous_key)[0]
 
     @classmethod
     def load(cls, folder: str | Path, session_window: int | None = None) -> Recommender:
@@ -105,7 +100,7 @@ class Recommender:
         if len(recent):
             sequence = np.concatenate([known, recent]).astype(np.int64)  # (E,) oldest first
             items, logits = self._score_session(sequence, excluded)
-            profile, source = self._profile(sequence), "session"
+            profile, source = self.terms.profiles(np.array([0, len(sequence)]), sequence)[0], "session"
             key = id_keys([user_id]) if user_id is not None else self.anonymous_key
         elif u is not None:
             items, logits = self.bundle.cand_items[u], self.bundle.cand_scores[u]
@@ -115,12 +110,12 @@ class Recommender:
             items, logits = items[keep], logits[keep]
             profile, source, key = self.profiles[u], "user", self.user_keys[u:u + 1]
         else:
-            items, logits = self.popular_items, self.log_pop[self.popular_items]
+            items, logits = self.popular_items, self.terms.log_pop[self.popular_items]
             if self._precomputed(self.popular_list, items, excluded, k):
                 return self._answer(items, logits, self.popular_list[:k], "popularity")
             keep = ~np.isin(items, excluded)
             items, logits = items[keep], logits[keep]
-            profile, source, key = np.zeros(self.unit.shape[1], np.float32), "popularity", self.anonymous_key
+            profile, source, key = np.zeros(self.terms.unit.shape[1], np.float32), "popularity", self.anonymous_key
         return self._answer(items, logits, self._rerank(items, logits, profile, key, k), source)
 
     def _answer(self, items: np.ndarray, logits: np.ndarray, picks: np.ndarray, source: str) -> Recommended:
@@ -141,18 +136,9 @@ class Recommender:
         policy[0, POOL] = self.pool
         for start in range(0, len(full), PRECOMPUTE_ROWS):  # bounded memory: rows x pool x pool similarities
             rows = full[start:start + PRECOMPUTE_ROWS]
-            ctx = self._context(items[rows, :self.pool], logits[rows, :self.pool], profiles[rows], keys[rows])
+            ctx = self.terms.context(items[rows, :self.pool], logits[rows, :self.pool], profiles[rows], keys[rows])
             out[rows] = rerank(ctx, policy, self.pool)[0]
         return out
-
-    def _context(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray, keys: np.ndarray) -> Context:
-        """A Context for rows of candidates, with the per-item terms build_context would compute for these
-        users among all training users: items, logits (R, P), history profiles (R, d), dither keys (R,)."""
-        units = profiles / np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)  # (R, d)
-        fit = np.clip(np.einsum("rpd,rd->rp", self.unit[items], units), 0.0, 1.0)  # (R, P)
-        return Context(items=items.astype(np.int32), logits=logits.astype(np.float32), log_pop=self.log_pop[items],
-                       novelty=self.novelty[items], fit=fit.astype(np.float32),
-                       dither=dither(keys, self.item_keys, items), item_sim=self.sim)
 
     def _score_session(self, sequence: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The model's top-N unseen items after `sequence`: -> items (n,), logits (n,), best first."""
@@ -161,25 +147,20 @@ class Recommender:
             scores = self.model.score_next(window)[0].numpy().copy()  # (I + 1,), padding -inf
         scores[sequence] = -np.inf  # seen and recent items are never recommended
         scores[excluded] = -np.inf
-        n = min(self.n_candidates, len(scores) - 1)
-        best = np.argpartition(-scores, n - 1)[:n]  # (n,)
-        best = best[np.lexsort((best, -scores[best]))]  # score desc, then item index, as candidates.top_n
-        best = best[np.isfinite(scores[best])]
-        return best.astype(np.int32), scores[best].astype(np.float32)
-
-    def _profile(self, sequence: np.ndarray) -> np.ndarray:
-        return self.unit[sequence].mean(axis=0) if len(sequence) else np.zeros(self.unit.shape[1], np.float32)
+        items, item_scores = best_of(scores[None], self.n_candidates)  # (1, n) as the candidates stage ranks
+        real = items[0] != 0
+        return items[0][real], item_scores[0][real]
 
     def _rerank(self, items: np.ndarray, logits: np.ndarray, profile: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
         """Positions of the policy's top-k among `items` (n,) for the history profile (d,) and dither
-        key (1,), through a one-user `_context`."""
+        key (1,), through a one-user context."""
         n = len(items)
         k = min(k, n)
         if k == 0:
             return np.zeros(0, dtype=np.int64)
         policy = self.policy.copy()
         policy[0, POOL] = np.clip(np.round(policy[0, POOL]), k, n)  # a longer list needs a larger pool
-        return rerank(self._context(items[None], logits[None], profile[None], key), policy, k)[0, 0]
+        return rerank(self.terms.context(items[None], logits[None], profile[None], key), policy, k)[0, 0]
 
 
 class LiveRecommender:

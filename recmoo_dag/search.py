@@ -34,7 +34,10 @@ from pymoo.optimize import minimize
 from pymoo.termination import get_termination
 from pymoo.util.ref_dirs import get_reference_directions
 
+from recmoo_dag.features import Features
+from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.metrics import list_metrics, serving_cost, similarity_groups, user_ndcg
+from recmoo_dag.objectives import NAMES as OBJECTIVES
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
@@ -46,11 +49,11 @@ from recmoo_dag.policy import (
     VARIABLES,
     Context,
     accuracy_only,
+    id_keys,
     recommended_items,
     rerank,
 )
 
-OBJECTIVES = ("ndcg", "ild", "novelty", "coverage", "personalization", "cost")
 CHUNKS_PER_THREAD = 4  # small chunks even out the threads' work when pool sizes differ
 CHUNK = 256  # policies scored at once: their lists (CHUNK x U x k int32) stay ~10 MB at 1k users
 HV_EXACT_MAX = 600  # larger non-dominated sets get the approximation (see `hypervolume`)
@@ -63,8 +66,7 @@ class Yardstick:
 
     ctx: Context
     targets: np.ndarray  # (U,) held-out item
-    sim: np.ndarray  # (I + 1, I + 1) item similarity (ILD)
-    info: np.ndarray  # (I + 1,) self-information in bits (novelty)
+    terms: ItemTerms  # sim (ILD) and info (novelty bits) among them
     n_items: int
     k: int
     latency: tuple[float, float]  # (intercept_ms, per_candidate_ms) of the serving-cost model
@@ -72,7 +74,7 @@ class Yardstick:
 
     @cached_property
     def _groups(self) -> tuple[np.ndarray, np.ndarray]:
-        return similarity_groups(self.sim)  # same ILD, cache-sized gathers
+        return similarity_groups(self.terms.sim)  # same ILD, cache-sized gathers
 
     def objectives(self, policies: np.ndarray) -> np.ndarray:
         """Natural values (higher is better but cost) of OBJECTIVES: (B, d) -> (B, 6) float64.
@@ -97,7 +99,7 @@ class Yardstick:
     def _score(self, chunk: np.ndarray) -> np.ndarray:
         positions = rerank(self.ctx, chunk, self.k)  # (b, U, k)
         groups, group_sim = self._groups
-        lists = list_metrics(positions, self.ctx.items, self.targets, self.info, group_sim, groups, self.n_items)
+        lists = list_metrics(positions, self.ctx.items, self.targets, self.terms.info, group_sim, groups, self.n_items)
         return np.column_stack([lists, serving_cost(chunk[:, POOL], *self.latency)])
 
     def user_ndcg(self, policies: np.ndarray) -> np.ndarray:
@@ -114,13 +116,28 @@ class Yardstick:
     def losses(self, natural: np.ndarray) -> np.ndarray:
         """Natural objective values -> the normalized losses of the module docstring: (B, 6)."""
         anchor = self.accuracy_only
-        best = np.array([np.nan, 1.0, self.info.max(), 1.0, 1.0])  # best possible ILD, novelty, coverage, pers.
+        best = np.array([np.nan, 1.0, self.terms.info.max(), 1.0, 1.0])  # best possible ILD, novelty, coverage, pers.
         span = np.maximum(best[1:] - anchor[1:5], 1e-12)  # the model already at the best: any shortfall is huge
         cheapest, dearest = serving_cost(np.array([self.k, self.ctx.n_candidates]), *self.latency)
         return np.column_stack([
             1.0 - natural[:, 0] / max(anchor[0], 1e-12),
             (best[1:] - natural[:, 1:5]) / span,
             (natural[:, 5] - cheapest) / max(dearest - cheapest, 1e-12)])
+
+
+def yardsticks(features: Features, candidates: dict[str, np.ndarray], terms: ItemTerms, k: int,
+               latency: tuple[float, float], threads: int) -> tuple[Yardstick, Yardstick]:
+    """The valid and test contexts of the re-ranker (candidates.npz's arrays), with what their
+    objectives are measured against: each context's own history builds its users' profiles."""
+    user_keys = id_keys(features.user_ids)
+
+    def yard(name: str) -> Yardstick:
+        indptr, history = features.history(name)
+        ctx = terms.context(candidates[f"{name}_items"], candidates[f"{name}_scores"],
+                            terms.profiles(indptr, history), user_keys)
+        return Yardstick(ctx, candidates[f"{name}_targets"], terms, features.n_items, k, latency, threads)
+
+    return yard("valid"), yard("test")
 
 
 def bounds(k: int, n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
@@ -320,3 +337,19 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
                                  "test": natural_test[shown]}
     out["accuracy_only"] = {"valid": valid.accuracy_only, "test": test.accuracy_only}
     return out
+
+
+def summary(result: dict, front_size: int) -> dict:
+    """metrics/search.json: budget, speed, front sizes, hypervolumes and the accuracy-only policy's
+    objectives (short names) on valid and test."""
+    return {
+        "n_evals": int(result["n_evals"]),
+        "seconds": round(result["seconds"], 3),
+        "evals_per_second": round(result["n_evals"] / result["seconds"], 1),
+        "front_size": front_size,
+        "front_size_before_thinning": int(result["front_size_before_thinning"]["nsga"]),
+        "hypervolume": {m: round(v, 6) for m, v in result["hypervolume"].items()},
+        "hypervolume_test": {m: round(v, 6) for m, v in result["hypervolume_test"].items()},
+        "accuracy_only": {context: {name: round(float(v), 6) for name, v in zip(OBJECTIVES, values)}
+                          for context, values in result["accuracy_only"].items()},
+    }

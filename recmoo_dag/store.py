@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from recmoo_dag.errors import StoreError
+
 CURRENT = "CURRENT"
 VERSIONS = "versions"
 DECISIONS = "decisions.jsonl"
@@ -33,10 +35,6 @@ MANIFEST = "manifest.json"
 _NAME = re.compile(r"^v(\d{4,})$")
 
 Hook = Callable[[str], None]  # called with a step name; tests use it to kill the process mid-publish
-
-
-class StoreError(RuntimeError):
-    """The store is missing, empty, or asked for a version it does not hold."""
 
 
 def version_name(number: int) -> str:

@@ -1,4 +1,4 @@
-"""Training the transformer with Lightning: next-item examples, the LightningModule, fit(), the stage.
+"""Training the transformer with Lightning: next-item examples, the LightningModule, fit().
 
 The model learns from the train split only (every position of every user's sequence, a causal
 language-model loss), is scored on valid NDCG@10 after every epoch over all users (full ranking),
@@ -32,16 +32,15 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Sampler
 
-from recmoo_dag.baselines import evaluate_baselines
-from recmoo_dag.config import ModelParams, Params, TrainParams
-from recmoo_dag.evaluate import evaluate, left_padded, model_scorer, seen_mask
-from recmoo_dag.features import PADDING_ITEM, Features, load_features
-from recmoo_dag.io import atomic_write, write_json
-from recmoo_dag.metrics import ACCURACY_K, accuracy, rank_of_targets
-from recmoo_dag.model import SeqRecModel, n_parameters, save_model
-from recmoo_dag.stages import StageFailed
+from recmoo_dag.config import ModelParams, TrainParams
+from recmoo_dag.errors import InputError
+from recmoo_dag.evaluate import REPORT_K, left_padded, seen_mask
+from recmoo_dag.features import PADDING_ITEM, Features
+from recmoo_dag.io import atomic_write
+from recmoo_dag.metrics import accuracy, rank_of_targets
+from recmoo_dag.model import SeqRecModel
 
-MONITOR = f"valid/ndcg@{ACCURACY_K}"
+MONITOR = f"valid/ndcg@{REPORT_K}"
 LAST, BEST = "last", "best"
 BUCKET_BATCHES = 32  # length-sorting span: ML-100K's ~18 batches of 64 pad to 1.06x its real tokens
 # Params that change the trajectory of training: a checkpoint written under others cannot be resumed.
@@ -214,7 +213,7 @@ class SeqRecModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         ranks = np.concatenate(self._ranks)
         self._ranks.clear()
-        report, n = accuracy(ranks), len(ranks)
+        report, n = accuracy(ranks, REPORT_K), len(ranks)
         # Sums, not means, are added across processes: their user shards differ in size.
         local = torch.tensor([*(v * n for v in report.values()), n, float(self._loss_sum), self._loss_count],
                              dtype=torch.float64, device=self.device)
@@ -246,7 +245,7 @@ class EpochLog(Callback):
     exact log of an uninterrupted one, even when it was killed after a row but before a checkpoint.
     """
 
-    COLUMNS = ("epoch", "train_loss", f"valid_ndcg@{ACCURACY_K}", f"valid_hr@{ACCURACY_K}", "valid_mrr")
+    COLUMNS = ("epoch", "train_loss", f"valid_ndcg@{REPORT_K}", f"valid_hr@{REPORT_K}", "valid_mrr")
 
     def __init__(self, path: str | Path, run: str):
         self.path, self.run, self.rows = Path(path), run, []
@@ -255,12 +254,12 @@ class EpochLog(Callback):
         if trainer.sanity_checking:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        row = [trainer.current_epoch, m["train/loss"], m[MONITOR], m[f"valid/hr@{ACCURACY_K}"], m["valid/mrr"]]
+        row = [trainer.current_epoch, m["train/loss"], m[MONITOR], m[f"valid/hr@{REPORT_K}"], m["valid/mrr"]]
         self.rows = [r for r in self.rows if r[0] < row[0]] + [row]
         if trainer.is_global_zero:
             self._write()
-            print(f"epoch {row[0]:3d}  train loss {row[1]:.4f}  valid ndcg@{ACCURACY_K} {row[2]:.4f}  "
-                  f"hr@{ACCURACY_K} {row[3]:.4f}  mrr {row[4]:.4f}", flush=True)
+            print(f"epoch {row[0]:3d}  train loss {row[1]:.4f}  valid ndcg@{REPORT_K} {row[2]:.4f}  "
+                  f"hr@{REPORT_K} {row[3]:.4f}  mrr {row[4]:.4f}", flush=True)
 
     def _write(self) -> None:
         buffer = io.StringIO()
@@ -277,7 +276,7 @@ class EpochLog(Callback):
 
 
 # ---------------------------------------------------------------------------------------------
-# fit() and the stage
+# fit()
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -354,37 +353,5 @@ def _check_resumable(path: Path, run: str) -> None:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     written = checkpoint.get("callbacks", {}).get(EpochLog.__qualname__, {}).get("run")
     if written != run:
-        raise StageFailed(f"{path} was written by another training run (params or data changed: "
+        raise InputError(f"{path} was written by another training run (params or data changed: "
                          f"{written} != {run}); run `recmoo train` without --resume to start over")
-
-
-def features_hash(directory: str | Path) -> str:
-    """sha256 over the feature files (name + bytes): the data a model was trained on."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(directory).glob("*")):
-        if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def run(params: Params, resume: bool = False) -> None:
-    """`recmoo train [--resume]`: fit, report model and baselines on valid and test, write the model."""
-    features = load_features(params.features.dir)
-    data_hash = features_hash(params.features.dir)
-    run_id = run_fingerprint(params.model, params.train, params.seed, data_hash)
-    result = fit(features, params.model, params.train, params.seed, run_id, resume)
-    if result is None:
-        return
-    train = params.train
-    baselines, ease_lambda, _ = evaluate_baselines(features, train.ease_lambdas, train.eval_batch_size)
-    report = evaluate(lambda indptr, items: model_scorer(result.model, indptr, items), features, train.eval_batch_size)
-    save_model(result.model, train.model_dir, architecture={"n_items": features.n_items, **params.model.model_dump()},
-               provenance={"features_dir": params.features.dir, "data_hash": data_hash, "seed": params.seed,
-                           "train": train.model_dump(), "run": run_id, "epochs": result.epochs,
-                           "best_valid_ndcg@10": result.best_valid_ndcg, "ease_lambda": ease_lambda})
-    write_json(train.metrics, {"model": report, "baselines": baselines,
-                               "train_seconds": round(result.seconds, 3), "epochs": float(result.epochs)})
-    k = ACCURACY_K
-    print(f"train: {n_parameters(result.model):,} parameters, {result.epochs} epochs in {result.seconds:.1f}s; "
-          f"test ndcg@{k} model {report['test'][f'ndcg@{k}']:.4f}, EASE(λ={ease_lambda:g}) "
-          f"{baselines['ease']['test'][f'ndcg@{k}']:.4f}, pop {baselines['pop']['test'][f'ndcg@{k}']:.4f}")

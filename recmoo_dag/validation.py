@@ -267,3 +267,9 @@ def _plain(value):
     if ptypes.is_scalar(value) and pd.isna(value):
         return None
     return value.item() if hasattr(value, "item") else value
+
+
+def without_repeats(df: pd.DataFrame) -> pd.DataFrame:
+    """The validated table: exact repeats of an event passed the duplicate-share rule (they are rare),
+    but the model must not see them twice; the first of each is kept."""
+    return df.drop_duplicates(EVENT_KEY, keep="first")

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from recmoo_dag.candidates import load_candidates, top_n
-from recmoo_dag.candidates import run as run_candidates
+from recmoo_dag.candidates import best_of, load_candidates, top_n
+from recmoo_dag.errors import InputError
 from recmoo_dag.evaluate import left_padded, seen_mask
 from recmoo_dag.features import load_features
 from recmoo_dag.model import load_model
-from recmoo_dag.train import run as run_train
+from recmoo_dag.stages import candidates as candidates_stage
+from recmoo_dag.stages import train as train_stage
 from tests.model_support import tiny_project
 
 
@@ -24,14 +25,30 @@ def test_top_n_sorts_excludes_seen_breaks_ties_by_index_and_pads():
     assert wide_items.shape == (2, 6)  # N beyond the catalog: the shape still follows candidates.n
 
 
+def test_best_of_is_the_one_ranking_rule():
+    scores = np.array([[-np.inf, 0.5, 2.0, 2.0, -np.inf, 1.0]], dtype=np.float32)
+    items, best = best_of(scores, 4)
+    assert items.tolist() == [[2, 3, 5, 1]] and best.tolist() == [[2.0, 2.0, 1.0, 0.5]]
+    items, best = best_of(scores, 9)  # more than the catalog: the rest is padding at -inf
+    assert items.tolist() == [[2, 3, 5, 1, 0]] and np.isneginf(best[0, 4])
+
+
+def test_a_missing_or_partial_candidates_file_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="run `recmoo candidates`"):
+        load_candidates(tmp_path / "none.npz")
+    np.savez(tmp_path / "partial.npz", valid_items=np.zeros((2, 3), dtype=np.int32))
+    with pytest.raises(InputError, match=r"missing arrays \['test_items'"):
+        load_candidates(tmp_path / "partial.npz")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("candidates")
     with pytest.MonkeyPatch.context() as patch:  # the stages read and write paths relative to the project
         patch.chdir(root)
         params = tiny_project(root, {"train": {"max_epochs": 2}})
-        run_train(params)
-        run_candidates(params)
+        train_stage.main(params)
+        candidates_stage.main(params)
     return root, params
 
 

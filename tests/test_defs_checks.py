@@ -66,7 +66,7 @@ def test_report_path_finds_the_file_among_outs():
     assert report_path(train, "train.json") == "metrics/train.json"
     with pytest.raises(ValueError, match="stage 'train' has no out named 'train.json'"):
         report_path(stage("train", ("models/model", "metrics/other.json")), "train.json")
-    assert set(BLOCKING_CHECKS) == {"validate", "train", "pareto_front", "deploy"}
+    assert set(BLOCKING_CHECKS) == {"validate", "train", "search", "deploy"}
 
 
 def test_metadata_from_json_png_and_csv(tmp_path):
@@ -74,11 +74,11 @@ def test_metadata_from_json_png_and_csv(tmp_path):
     (tmp_path / "metrics" / "train.json").write_text(json.dumps({
         "epochs": 3, "model": {"valid": {"ndcg@10": 0.1, "hr@10": 0.2}},
         "baselines": {"pop": {"valid": {"ndcg@10": 0.05, "hr@10": 0.1}}}}))
-    (tmp_path / "reports" / "pareto").mkdir(parents=True)
-    (tmp_path / "reports" / "pareto" / "front.png").write_bytes(PNG_1PX)
+    (tmp_path / "reports" / "search").mkdir(parents=True)
+    (tmp_path / "reports" / "search" / "front.png").write_bytes(PNG_1PX)
     front = "policy,ndcg@10,ild@10\np0,0.1234567,0.5\np1,0.1,0.6\n"
-    (tmp_path / "reports" / "pareto" / "front.csv").write_text(front)
-    meta = stage_metadata(tmp_path, ("metrics/train.json", "reports/pareto"), {"metrics/train.json": "abc"})
+    (tmp_path / "reports" / "search" / "front.csv").write_text(front)
+    meta = stage_metadata(tmp_path, ("metrics/train.json", "reports/search"), {"metrics/train.json": "abc"})
     assert "`abc`" in meta["dvc/outs"].value and meta["train.epochs"] == 3
     table = meta["train.table"].value
     assert "| model.valid | 0.2 | 0.1 |" in table and "| baselines.pop.valid | 0.1 | 0.05 |" in table

@@ -51,10 +51,10 @@ def test_materialize_whole_graph(materialized_project):
     # The later stages' reports, when dvc.yaml has those stages:
     if "train" in events:
         assert "| model.valid |" in events["train"].metadata["train.table"].value
-    if "pareto_front" in events:
-        picture = events["pareto_front"].metadata["front.png"].value
+    if "search" in events:
+        picture = events["search"].metadata["front.png"].value
         assert picture.startswith("![front.png](data:image/png;base64,")
-        assert events["pareto_front"].metadata["search.hypervolume.nsga"].value > 0
+        assert events["search"].metadata["search.hypervolume.nsga"].value > 0
     if "deploy" in events:
         assert events["deploy"].metadata["deploy.version"].value == "v0001"
         assert events["deploy"].metadata["deploy.gate.promoted"].value is True

@@ -1,15 +1,18 @@
 """The DVC pipeline on a synthetic project: runs, caches, and re-runs only what params touch."""
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from tests.conftest import REPO, write_params
+from tests.defs_support import make_project
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +21,7 @@ SYNTHETIC = {"data": {"source": "synthetic", "synthetic": {"users": 150, "items"
 
 def dvc(cwd: Path, *args: str) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -66,3 +69,19 @@ def test_repro_caches_and_reruns_only_touched_stages(dvc_project):
     (dvc_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc(dvc_project, "repro", "--force", "features")
     assert digests(dvc_project / "data" / "features") == built
+
+
+def test_any_list_length_works_end_to_end(tmp_path):
+    """policy.k: 5 through search, deploy and the service: objectives, reports and lists at 5."""
+    project = make_project(tmp_path / "k5", {"policy": {"k": 5}, "deploy": {"min_ratio": {"ndcg": 0.9, "ild": 1.0}}})
+    dvc(project, "repro")
+    deployed = json.loads((project / "metrics" / "deploy.json").read_text())
+    assert deployed["version"] == "v0001", deployed["gate"]
+    assert set(deployed["test"]["deployed"]) == {"ndcg@5", "ild@5", "coverage@5", "novelty", "personalization"}
+    assert json.loads((project / "metrics" / "search.json").read_text())["front_size"] > 0
+    assert pd.read_csv(project / "reports" / "search" / "front.csv")["pool"].min() >= 5
+    served = subprocess.run([sys.executable, "-m", "recmoo_dag.cli", "recommend", "--user", "1", "-k", "5"],
+                            cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            check=False)
+    assert served.returncode == 0, served.stderr
+    assert len(json.loads(served.stdout)["items"]) == 5

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from recmoo_dag import deploy, store
+from recmoo_dag import store
 from recmoo_dag.cli import main
 from recmoo_dag.lineage import dvc_lock_hashes, params_digest
+from recmoo_dag.stages import deploy
 from tests.deploy_support import base_project, copy_project, perturb_model
 
 CHAIN = ["raw logs", "ingested", "validated", "features", "model", "candidates", "front"]
@@ -33,11 +34,10 @@ def deployed(tmp_path, tmp_path_factory, monkeypatch):
     """A deployed tiny project (with a dvc.lock to quote) as the working directory."""
     base = base_project(tmp_path_factory)
     monkeypatch.chdir(tmp_path)
-    params = copy_project(base, tmp_path, {"deploy": {"tolerance": {"ndcg@10": 1.0, "ild@10": 1.0,
-                                                                    "coverage@10": 1.0, "novelty": 1.0,
-                                                                    "personalization": 1.0}}})
+    params = copy_project(base, tmp_path, {"deploy": {"tolerance": {"ndcg": 1.0, "ild": 1.0, "coverage": 1.0,
+                                                                    "novelty": 1.0, "personalization": 1.0}}})
     Path("dvc.lock").write_text(DVC_LOCK)
-    deploy.run(params)
+    deploy.main(params)
     return params
 
 
@@ -56,7 +56,7 @@ def test_manifest_records_the_whole_chain_params_code_and_environment(deployed):
         "models/model/model.safetensors")
     assert set(links["features"]["files"]) == {f"data/features/{n}" for n in
                                                ("items.parquet", "meta.json", "sequences.parquet", "users.parquet")}
-    assert links["front"]["files"]["reports/pareto/front.csv"]["sha256"] == sha256("reports/pareto/front.csv")
+    assert links["front"]["files"]["reports/search/front.csv"]["sha256"] == sha256("reports/search/front.csv")
     assert manifest["params"] == params.model_dump(by_alias=True, mode="json")
     assert manifest["params_sha256"] == params_digest(manifest["params"])
     assert set(manifest["git"]) == {"commit", "dirty"}
@@ -100,7 +100,8 @@ def test_verify_passes_then_names_every_artifact_that_changed(deployed, capsys):
 def test_lineage_of_an_older_version_and_of_a_missing_one(deployed, capsys):
     params = deployed
     perturb_model(params, seed=12)
-    assert deploy.run(params)["version"] == "v0002"
+    deploy.main(params)
+    assert store.current_version(params.deploy.store) == "v0002"
     capsys.readouterr()
     assert main(["lineage", "v1"]) == 0
     out = capsys.readouterr().out

@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from recmoo_dag.errors import InputError
 from recmoo_dag.model import SeqRecModel, load_model, save_model
 
 ARCH = {"n_items": 30, "d_model": 16, "n_heads": 2, "n_layers": 2, "dropout": 0.2, "max_len": 8}
@@ -69,5 +70,5 @@ def test_save_and_load_round_trip(model, tmp_path):
 
 
 def test_load_model_names_the_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json.*recmoo train"):
+    with pytest.raises(InputError, match="config.json.*recmoo train"):
         load_model(tmp_path)

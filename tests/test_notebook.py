@@ -3,7 +3,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from recmoo_dag.pareto_front import run
+from recmoo_dag.stages.search import main as run
 from tests.conftest import REPO
 from tests.pareto_support import SMALL, make_pareto_project
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from recmoo_dag.metrics import item_similarity
+from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
@@ -14,7 +14,6 @@ from recmoo_dag.policy import (
     TEMPERATURE,
     VARIABLES,
     accuracy_only,
-    build_context,
     dither,
     id_keys,
     policy_vector,
@@ -36,11 +35,17 @@ def random_context(seed: int, n_users: int = 12, n_items: int = 60, n_cand: int 
     lengths = rng.integers(1, 8, n_users)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     history = rng.integers(1, n_items + 1, indptr[-1])
-    inputs = {"items": items, "logits": logits.copy(), "item_vectors": genres, "sim": item_similarity(genres),
-              "train_counts": counts, "n_train_users": 60, "history": (indptr, history),
+    inputs = {"items": items, "logits": logits.copy(), "item_vectors": genres, "train_counts": counts,
+              "n_train_users": 60, "history": (indptr, history),
               "user_ids": np.array([f"user {u}" for u in range(n_users)]),
               "item_ids": np.array([""] + [str(i) for i in range(1, n_items + 1)])}
     return build_context(**inputs), inputs
+
+
+def build_context(items, logits, item_vectors, train_counts, n_train_users, history, user_ids, item_ids):
+    """A Context built the way the search, deploy and the service build theirs (item_terms.py)."""
+    terms = ItemTerms.build(train_counts, n_train_users, item_vectors, item_ids)
+    return terms.context(items, logits, terms.profiles(*history), id_keys(user_ids))
 
 
 def random_policies(seed: int, n: int, n_cand: int) -> np.ndarray:
@@ -147,7 +152,7 @@ def test_bad_policies_fail_loudly():
 
 def test_padding_is_listed_only_when_nothing_else_is_left():
     """A user with fewer unseen items than the pool: real candidates first, each position once."""
-    ctx, inputs = random_context(9, n_cand=12)
+    _, inputs = random_context(9, n_cand=12)
     items, logits = inputs["items"].copy(), inputs["logits"].copy()
     items[0, 3:], logits[0, 3:] = 0, -np.inf  # user 0 has 3 real candidates, fewer than K
     items[1, 8:], logits[1, 8:] = 0, -np.inf  # user 1 has 8: padding must never be picked

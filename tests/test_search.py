@@ -9,9 +9,25 @@ from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.algorithms.moo.nsga3 import NSGA3
 
 from recmoo_dag import search as S
-from recmoo_dag.pareto_front import run, yardsticks
+from recmoo_dag.candidates import load_candidates
+from recmoo_dag.features import load_features
+from recmoo_dag.item_terms import training_terms
 from recmoo_dag.policy import DIVERSITY, NAMES, POOL, accuracy_only
+from recmoo_dag.stages import search as search_stage
 from tests.pareto_support import N_CANDIDATES, SMALL, make_pareto_project
+
+
+def run(params) -> dict:
+    search_stage.main(params)
+    return json.loads(open(params.search.metrics).read())
+
+
+def yardsticks(params):
+    """The search stage's contexts, built as the stage builds them (the project has genres: no model read)."""
+    features = load_features(params.features.dir)
+    terms = training_terms(features, params.policy.similarity, embeddings=lambda: pytest.fail("model read"))
+    return S.yardsticks(features, load_candidates(params.candidates.path), terms, params.policy.k,
+                        params.policy.latency, params.search.threads)
 
 
 def test_hypervolume_by_hand_and_approximation():
@@ -94,14 +110,14 @@ def test_stage_writes_front_plot_metrics_byte_identically(pareto_project, tmp_pa
     for key in ("hypervolume", "hypervolume_test"):
         assert set(payload[key]) == {"nsga", "mmr_sweep", "random", "grid"}
         assert all(0 < v < 1.1 ** 6 for v in payload[key].values())
-    front = pd.read_csv(tmp_path / "reports" / "pareto" / "front.csv")
+    front = pd.read_csv(tmp_path / "reports" / "search" / "front.csv")
     assert len(front) == payload["front_size"] > 0
     assert list(front.columns[:len(NAMES)]) == list(NAMES)
     assert {f"{c}_{o}" for c in ("valid", "test") for o in S.OBJECTIVES} <= set(front.columns)
     assert front["pool"].between(5, N_CANDIDATES).all()
     assert json.loads((tmp_path / "metrics" / "search.json").read_text())["front_size"] == len(front)
 
-    digest = lambda name: hashlib.sha256((tmp_path / "reports" / "pareto" / name).read_bytes()).hexdigest()
+    digest = lambda name: hashlib.sha256((tmp_path / "reports" / "search" / name).read_bytes()).hexdigest()
     before = {name: digest(name) for name in ("front.csv", "front.png")}
     run(pareto_project)
     assert {name: digest(name) for name in ("front.csv", "front.png")} == before
@@ -111,7 +127,7 @@ def test_stage_writes_front_plot_metrics_byte_identically(pareto_project, tmp_pa
 def test_front_policies_score_as_the_csv_says(pareto_project, tmp_path):
     """What deploy does: read the variables back and score them; the CSV's figures come out exactly."""
     run(pareto_project)
-    front = pd.read_csv(tmp_path / "reports" / "pareto" / "front.csv")
+    front = pd.read_csv(tmp_path / "reports" / "search" / "front.csv")
     valid, test = yardsticks(pareto_project)
     policies = front[list(NAMES)].to_numpy()
     np.testing.assert_array_equal(valid.objectives(policies), front[[f"valid_{o}" for o in S.OBJECTIVES]])

@@ -11,32 +11,23 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from recmoo_dag import deploy, store
+from recmoo_dag import store
 from recmoo_dag.bundle import read_bundle
 from recmoo_dag.cli import main
-from recmoo_dag.metrics import item_similarity
-from recmoo_dag.policy import NAMES, build_context, policy_vector, recommended_items, rerank
-from recmoo_dag.recommender import Recommender
+from recmoo_dag.policy import NAMES
 from recmoo_dag.serve import create_app
-from tests.deploy_support import FRONT, NO_BOUNDS, base_project, copy_project, perturb_model, write_front
-
-LOOSE = {"deploy": {"min_ratio": NO_BOUNDS, "tolerance": dict.fromkeys(
-    ("ndcg@10", "ild@10", "coverage@10", "novelty", "personalization"), 1.0)}}
+from recmoo_dag.stages import deploy
+from tests.deploy_support import FRONT, base_project, deployed_copy, perturb_model, write_front
 
 
 @pytest.fixture
 def served(tmp_path, tmp_path_factory, monkeypatch):
     """A tiny project whose deployed policy is the strongly diversified FRONT[2]."""
-    base = base_project(tmp_path_factory)
     monkeypatch.chdir(tmp_path)
-    params = copy_project(base, tmp_path, LOOSE)
-    write_front(params, [FRONT[2]])
-    deploy.run(params)
-    return params
+    return deployed_copy(base_project(tmp_path_factory), tmp_path, [FRONT[2]])
 
 
 @pytest.fixture
@@ -60,47 +51,6 @@ def test_known_user_gets_k_policy_ranked_unseen_items(client, served):
     assert not seen & set(ids)
     assert all(item["title"].startswith("Item ") for item in answer["items"])
     assert post(client, user_id=int(user), k=7).json() == answer  # integer ids are the same ids
-
-
-def test_service_answers_exactly_what_the_batch_reranker_gives_every_user(served):
-    """One policy x one user in the service == the search's batch path (build_context + rerank)."""
-    folder = store.version_dir(served.deploy.store)
-    bundle, recommender = read_bundle(folder), Recommender.load(folder)
-    ctx = build_context(bundle.cand_items, bundle.cand_scores, bundle.item_vectors,
-                        item_similarity(bundle.item_vectors), bundle.train_counts, (bundle.indptr, bundle.history),
-                        bundle.user_ids, bundle.item_ids)
-    policy = policy_vector(bundle.variables)[None]
-    batch = recommended_items(ctx, rerank(ctx, policy, 10))[0]  # (U, 10)
-    # Users with fewer than N unseen items have padding candidates, which the service drops and
-    # the batch path keeps (harmless at ML-100K scale, where nobody has seen 1682 - 200 films).
-    full = np.flatnonzero((bundle.cand_items != 0).all(axis=1))
-    assert len(full) > len(bundle.user_ids) // 2
-    for u, user in zip(full, bundle.user_ids[full]):
-        served_ids = [item["item_id"] for item in recommender.recommend(str(user), k=10).items]
-        assert served_ids == list(bundle.item_ids[batch[u]]), user
-
-
-def test_lists_precomputed_at_load_equal_the_per_request_path(served):
-    """Known users and the popularity fallback are answered from whole-pool lists computed at load;
-    any k up to the pool, with or without exclusions, gives what a fresh re-ranking gives."""
-    recommender = Recommender.load(store.version_dir(served.deploy.store))
-    bundle = recommender.bundle
-    ids = lambda items, picks: [str(bundle.item_ids[i]) for i in items[picks]]
-    for u in range(0, len(bundle.user_ids), 5):
-        items, logits = bundle.cand_items[u], bundle.cand_scores[u]
-        if (items == 0).any():
-            continue
-        for k in (1, 3, 10, recommender.pool):
-            fresh = recommender._rerank(items, logits, recommender.profiles[u], recommender.user_keys[u:u + 1], k)
-            served_ids = [i["item_id"] for i in recommender.recommend(str(bundle.user_ids[u]), k=k).items]
-            assert served_ids == ids(items, fresh), (u, k)
-    popular, log_pop = recommender.popular_items, recommender.log_pop[recommender.popular_items]
-    fresh = recommender._rerank(popular, log_pop, np.zeros(recommender.unit.shape[1], np.float32),
-                                recommender.anonymous_key, 10)
-    assert [i["item_id"] for i in recommender.recommend("stranger", k=10).items] == ids(popular, fresh)
-    excluded = ids(popular, fresh)[:2]
-    answer = [i["item_id"] for i in recommender.recommend("stranger", k=10, exclude=excluded).items]
-    assert len(answer) == 10 and not set(excluded) & set(answer)
 
 
 def test_recent_items_drive_the_model_at_once(client, served):
@@ -128,19 +78,6 @@ def test_unknown_users_and_items_fall_back_without_errors(client, served):
     excluded = popular["items"][0]["item_id"]
     answer = post(client, user_id="no-such-user", exclude=[excluded, "nope"], k=5).json()
     assert excluded not in {item["item_id"] for item in answer["items"]} and len(answer["items"]) == 5
-
-
-def test_popularity_fallback_is_re_ranked_by_the_policy(tmp_path, tmp_path_factory, monkeypatch):
-    # Under the accuracy-only policy the fallback is plain popularity order.
-    monkeypatch.chdir(tmp_path)
-    params = copy_project(base_project(tmp_path_factory), tmp_path, LOOSE)
-    write_front(params, [FRONT[0]])
-    deploy.run(params)
-    bundle = read_bundle(store.version_dir(params.deploy.store))
-    order = np.lexsort((np.arange(len(bundle.train_counts)), -bundle.train_counts))
-    expected = [str(bundle.item_ids[i]) for i in order if i][:10]
-    answer = Recommender.load(store.version_dir(params.deploy.store)).recommend("stranger", k=10)
-    assert [item["item_id"] for item in answer.items] == expected
 
 
 def test_exclude_and_k_larger_than_the_candidates(client, served):
@@ -222,7 +159,8 @@ def test_a_promotion_and_a_rollback_are_picked_up_without_failed_requests(client
     try:
         perturb_model(served, seed=21)
         write_front(served, [FRONT[1]])
-        assert deploy.run(served)["version"] == "v0002"
+        deploy.main(served)
+        assert store.current_version(served.deploy.store) == "v0002"
         wait_for(lambda: versions and versions[-1] == "v0002")
         store.rollback(served.deploy.store)
         wait_for(lambda: versions[-1] == "v0001")

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recmoo_dag import deploy, store
+from recmoo_dag import store
 from recmoo_dag.bundle import read_bundle
 from recmoo_dag.serve import create_app
-from tests.deploy_support import FRONT, NO_BOUNDS, base_project, copy_project, write_front
+from tests.deploy_support import FRONT, NO_BOUNDS, base_project, deployed_copy
 
 BUDGET = settings(max_examples=150, deadline=None, derandomize=True,
                   suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -32,9 +32,7 @@ def app_and_ids(tmp_path_factory):
     before = os.getcwd()
     os.chdir(root)
     try:
-        params = copy_project(base_project(tmp_path_factory), root, {"deploy": {"min_ratio": NO_BOUNDS}})
-        write_front(params, [FRONT[1]])
-        deploy.run(params)
+        params = deployed_copy(base_project(tmp_path_factory), root, [FRONT[1]], {"deploy": {"min_ratio": NO_BOUNDS}})
         bundle = read_bundle(store.version_dir(params.deploy.store))
         with TestClient(create_app(root / params.deploy.store, params.serve)) as client:
             yield client, [str(u) for u in bundle.user_ids], [str(i) for i in bundle.item_ids[1:]]

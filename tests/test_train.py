@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from recmoo_dag.config import Params
-from recmoo_dag.stages import StageFailed
-from recmoo_dag.train import BucketBatchSampler, EpochPermutation, run, training_windows
+from recmoo_dag.errors import InputError
+from recmoo_dag.stages.train import main as run
+from recmoo_dag.train import BucketBatchSampler, EpochPermutation, training_windows
 from tests.conftest import REPO
 from tests.model_support import tiny_project
 
@@ -105,7 +106,7 @@ def test_resume_refuses_a_checkpoint_of_other_params(project):
     def changed(**train) -> Params:
         return Params.model_validate({**params.model_dump(by_alias=True), "train": {**params.train.model_dump(), **train}})
 
-    with pytest.raises(StageFailed, match="another training run.*without --resume"):
+    with pytest.raises(InputError, match="another training run.*without --resume"):
         run(changed(lr=0.01), resume=True)
     # Bookkeeping is not the run's identity: a finished run resumes into the very same model.
     run(changed(patience=3, eval_batch_size=7, threads=2), resume=True)

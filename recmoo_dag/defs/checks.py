@@ -56,7 +56,7 @@ def deploy_gate(deploy: dict) -> AssetCheckResult:
 BLOCKING_CHECKS: dict[str, tuple[str, Callable[[dict], AssetCheckResult]]] = {
     "validate": ("validation.json", validation_passed),
     "train": ("train.json", beats_popularity),
-    "pareto_front": ("search.json", front_beats_mmr),
+    "search": ("search.json", front_beats_mmr),
     "deploy": ("deploy.json", deploy_gate),
 }
 

@@ -1,0 +1,36 @@
+"""The project's error types, in one place.
+
+Every one is a `RecmooError`: a problem with the params, the input data or the artifacts on disk
+that the user can fix. `recmoo` prints its message on one line and exits 1, without a traceback,
+and a stage that raises one has written nothing downstream. Any other exception is a bug and
+keeps its traceback.
+"""
+from __future__ import annotations
+
+
+class RecmooError(Exception):
+    """A failure whose message tells the user what is wrong and what to do."""
+
+
+class ConfigError(RecmooError, ValueError):
+    """params.yaml is missing, not YAML, or does not match the schema."""
+
+
+class DataError(RecmooError, ValueError):
+    """A raw log cannot be fetched or read into the canonical schema; the message names file and column."""
+
+
+class ValidationFailed(RecmooError):
+    """The data-quality suite rejected the ingested data; the validated copies were not written."""
+
+
+class FeaturesError(RecmooError, ValueError):
+    """The interactions cannot support the requested filtering or split."""
+
+
+class InputError(RecmooError, ValueError):
+    """An upstream artifact is missing, malformed, or out of step with the others (re-run its stage)."""
+
+
+class StoreError(RecmooError, RuntimeError):
+    """The deployment store is missing, empty, or asked for a version it does not hold."""

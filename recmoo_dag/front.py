@@ -1,0 +1,58 @@
+"""front.csv, the Pareto front the search stage writes and the deploy stage chooses from.
+
+One row per policy: its decision variables (policy.NAMES; the pool an integer), then
+valid_<objective> and test_<objective> for every objective (objectives.NAMES, natural values).
+Rows are sorted by valid NDCG, then by the variables, so the same front gives the same bytes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recmoo_dag.errors import InputError
+from recmoo_dag.objectives import NAMES as OBJECTIVES
+from recmoo_dag.policy import NAMES, VARIABLES
+
+
+def front_table(x: np.ndarray, natural: dict[str, np.ndarray]) -> pd.DataFrame:
+    """x (P, d) policies; natural {"valid": (P, m), "test": (P, m)} their objectives -> the front table."""
+    columns = {v.name: x[:, j].round().astype(int) if v.integer else x[:, j] for j, v in enumerate(VARIABLES)}
+    for context in ("valid", "test"):
+        columns.update({f"{context}_{name}": natural[context][:, j] for j, name in enumerate(OBJECTIVES)})
+    table = pd.DataFrame(columns)
+    return table.sort_values(["valid_ndcg", *NAMES], ascending=[False] + [True] * len(NAMES),
+                             kind="mergesort").reset_index(drop=True)
+
+
+def front_csv(table: pd.DataFrame) -> str:
+    # Shortest round-trip floats: deploy re-reads the variables and must score exactly these policies.
+    return table.to_csv(index=False)
+
+
+def read_front(path: str | Path) -> np.ndarray:
+    """The decision variables of the front's policies, in policy.NAMES order: (P, d)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no front here (run `recmoo search`)")
+    front = pd.read_csv(path)
+    missing = [name for name in NAMES if name not in front.columns]
+    if missing:
+        raise InputError(f"{path}: columns {missing} missing; expected the decision variables {list(NAMES)}")
+    if front.empty:
+        raise InputError(f"{path}: the front is empty: re-run `recmoo search`")
+    return front[list(NAMES)].to_numpy(dtype=np.float64)
+
+
+def best_within(table: pd.DataFrame, accuracy_only: np.ndarray, ratio: float) -> dict:
+    """The front policy with the most valid coverage among those keeping ratio x accuracy-only NDCG."""
+    ndcg, coverage = OBJECTIVES.index("ndcg"), OBJECTIVES.index("coverage")
+    ok = table[table["valid_ndcg"] >= ratio * accuracy_only[ndcg]]
+    if ok.empty:
+        return {"found": False}
+    row = ok.sort_values(["valid_coverage", "valid_ndcg"], ascending=False, kind="mergesort").iloc[0]
+    return {"found": True, "policy": {name: float(row[name]) for name in NAMES},
+            "valid_ndcg_ratio": round(float(row["valid_ndcg"] / accuracy_only[ndcg]), 4),
+            "valid_coverage_gain": round(float(row["valid_coverage"] / accuracy_only[coverage] - 1), 4),
+            "test_ndcg": round(float(row["test_ndcg"]), 6), "test_coverage": round(float(row["test_coverage"]), 6)}

@@ -1,0 +1,103 @@
+"""The per-item terms of the re-ranking policy, built in one place from the training data.
+
+The search, the deploy stage and the service all build their `policy.Context`s here, so the three
+see the same numbers for the same request:
+
+    vectors   the similarity space: genre multi-hots, or the model's item embeddings (`item_vectors`)
+    unit      those vectors at unit length: users' history profiles (calibration) and cosines
+    sim       item-item cosine clipped to [0, 1]: ILD and the MMR penalty (`metrics.item_similarity`)
+    log_pop   ln π(i), add-one smoothed train popularity: the debias term (Menon et al. 2021)
+    info      self-information in bits (Zhou et al. 2010): the novelty objective
+    novelty   info scaled to [0, 1] by its maximum: the novelty term of the score
+    item_keys each item's dither key (`policy.id_keys`)
+
+Novelty is scaled by the number of *training* users, whatever the number of requests, so a live
+request gets the terms it would get inside the search's batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from recmoo_dag.errors import InputError
+from recmoo_dag.features import Features
+from recmoo_dag.metrics import item_similarity, self_information, unit_rows
+from recmoo_dag.policy import Context, dither, id_keys
+
+SIMILARITIES = ("auto", "categories", "embeddings")
+
+
+def item_vectors(categories: np.ndarray | None, similarity: str,
+                 embeddings: Callable[[], np.ndarray]) -> np.ndarray:
+    """The similarity space `policy.similarity` asks for: genre multi-hots ('categories', or 'auto'
+    when the items have any), else the model's item embeddings, read through `embeddings()` only
+    then. categories (I + 1, C) bool or None -> (I + 1, d) float32."""
+    has_categories = categories is not None and bool(categories.any())
+    if similarity == "categories" or (similarity == "auto" and has_categories):
+        if not has_categories:
+            raise InputError("policy.similarity is 'categories' but the items have none: use 'auto' or 'embeddings'")
+        return categories.astype(np.float32)
+    return np.asarray(embeddings(), dtype=np.float32)
+
+
+def user_profiles(indptr: np.ndarray, history: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Mean unit item vector of each user's history, at unit length: Steck 2018's genre distribution
+    p(g|u), up to scale, for genre multi-hots. indptr (U + 1,), history (E,), unit (I + 1, d) -> (U, d)
+    float32; a user without history gets zeros."""
+    lengths = np.diff(indptr)
+    sums = np.zeros((len(lengths), unit.shape[1]), dtype=np.float64)
+    np.add.at(sums, np.repeat(np.arange(len(lengths)), lengths), unit[history])
+    profiles = (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
+    profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)
+    return profiles
+
+
+@dataclass(frozen=True)
+class ItemTerms:
+    vectors: np.ndarray  # (I + 1, d) float32 the similarity space, as given
+    unit: np.ndarray  # (I + 1, d) float32
+    sim: np.ndarray  # (I + 1, I + 1) float32
+    log_pop: np.ndarray  # (I + 1,) float32
+    info: np.ndarray  # (I + 1,) float64 bits
+    novelty: np.ndarray  # (I + 1,) float32 in [0, 1]
+    item_keys: np.ndarray  # (I + 1,) uint64
+
+    @classmethod
+    def build(cls, train_counts: np.ndarray, n_train_users: int, vectors: np.ndarray,
+              item_ids: np.ndarray) -> ItemTerms:
+        """train_counts (I + 1,) occurrences in the train split; vectors (I + 1, d); item_ids (I + 1,)."""
+        counts = np.asarray(train_counts, dtype=np.float64)
+        if not len(counts) == len(vectors) == len(item_ids):
+            raise InputError(f"item vectors cover {len(vectors) - 1} items, the catalog {len(counts) - 1} and the ids "
+                             f"{len(item_ids) - 1}: re-run `dvc repro` so the model follows the features")
+        info = self_information(counts, n_train_users)
+        probability = (counts + 1.0) / (counts.sum() + len(counts))  # add-one: unseen items stay finite
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return cls(vectors=vectors, unit=unit_rows(vectors), sim=item_similarity(vectors),
+                   log_pop=np.log(probability).astype(np.float32), info=info,
+                   novelty=(info / info.max()).astype(np.float32), item_keys=id_keys(item_ids))
+
+    def profiles(self, indptr: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """Each user's unit-length history profile: (U + 1,), (E,) -> (U, d)."""
+        return user_profiles(indptr, history, self.unit)
+
+    def context(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray, user_keys: np.ndarray) -> Context:
+        """The policy's view of a set of requests: candidate items and logits (R, N), the users'
+        profiles (R, d) from `profiles` and dither keys (R,) from `policy.id_keys`."""
+        items = np.asarray(items, dtype=np.int32)
+        if not items.shape[0] == len(profiles) == len(user_keys) or np.shape(logits) != items.shape:
+            raise ValueError(f"ItemTerms.context: candidates {items.shape}, scores {np.shape(logits)}, "
+                             f"{len(profiles)} profiles and {len(user_keys)} user keys disagree")
+        fit = np.einsum("und,ud->un", self.unit[items], profiles)  # (R, N) cosine to the user's profile
+        return Context(items=items, logits=np.asarray(logits, dtype=np.float32), log_pop=self.log_pop[items],
+                       novelty=self.novelty[items], fit=np.clip(fit, 0.0, 1.0).astype(np.float32),
+                       dither=dither(user_keys, self.item_keys, items), item_sim=self.sim)
+
+
+def training_terms(features: Features, similarity: str, embeddings: Callable[[], np.ndarray]) -> ItemTerms:
+    """The terms of the features' catalog: train popularity, its users, and the similarity space
+    `policy.similarity` names."""
+    vectors = item_vectors(features.categories, similarity, embeddings)
+    return ItemTerms.build(features.train_counts, features.n_users, vectors, features.item_ids)

@@ -1,0 +1,27 @@
+"""The objectives of a re-ranking policy, named once for the search, the decision, deploy and the reports.
+
+Every objective is measured on the policy's top-k lists, k = `policy.k`. Code and params use the
+short names; reports label the list-length metrics with their k ("ndcg@10"), derived from policy.k.
+
+    ndcg             NDCG@k of the held-out next item (full ranking)          higher is better
+    ild              intra-list diversity@k                                     higher
+    novelty          mean self-information of listed items (bits)             higher
+    coverage         catalog coverage@k                                        higher
+    personalization  1 - mean overlap of two users' lists                      higher
+    cost             modelled serving latency (ms)                             lower
+"""
+from __future__ import annotations
+
+NAMES = ("ndcg", "ild", "novelty", "coverage", "personalization", "cost")
+QUALITY = NAMES[:5]  # higher is better: what the decision rules, the bounds and the gate judge
+AT_K = ("ndcg", "ild", "coverage")  # labelled with the list length in reports
+
+
+def label(name: str, k: int) -> str:
+    """How reports name an objective: 'ndcg@10' for the list-length metrics, the name otherwise."""
+    return f"{name}@{k}" if name in AT_K else name
+
+
+def labelled(values, k: int, names: tuple[str, ...] = QUALITY) -> dict[str, float]:
+    """{label: value} of values given in `names` order (an array row or a sequence)."""
+    return {label(name, k): float(v) for name, v in zip(names, values)}

@@ -1,0 +1,48 @@
+"""front.csv: the table the search writes is the one deploy reads back, in a stable order."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from recmoo_dag.errors import InputError
+from recmoo_dag.front import best_within, front_csv, front_table, read_front
+from recmoo_dag.objectives import NAMES as OBJECTIVES
+from recmoo_dag.policy import NAMES, POOL, accuracy_only
+
+
+def three_policies():
+    x = np.tile(accuracy_only(5), (3, 1))
+    x[:, POOL] = [5.0, 20.0, 12.0]
+    x[1, 1] = 0.3
+    natural = {"valid": np.array([[0.10, 0.5, 3.0, 0.20, 0.5, 0.3], [0.09, 0.6, 3.2, 0.45, 0.6, 0.4],
+                                  [0.10, 0.5, 3.1, 0.30, 0.5, 0.35]]),
+               "test": np.full((3, 6), 0.5)}
+    return x, natural
+
+
+def test_table_round_trips_the_variables_and_sorts_by_valid_ndcg(tmp_path):
+    x, natural = three_policies()
+    table = front_table(x, natural)
+    assert list(table.columns) == [*NAMES, *(f"{c}_{o}" for c in ("valid", "test") for o in OBJECTIVES)]
+    assert table["valid_ndcg"].tolist() == [0.10, 0.10, 0.09]
+    assert table["pool"].tolist() == [5, 12, 20] and table["pool"].dtype.kind == "i"  # ties: by the variables
+    (tmp_path / "front.csv").write_text(front_csv(table))
+    np.testing.assert_array_equal(read_front(tmp_path / "front.csv"), table[list(NAMES)].to_numpy(float))
+
+
+def test_best_within_is_the_most_coverage_above_the_ndcg_ratio():
+    x, natural = three_policies()
+    table = front_table(x, natural)
+    best = best_within(table, natural["valid"][0], 0.98)
+    assert best["found"] and best["policy"]["pool"] == 12.0 and best["valid_coverage_gain"] == 0.5
+    assert best_within(table, natural["valid"][0], 1.5) == {"found": False}
+
+
+def test_a_bad_front_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no front here"):
+        read_front(tmp_path / "front.csv")
+    (tmp_path / "front.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match=r"front.csv: columns \['log10_temperature'"):
+        read_front(tmp_path / "front.csv")
+    pd.DataFrame(columns=list(NAMES)).to_csv(tmp_path / "front.csv", index=False)
+    with pytest.raises(InputError, match="the front is empty"):
+        read_front(tmp_path / "front.csv")
