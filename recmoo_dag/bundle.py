@@ -1,16 +1,18 @@
 """A deployed version's folder: everything the service needs, written by `deploy`, read by `serve`.
 
-    policy.json      the decision variables (policy.NAMES), the list length K, the rule that chose it
-    model/           model.safetensors + config.json, copied from the train stage
+    policy.json      the decision variables (policy.NAMES), the list length k, the rule that chose it
+    model/           model.safetensors + config.json + generator.json, copied from the train stage
+    ease.safetensors EASE's weights fit on every user's whole sequence (when the generator uses EASE)
     catalog.npz      item_ids, titles (I + 1,) str; train_counts (I + 1,); item_vectors (I + 1, d);
                      n_users (): the user count that scales novelty, as in the search
     users.npz        user_ids (U,) str; indptr (U + 1,), history (E,): every user's full sequence;
-                     cand_items (U, N) int32, cand_scores (U, N) float32: the model's top-N unseen
+                     cand_items (U, N) int32, cand_scores (U, N) float32: the generator's top-N unseen
                      items after the full sequence (precomputed: known users cost no forward pass)
     manifest.json    lineage and decision (recmoo_dag/lineage.py); written last
 
 Plain arrays and JSON only: np.load(allow_pickle=False), safetensors for the weights.
-The folder never changes after publish, so a loaded Bundle is a consistent snapshot.
+The folder never changes after publish, so a loaded Bundle is a consistent snapshot. A version
+deployed before generators existed has no generator.json: it serves with the transformer, as then.
 """
 from __future__ import annotations
 
@@ -20,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from recmoo_dag.errors import StoreError
-from recmoo_dag.model import CONFIG_FILE, WEIGHTS_FILE
+from recmoo_dag.generator import GENERATOR_FILE, Generator, load_generator
+from recmoo_dag.model import CONFIG_FILE, WEIGHTS_FILE, load_model
 
 POLICY_FILE = "policy.json"
 MODEL_DIR = "model"
+EASE_FILE = "ease.safetensors"
 CATALOG_FILE = "catalog.npz"
 USERS_FILE = "users.npz"
 MANIFEST_FILE = "manifest.json"
@@ -46,20 +51,29 @@ class Bundle:
     history: np.ndarray  # (E,) int32 full time-ordered sequences
     cand_items: np.ndarray  # (U, N) int32, 0 = padding (fewer than N unseen items)
     cand_scores: np.ndarray  # (U, N) float32, -inf at padding
+    ease: np.ndarray | None  # (I + 1, I + 1) float32 EASE fit on the full sequences, or None
 
     @property
     def model_dir(self) -> Path:
         return self.folder / MODEL_DIR
 
+    def generator(self) -> Generator:
+        """The generator this version was deployed with (the transformer alone for older versions)."""
+        if (self.model_dir / GENERATOR_FILE).is_file():
+            return load_generator(self.model_dir)
+        return Generator("model", load_model(self.model_dir), 0.0, 1.0)
+
 
 def write_bundle(folder: Path, model_dir: str | Path, variables: dict[str, float], k: int, rule: str,
                  item_ids: np.ndarray, titles: np.ndarray, train_counts: np.ndarray, item_vectors: np.ndarray,
                  n_users: int, user_ids: np.ndarray, indptr: np.ndarray, history: np.ndarray,
-                 cand_items: np.ndarray, cand_scores: np.ndarray) -> None:
+                 cand_items: np.ndarray, cand_scores: np.ndarray, ease: np.ndarray | None) -> None:
     """Everything but the manifest; `folder` is the store's staging folder (see store.publish)."""
     (folder / MODEL_DIR).mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
+    for name in (WEIGHTS_FILE, CONFIG_FILE, GENERATOR_FILE):
         shutil.copyfile(Path(model_dir) / name, folder / MODEL_DIR / name)
+    if ease is not None:
+        save_file({"weights": np.ascontiguousarray(ease, dtype=np.float32)}, str(folder / EASE_FILE))
     (folder / POLICY_FILE).write_text(json.dumps({"variables": variables, "k": k, "rule": rule},
                                                  indent=2, sort_keys=True) + "\n")
     with open(folder / CATALOG_FILE, "wb") as handle:
@@ -78,6 +92,7 @@ def read_bundle(folder: str | Path) -> Bundle:
         if not (folder / name).is_file():
             raise StoreError(f"{folder / name}: incomplete deployed version (re-run `recmoo deploy`)")
     policy = json.loads((folder / POLICY_FILE).read_text())
+    ease = load_file(str(folder / EASE_FILE))["weights"] if (folder / EASE_FILE).is_file() else None
     with np.load(folder / CATALOG_FILE, allow_pickle=False) as catalog, \
             np.load(folder / USERS_FILE, allow_pickle=False) as users:
         return Bundle(
@@ -85,4 +100,4 @@ def read_bundle(folder: str | Path) -> Bundle:
             item_ids=catalog["item_ids"], titles=catalog["titles"], train_counts=catalog["train_counts"],
             item_vectors=catalog["item_vectors"], n_users=int(catalog["n_users"]),
             user_ids=users["user_ids"], indptr=users["indptr"], history=users["history"],
-            cand_items=users["cand_items"], cand_scores=users["cand_scores"])
+            cand_items=users["cand_items"], cand_scores=users["cand_scores"], ease=ease)

@@ -1,9 +1,10 @@
-"""Every user's N best unseen items by model score, in two contexts: what the candidates stage writes.
+"""Every user's N best unseen items by the generator's scores, in two contexts: what the candidates stage writes.
 
 "valid" ranks from the train history (the re-ranking search tunes policies against the valid item);
 "test" ranks from train + valid (the held-out report and the service's offline view). Seen items
-never appear. Scores are the model's logits, i.e. log p(item | history) up to a per-user constant,
-which the re-ranker's temperature and popularity terms operate on.
+never appear. Scores are the generator's (recmoo_dag/generator.py): the transformer's logits, i.e.
+log p(item | history) up to a per-user constant, EASE's, or the blend's z-scores; the re-ranker's
+temperature and popularity terms operate on them.
 
 On disk: one `np.savez` archive of plain arrays (no pickle):
   valid_items, test_items    (U, N) int32 item index, best first (ties: lower index first)

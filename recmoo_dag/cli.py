@@ -19,6 +19,8 @@ def run_stage(name: str, params: Params, args: argparse.Namespace) -> None:
         from recmoo_dag.stages import validate as stage
     elif name == "features":
         from recmoo_dag.stages import features as stage
+    elif name == "tune":
+        from recmoo_dag.stages import tune as stage
     elif name == "train":
         from recmoo_dag.stages import train
 
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="*", help="log files to check before dropping them into the raw folder")
     validate.add_argument("--format", help="reader for PATHs (default: data.format from params)")
     sub.add_parser("features", help="k-core filter, id maps, leave-one-out split, popularity")
-    train = sub.add_parser("train", help="train the transformer, report it against popularity and EASE")
+    sub.add_parser("tune", help="Optuna over the transformer's hyper-parameters on valid NDCG@10 (tune.enabled)")
+    train = sub.add_parser("train", help="train the transformer, compare it with popularity, EASE and their blend")
     train.add_argument("--resume", action="store_true", help="continue from train.checkpoint_dir/last.ckpt")
     sub.add_parser("candidates", help="every user's top candidates.n unseen items by model score")
     sub.add_parser("search", help="NSGA search over re-ranking policies + baselines: front, plot, hypervolumes")

@@ -32,7 +32,9 @@ class GenericFormat(Section):
     encoding: str = "utf-8"
     user_col: str = "user_id"
     item_col: str = "item_id"
-    timestamp_col: str = "timestamp"
+    # One column, or several read together: [year, month, day] is joined as "2009-05-01" and parsed
+    # with timestamp_unit strptime and timestamp_format "%Y-%m-%d" (Last.fm's tagging log).
+    timestamp_col: str | list[str] = "timestamp"
     rating_col: str | None = "rating"  # None: implicit feedback, no rating column
     event_col: str | None = None
     timestamp_unit: Literal["s", "ms", "us", "ns", "iso", "strptime"] = "s"
@@ -48,6 +50,9 @@ class GenericFormat(Section):
     def _strptime_needs_format(self) -> GenericFormat:
         if self.timestamp_unit == "strptime" and not self.timestamp_format:
             raise ValueError("timestamp_unit 'strptime' needs timestamp_format (e.g. '%Y-%m-%d %H:%M:%S')")
+        if isinstance(self.timestamp_col, list) and self.timestamp_unit != "strptime":
+            raise ValueError("several timestamp columns are joined with '-' and need timestamp_unit strptime "
+                             "with a timestamp_format such as '%Y-%m-%d'")
         if not self.header and not self.names:
             raise ValueError("header: false needs names: the list of column names in file order")
         return self
@@ -64,17 +69,28 @@ class SyntheticSource(Section):
 
 class DataParams(Section):
     # recbole: the pinned RecBole 1.2.1 wheel copy of MovieLens-100K; grouplens: the original zip
-    # (opt-in, bytes not pinned); synthetic: a log generated from data.synthetic and the seed.
-    source: Literal["recbole", "grouplens", "synthetic"] = "recbole"
+    # (opt-in, bytes not pinned); synthetic: a log generated from data.synthetic and the seed; local:
+    # your own files, already in dataset_dir (nothing is downloaded; their sha256 go into SOURCE.json).
+    source: Literal["recbole", "grouplens", "synthetic", "local"] = "recbole"
     synthetic: SyntheticSource = SyntheticSource()
     raw_dir: str = "data/raw"  # every log file below it is ingested, incoming/ batches included
     dataset_dir: str = "data/raw/ml-100k"  # where `fetch` puts MovieLens-100K
     incoming_dir: str = "data/raw/incoming"  # new log batches land here (watched by the Dagster sensor)
     format: Literal["recbole", "movielens-100k", "movielens-csv", "generic"] = "recbole"
     generic: GenericFormat = GenericFormat()
+    # Repeated (user, item) events at different times: keep them all (re-consumption is signal), or
+    # only each pair's first or last. Exact repeats of an event are validation's business either way.
+    repeats: Literal["all", "first", "last"] = "all"
     interactions: str = "data/interactions.parquet"
     items: str = "data/items.parquet"
     stats: str = "metrics/ingest.json"
+
+    @model_validator(mode="after")
+    def _dataset_inside_raw(self) -> DataParams:
+        if not Path(self.dataset_dir).is_relative_to(Path(self.raw_dir)):
+            raise ValueError(f"data.dataset_dir {self.dataset_dir!r} must lie inside data.raw_dir {self.raw_dir!r}: "
+                             "ingest reads every log below raw_dir")
+        return self
 
 
 class ValidateParams(Section):
@@ -115,14 +131,21 @@ class TrainParams(Section):
     model_dir: str = "models/model"  # model.safetensors + config.json: what downstream loads
     checkpoint_dir: str = "models/checkpoints"  # last.ckpt + best.ckpt for --resume; not a DVC out
     metrics: str = "metrics/train.json"
-    epochs_log: str = "metrics/train_epochs.csv"  # one row per epoch, for `dvc plots show`
-    batch_size: int = Field(64, ge=1)  # ~18 steps per ML-100K epoch: more updates per second than 128
+    steps_log: str = "metrics/train_steps.csv"  # one row per validation, for `dvc plots show`
+    batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 at max_epochs
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 at the step budget
+    warmup_steps: int = Field(100, ge=0)  # linear warm-up: Adam's first steps diverge at a full learning rate
     weight_decay: float = Field(0.1, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    max_epochs: int = Field(16, ge=1)  # ~70 s on 2 idle cores; valid NDCG@10 flattens after ~15
-    patience: int = Field(5, ge=1)  # epochs without a better valid NDCG@10 before stopping
+    # The budget is in optimizer steps, not epochs: an epoch is 10 steps on one log and 2,000 on another.
+    max_steps: int = Field(3000, ge=1)
+    max_seconds: float | None = Field(None, gt=0)  # optional wall-clock cap; results then depend on the machine
+    eval_every_steps: int = Field(50, ge=1)  # a validation (and an early-stopping check) every so many steps
+    patience: int = Field(8, ge=1)  # validations without a significant improvement before stopping
+    # A validation improves on the best only if its mean per-user gain exceeds this many standard
+    # errors of that gain (paired, user by user): NDCG@10 of ~1k users moves several percent by chance.
+    min_improvement_se: float = Field(1.0, ge=0)
     ease_lambdas: list[float] = [10.0, 30.0, 100.0, 300.0, 1000.0]
     eval_batch_size: int = Field(256, ge=1)  # users scored at once in full-ranking evaluation
     accelerator: str = "auto"
@@ -132,6 +155,44 @@ class TrainParams(Section):
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "64-true"] = "auto"
     compile: bool = False
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 keeps torch's default (one per core)
+
+
+class TuneSpace(Section):
+    """Where the tuning stage searches (recmoo_dag/tune.py): ranges are log-uniform for lr and
+    weight_decay, uniform for dropout; lists are the choices."""
+
+    lr: tuple[float, float] = (3e-4, 1e-2)
+    weight_decay: tuple[float, float] = (1e-3, 0.3)
+    dropout: tuple[float, float] = (0.0, 0.5)
+    d_model: list[int] = [32, 64, 128]  # multiples of model.n_heads
+    n_layers: list[int] = [1, 2]
+    max_len: list[int] = [50, 100, 200]
+    batch_size: list[int] = [32, 64, 128]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TuneSpace:
+        for name in ("lr", "weight_decay", "dropout"):
+            low, high = getattr(self, name)
+            if not low < high:
+                raise ValueError(f"tune.space.{name}: the low end {low} must be below the high end {high}")
+        return self
+
+
+class TuneParams(Section):
+    """Optuna over the transformer's width, depth, dropout and window and its training's lr, batch and
+    weight decay, chosen on valid NDCG@10 (recmoo_dag/tune.py); `train` reads the chosen values."""
+
+    enabled: bool = True  # false: train with model and train as written in params.yaml
+    trials: int = Field(6, ge=1)  # finished (completed or pruned) trials in the budget
+    timeout_seconds: float | None = Field(None, gt=0)  # also stop starting trials after this; results then vary by machine
+    trial_steps: int = Field(300, ge=1)  # each trial's training budget (the chosen values then get train.max_steps)
+    startup_trials: int = Field(2, ge=1)  # random trials before TPE models the history, and before pruning
+    storage: str = "models/tune/study.db"  # Optuna's SQLite file: a killed run resumes; local state, not a DVC out
+    workdir: str = "models/tune/trial"  # a running trial's checkpoints, removed after it
+    chosen: str = "models/tuned.json"  # the chosen values: what train reads
+    report_dir: str = "reports/tune"  # history.png, trials.csv
+    metrics: str = "metrics/tune.json"
+    space: TuneSpace = TuneSpace()
 
 
 class CandidatesParams(Section):
@@ -225,6 +286,11 @@ class DeployParams(Section):
     # 2% of NDCG@10 is about the paired noise of ~1k users; coverage moves more between models.
     tolerance: dict[Objective, float] = {"ndcg": 0.02, "ild": 0.02, "coverage": 0.05, "novelty": 0.02,
                                          "personalization": 0.02}
+    # When nothing is served yet and no front policy meets the bounds on valid, or the chosen one
+    # misses them on test: serve the accuracy-only policy (the generator's own top-k) and record which
+    # bound failed, where and by how much; "none" serves nothing. A served champion is never replaced
+    # by the fallback: the gate protects it as always.
+    fallback: Literal["accuracy_only", "none"] = "accuracy_only"
     store: str = "deployments"  # versions + CURRENT pointer; git-ignored, never a DVC out (repro must not wipe it)
     metrics: str = "metrics/deploy.json"
 
@@ -254,6 +320,7 @@ class Params(Section):
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     features: FeaturesParams = FeaturesParams()
     model: ModelParams = ModelParams()
+    tune: TuneParams = TuneParams()
     train: TrainParams = TrainParams()
     candidates: CandidatesParams = CandidatesParams()
     policy: PolicyParams = PolicyParams()
@@ -261,6 +328,15 @@ class Params(Section):
     orchestration: OrchestrationParams = OrchestrationParams()
     deploy: DeployParams = DeployParams()
     serve: ServeParams = ServeParams()
+
+
+def with_values(model: ModelParams, train: TrainParams, chosen: dict) -> tuple[ModelParams, TrainParams]:
+    """model and train with the tuning stage's chosen values in place, validated by their schemas."""
+    try:
+        return (ModelParams.model_validate({**model.model_dump(), **chosen.get("model", {})}),
+                TrainParams.model_validate({**train.model_dump(), **chosen.get("train", {})}))
+    except ValidationError as err:
+        raise ConfigError(f"tuned values {chosen}: {err}") from err
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -45,6 +45,23 @@ PROVENANCE_FILE = "SOURCE.json"
 
 # --------------------------------------------------------------------------- fetch
 
+def record_local(dest: Path) -> dict:
+    """data.source local: the user's files are already in `dest`; check there are some and record
+    each one's sha256 in SOURCE.json (nothing is downloaded)."""
+    dest = Path(dest)
+    if not dest.is_dir():
+        raise DataError(f"data.dataset_dir {dest}: no such folder; with data.source: local, put your log files "
+                        f"there (see README, 'Your own logs')")
+    files = sorted(p for p in dest.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE
+                   and not is_in_progress(p.name))
+    if not files:
+        raise DataError(f"data.dataset_dir {dest}: the folder is empty; with data.source: local, put your log "
+                        f"files there (see README, 'Your own logs')")
+    provenance = {"source": "local", "sha256": {p.relative_to(dest).as_posix(): sha256_file(p) for p in files}}
+    (dest / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    return provenance
+
+
 def fetch_movielens(dest: Path, source: str = "recbole") -> dict:
     """Put MovieLens-100K into `dest` and write SOURCE.json recording where it came from.
 
@@ -212,18 +229,21 @@ def combine(frames: list[pd.DataFrame], item_frames: list[pd.DataFrame], files: 
     return RawLog(interactions=interactions, items=items, files=list(files))
 
 
-def _canonical(frame: pd.DataFrame, path: Path, user: str, item: str, ts: str,
+def _canonical(frame: pd.DataFrame, path: Path, user: str, item: str, ts: str | list[str],
                rating: str | None, event: str | None, ts_unit: str = "s",
                ts_format: str | None = None) -> pd.DataFrame:
-    missing = [c for c in (user, item, ts, rating, event) if c is not None and c not in frame.columns]
+    ts_columns = ts if isinstance(ts, list) else [ts]
+    missing = [c for c in (user, item, *ts_columns, rating, event) if c is not None and c not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns[:8]))
         hint = " (everything landed in one column: wrong separator?)" if frame.shape[1] == 1 else ""
         raise DataError(f"{path}: missing column(s) {missing}; found [{found}]{hint}")
+    # A date spread over columns (day, month, year ...) is read as their values joined by "-".
+    when = frame[ts_columns].astype("string").agg("-".join, axis=1) if len(ts_columns) > 1 else frame[ts]
     out = pd.DataFrame({
         "user_id": _ids(frame[user]),
         "item_id": _ids(frame[item]),
-        "timestamp": _timestamps(frame[ts], path, ts, ts_unit, ts_format),
+        "timestamp": _timestamps(when, path, "-".join(ts_columns), ts_unit, ts_format),
         "rating": _ratings(frame[rating], path, rating) if rating else np.full(len(frame), np.nan),
     })
     if event:
@@ -352,6 +372,16 @@ def _read_generic_items(path: Path, spec: GenericFormat) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- the ingest stage's outputs
+
+def drop_repeats(interactions: pd.DataFrame, keep: str) -> pd.DataFrame:
+    """data.repeats: every (user, item) event ("all"), or only each pair's earliest ("first") or
+    latest ("last"); ties in time go to the earlier row. Row order is kept."""
+    if keep == "all":
+        return interactions
+    by_time = interactions.sort_values("timestamp", kind="stable")
+    kept = by_time.drop_duplicates(["user_id", "item_id"], keep=keep).index
+    return interactions.loc[interactions.index.isin(kept)].reset_index(drop=True)
+
 
 def items_table(log: RawLog) -> pd.DataFrame:
     """The log's item metadata, or an empty table with the canonical item columns when it has none."""

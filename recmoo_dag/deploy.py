@@ -5,14 +5,18 @@
    top-k); the rule of decision.py picks one that meets the bounds.
 2. judge (`judge`): the chosen policy, the accuracy-only policy and the champion (the served
    version's policy *and model*, re-scored on today's test histories, `champion_yardstick`) are
-   measured on the test context; the gate of decision.py promotes or keeps the champion.
+   measured on the test context; the gate of decision.py promotes or keeps the champion. When
+   nothing is served yet and no policy qualifies (none met the bounds on valid, or the chosen one
+   misses them on test), `deploy.fallback: accuracy_only` serves the generator's own top-k instead,
+   and the record says which bound failed, where and by how much: a first run always serves.
 3. publish (`build_version`, run inside `store.publish`): a self-contained version folder
    (bundle.py) with its lineage manifest; CURRENT switches to it atomically.
 
 metrics/deploy.json (`payload`) describes what is served after the run: its version, its policy and
 its test figures next to accuracy-only's, and the gate's decision (when the gate keeps the champion,
-the reason carries the rejected candidate's numbers; when nothing is served yet, policy and figures
-are the rejected candidate's, and version is null). It is deterministic but for the version number.
+the reason carries the rejected candidate's numbers; `fallback` says why the accuracy-only policy is
+served, when it is; when nothing is served, with `deploy.fallback: none`, policy and figures are the
+rejected candidate's and version is null). It is deterministic but for the version number.
 """
 from __future__ import annotations
 
@@ -24,17 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from recmoo_dag import store
+from recmoo_dag.baselines import fit_ease
 from recmoo_dag.bundle import MANIFEST_FILE, Bundle, read_bundle, write_bundle
 from recmoo_dag.candidates import top_n
 from recmoo_dag.config import DeployParams, Params
 from recmoo_dag.data import find_log_files
 from recmoo_dag.decision import GateDecision, choose, gate, ndcg_lower_bound
-from recmoo_dag.evaluate import left_padded, model_scorer
 from recmoo_dag.features import Features
-from recmoo_dag.io import combined_digest, hash_files, sha256_file
+from recmoo_dag.generator import Generator
+from recmoo_dag.io import combined_digest, hash_files
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.lineage import Artifact, build_lineage
-from recmoo_dag.model import WEIGHTS_FILE, SeqRecModel, load_model
 from recmoo_dag.objectives import QUALITY, label, labelled
 from recmoo_dag.policy import POOL, VARIABLES, accuracy_only, id_keys, policy_vector
 from recmoo_dag.search import Yardstick
@@ -67,6 +71,7 @@ def policy_dict(x: np.ndarray) -> dict[str, float | int]:
 class Choice:
     policy: np.ndarray | None  # (d,) pools clamped to the candidates there are; None: no policy qualified
     reason: str  # the rule's account of its pick, or which bounds no policy met
+    shortfalls: list[dict]  # when none qualified: per bound, the best ratio any front policy reached
 
 
 def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int) -> Choice:
@@ -76,9 +81,14 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int)
     ndcg_lower = None  # confidence 0.5 judges the point estimates themselves
     if cfg.confidence > 0.5:
         ndcg_lower = ndcg_lower_bound(yard.user_ndcg(policies), yard.user_ndcg(reference)[0], cfg.confidence)
-    index, why = choose(cfg.rule, measure(yard, policies), measure(yard, reference)[0], cfg.min_ratio,
-                        cfg.maximize, cfg.weights, k, ndcg_lower)
-    return Choice(policies[index] if index is not None else None, why)
+    F, anchor = measure(yard, policies), measure(yard, reference)[0]
+    index, why = choose(cfg.rule, F, anchor, cfg.min_ratio, cfg.maximize, cfg.weights, k, ndcg_lower)
+    if index is not None:
+        return Choice(policies[index], why, [])
+    best = {name: F[:, QUALITY.index(name)].max() for name in cfg.min_ratio}
+    if ndcg_lower is not None and "ndcg" in best:
+        best["ndcg"] = ndcg_lower.max()
+    return Choice(None, why, shortfalls(best, named(anchor), cfg.min_ratio, k, where="valid"))
 
 
 # -------------------------------------------------------------------------------------------- 2. judge
@@ -99,17 +109,17 @@ def load_champion(store_dir: str | Path) -> Champion | None:
     return Champion(version, read_bundle(store.version_dir(store_dir, version)), store.read_manifest(store_dir, version))
 
 
-def identity(model_dir: str | Path, features_dir: str | Path, policy: np.ndarray | None) -> dict:
-    """What makes a deployment the same as another: model weights, features and policy."""
-    return {"model_sha256": sha256_file(Path(model_dir) / WEIGHTS_FILE),
-            "features_sha256": combined_digest(hash_files([str(features_dir)])),
-            "policy": policy_dict(policy) if policy is not None else None}
+def identity(model_dir: str | Path, features_dir: str | Path) -> dict:
+    """What makes a deployment the same as another, but for its policy: the generator (transformer,
+    choice) and the features."""
+    return {"model_sha256": combined_digest(hash_files([str(model_dir)])),
+            "features_sha256": combined_digest(hash_files([str(features_dir)]))}
 
 
 def champion_yardstick(champion: Champion, test: Yardstick, features: Features, terms: ItemTerms,
                        batch_size: int, today: dict) -> Yardstick:
     """The test yardstick with the champion's candidates: today's when it has today's weights and
-    catalog, else its own model's top-N for today's test histories."""
+    catalog, else its own generator's top-N for today's test histories."""
     same_model = (champion.manifest.get("identity", {}).get("model_sha256") == today["model_sha256"]
                   and np.array_equal(champion.bundle.item_ids, features.item_ids))
     if same_model:
@@ -120,25 +130,22 @@ def champion_yardstick(champion: Champion, test: Yardstick, features: Features, 
 
 
 def champion_candidates(bundle: Bundle, features: Features, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The champion model's top-n unseen items for today's test histories, in today's item indices.
+    """The champion generator's top-n unseen items for today's test histories, in today's item indices.
 
     The champion may know other items: histories are translated by item id (unknown items drop out
     as padding) and its scores are moved back (items it never saw score -inf).
     """
-    import torch
-
-    model = load_model(bundle.model_dir)
+    generator = bundle.generator()
     ours = {item: idx for idx, item in enumerate(features.item_ids) if idx}
     theirs = {item: idx for idx, item in enumerate(bundle.item_ids) if idx}
     to_theirs = np.array([theirs.get(item, 0) for item in features.item_ids], dtype=np.int64)  # (I + 1,)
     shared = np.array([(ours[i], theirs[i]) for i in theirs if i in ours], dtype=np.int64).reshape(-1, 2)
     indptr, items = features.history("test")
+    theirs_scorer = generator.scorer(indptr, to_theirs[items], ease=bundle.ease)  # scores in the champion's ids
 
     def score(users: np.ndarray) -> np.ndarray:
-        seq = to_theirs[left_padded(indptr, items, users, model.max_len)]  # (B, L) in the champion's ids
-        theirs_scores = model.score_next(torch.from_numpy(seq)).numpy()  # (B, I' + 1)
         out = np.full((len(users), features.n_items + 1), -np.inf, dtype=np.float32)  # (B, I + 1)
-        out[:, shared[:, 0]] = theirs_scores[:, shared[:, 1]]
+        out[:, shared[:, 0]] = theirs_scorer(users)[:, shared[:, 1]]
         return out
 
     return top_n(score, indptr, items, features.n_items, n, batch_size)
@@ -150,22 +157,48 @@ class Verdict:
     reference: dict[str, float]  # accuracy-only on test, by objective name
     candidate: dict[str, float] | None  # the chosen policy on test
     champion: dict[str, float] | None  # the champion on test
+    policy: np.ndarray | None  # what a promotion publishes: the chosen policy, or the fallback
+    identity: dict  # identity() of the generator and features, with that policy
+    fallback: dict | None  # why the accuracy-only policy is served instead, or None
 
 
 def judge(choice: Choice, test: Yardstick, champion: Champion | None, champion_yard: Yardstick | None,
-          today: dict, cfg: DeployParams, k: int) -> Verdict:
-    """The gate's decision on the test context (decision.gate)."""
+          generator_and_data: dict, cfg: DeployParams, k: int) -> Verdict:
+    """The gate's decision on the test context (decision.gate). With nothing served yet and
+    `deploy.fallback: accuracy_only`, a refused or missing candidate makes way for the accuracy-only
+    policy (the generator's own top-k), recording which bound failed, where and by how much."""
     reference = named(measure(test, accuracy_only(k))[0])
     candidate = named(measure(test, choice.policy)[0]) if choice.policy is not None else None
     served = None
     if champion is not None:
         policy = clamp_pools(policy_vector(champion.bundle.variables), k, test.ctx.n_candidates)
         served = named(measure(champion_yard, policy)[0])
+    today = {**generator_and_data, "policy": policy_dict(choice.policy) if choice.policy is not None else None}
     decision = gate(candidate, reference, served, cfg.min_ratio, cfg.tolerance, k,
                     champion.version if champion else None,
                     identical=champion is not None and champion.manifest.get("identity") == today,
                     no_candidate_reason=choice.reason)
-    return Verdict(decision, reference, candidate, served)
+    if decision.promoted or champion is not None or cfg.fallback == "none":
+        return Verdict(decision, reference, candidate, served, choice.policy, today, None)
+    failed = choice.shortfalls if candidate is None else shortfalls(candidate, reference, cfg.min_ratio, k, "test")
+    fallback = accuracy_only(k)
+    why = f"fallback to the accuracy-only policy (deploy.fallback): {decision.reason.removesuffix('; nothing deployed')}"
+    return Verdict(GateDecision(True, why), reference, candidate, served, fallback,
+                   {**generator_and_data, "policy": policy_dict(fallback)},
+                   {"policy": "accuracy_only", "failed": [f for f in failed if f["failed"]] or failed})
+
+
+def shortfalls(values: dict[str, float], reference: dict[str, float], min_ratio: dict[str, float], k: int,
+               where: str) -> list[dict]:
+    """Each bound as measured: the ratio to accuracy-only reached, the one required, and by how much
+    it is missed (0 when met)."""
+    out = []
+    for name, required in min_ratio.items():
+        ratio = values[name] / reference[name] if reference[name] else float("inf")
+        out.append({"objective": label(name, k), "where": where, "ratio": round(float(ratio), 6),
+                    "required": required, "failed": bool(ratio < required),
+                    "missed_by": round(float(max(required - ratio, 0.0)), 6)})
+    return out
 
 
 # ------------------------------------------------------------------------------------------ 3. publish
@@ -184,53 +217,59 @@ def lineage_chain(params: Params) -> list[Artifact]:
     ]
 
 
-def record(choice: Choice, verdict: Verdict, today: dict, champion: Champion | None, cfg: DeployParams,
-           k: int) -> dict:
+def record(choice: Choice, verdict: Verdict, champion: Champion | None, cfg: DeployParams, k: int) -> dict:
     """The decision half of a new version's manifest."""
-    return {"rule": f"{cfg.rule} on {cfg.select_on}: {choice.reason}", "policy": today["policy"], "identity": today,
+    deployed = verdict.reference if verdict.fallback else verdict.candidate
+    return {"rule": f"{cfg.rule} on {cfg.select_on}: {choice.reason}", "policy": verdict.identity["policy"],
+            "identity": verdict.identity, "fallback": verdict.fallback,
             "gate": {"promoted": verdict.decision.promoted, "reason": verdict.decision.reason},
             "test": {"accuracy_only": labelled(verdict.reference.values(), k),
-                     "deployed": labelled(verdict.candidate.values(), k)},
+                     "deployed": labelled(deployed.values(), k)},
             "champion": {"version": champion.version if champion else None,
                          "test": labelled(verdict.champion.values(), k) if verdict.champion else None}}
 
 
-def build_version(folder: Path, name: str, params: Params, features: Features, model: SeqRecModel,
+def build_version(folder: Path, name: str, params: Params, features: Features, generator: Generator,
                   vectors: np.ndarray, policy: np.ndarray, n_candidates: int, decision: dict) -> None:
     """Write a complete version into the staging `folder` (store.publish renames it into place)."""
-    # Known users are served from their whole sequence (train + valid + test), precomputed here.
-    cand_items, cand_scores = top_n(model_scorer(model, features.indptr, features.items), features.indptr,
+    # Known users are served from their whole sequence (train + valid + test), precomputed here, and
+    # EASE is fit on those sequences too: the service knows everything the log holds.
+    ease = fit_ease(features.indptr, features.items, features.n_items, generator.ease_lambda) \
+        if generator.uses_ease else None
+    cand_items, cand_scores = top_n(generator.scorer(features.indptr, features.items, ease), features.indptr,
                                     features.items, features.n_items, n_candidates, params.candidates.batch_size)
     write_bundle(folder, params.train.model_dir, policy_dict(policy), params.policy.k, decision["rule"],
                  item_ids=features.item_ids, titles=features.titles, train_counts=features.train_counts,
                  item_vectors=vectors, n_users=features.n_users, user_ids=features.user_ids,
-                 indptr=features.indptr, history=features.items, cand_items=cand_items, cand_scores=cand_scores)
+                 indptr=features.indptr, history=features.items, cand_items=cand_items, cand_scores=cand_scores,
+                 ease=ease)
     manifest = {"version": name, **decision,
                 **build_lineage(lineage_chain(params), params.model_dump(by_alias=True, mode="json")),
                 "deployed_files": hash_files([p.name for p in sorted(folder.iterdir())], folder)}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def decision_log(served: str | None, choice: Choice, verdict: Verdict, today: dict, champion: Champion | None,
+def decision_log(served: str | None, choice: Choice, verdict: Verdict, champion: Champion | None,
                  cfg: DeployParams, k: int) -> dict:
     """One line of the store's decisions.jsonl."""
     return {"event": "deploy", "at": datetime.now(UTC).isoformat(timespec="seconds"), "served": served,
             "promoted": verdict.decision.promoted, "reason": verdict.decision.reason,
             "rule": f"{cfg.rule} on {cfg.select_on}: {choice.reason}",
-            "candidate": {"policy": today["policy"],
+            "candidate": {"policy": policy_dict(choice.policy) if choice.policy is not None else None,
                           "test": labelled(verdict.candidate.values(), k) if verdict.candidate else None},
-            "champion": champion.version if champion else None}
+            "fallback": verdict.fallback, "champion": champion.version if champion else None}
 
 
-def payload(served: str | None, verdict: Verdict, today: dict, champion: Champion | None, k: int) -> dict:
+def payload(served: str | None, verdict: Verdict, champion: Champion | None, k: int) -> dict:
     """metrics/deploy.json: what is served after the run (see the module docstring)."""
     if verdict.decision.promoted:
-        policy, figures = today["policy"], verdict.candidate
+        policy = verdict.identity["policy"]
+        figures = verdict.reference if verdict.fallback else verdict.candidate
     elif champion is not None:
         policy, figures = champion.bundle.variables, verdict.champion
     else:  # nothing served: describe the rejected candidate (or nothing at all)
-        policy, figures = today["policy"] or {}, verdict.candidate
+        policy, figures = verdict.identity["policy"] or {}, verdict.candidate
     deployed = labelled(figures.values(), k) if figures else {label(name, k): None for name in QUALITY}
-    return {"version": served, "policy": policy,
+    return {"version": served, "policy": policy, "fallback": verdict.fallback,
             "test": {"accuracy_only": labelled(verdict.reference.values(), k), "deployed": deployed},
             "gate": {"promoted": verdict.decision.promoted, "reason": verdict.decision.reason}}

@@ -3,9 +3,10 @@
 A request is answered by the same `policy.rerank` the search and the deploy stage use, applied to
 one user's candidates with the deployed decision variables. Where the candidates come from:
 
-- `recent_items` given (a live session): the transformer reads the user's known sequence (empty for
-  an unknown user) followed by the recent items, at once, with no retraining; its top-N unseen items
-  are the candidates. Recent items the catalog does not know are ignored.
+- `recent_items` given (a live session): the version's generator (the transformer, EASE or their
+  blend, as chosen on valid) reads the user's known sequence (empty for an unknown user) followed by
+  the recent items, at once, with no retraining; its top-N unseen items are the candidates. Recent
+  items the catalog does not know are ignored.
 - known `user_id`, no usable recent items: the top-N precomputed at deploy time from the user's
   whole sequence (no forward pass).
 - otherwise (unknown or no user, no usable recent items): the N most popular training items, scored
@@ -31,13 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from recmoo_dag import store
 from recmoo_dag.bundle import Bundle, read_bundle
 from recmoo_dag.candidates import best_of
+from recmoo_dag.generator import Generator, sequence_scores
 from recmoo_dag.item_terms import ItemTerms
-from recmoo_dag.model import SeqRecModel, load_model
 from recmoo_dag.policy import POOL, id_keys, policy_vector, rerank
 
 PRECOMPUTE_ROWS = 128  # users re-ranked at once when a version loads
@@ -53,9 +53,10 @@ class Recommended:
 class Recommender:
     """One deployed version in memory, immutable after construction."""
 
-    def __init__(self, bundle: Bundle, model: SeqRecModel, version: str, manifest: dict,
+    def __init__(self, bundle: Bundle, generator: Generator, version: str, manifest: dict,
                  session_window: int | None = None):
-        self.bundle, self.model, self.version, self.manifest = bundle, model, version, manifest
+        self.bundle, self.generator, self.version, self.manifest = bundle, generator, version, manifest
+        model = generator.model
         b = bundle
         self.n_candidates = b.cand_items.shape[1]
         self.policy = policy_vector(b.variables)[None]  # (1, d)
@@ -88,7 +89,8 @@ class Recommender:
     def load(cls, folder: str | Path, session_window: int | None = None) -> Recommender:
         folder = Path(folder)
         manifest = store.read_manifest(folder.parent.parent, folder.name)
-        return cls(read_bundle(folder), load_model(folder / "model"), folder.name, manifest, session_window)
+        bundle = read_bundle(folder)
+        return cls(bundle, bundle.generator(), folder.name, manifest, session_window)
 
     def recommend(self, user_id: str | None = None, recent_items: list[str] | tuple = (), k: int = 10,
                   exclude: list[str] | tuple = ()) -> Recommended:
@@ -141,10 +143,8 @@ class Recommender:
         return out
 
     def _score_session(self, sequence: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The model's top-N unseen items after `sequence`: -> items (n,), logits (n,), best first."""
-        window = torch.from_numpy(sequence[-self.window:][None])  # (1, L)
-        with torch.inference_mode():
-            scores = self.model.score_next(window)[0].numpy().copy()  # (I + 1,), padding -inf
+        """The generator's top-N unseen items after `sequence`: -> items (n,), scores (n,), best first."""
+        scores = sequence_scores(self.generator, sequence, self.window, self.bundle.ease)  # (I + 1,)
         scores[sequence] = -np.inf  # seen and recent items are never recommended
         scores[excluded] = -np.inf
         items, item_scores = best_of(scores[None], self.n_candidates)  # (1, n) as the candidates stage ranks

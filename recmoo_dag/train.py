@@ -1,13 +1,19 @@
 """Training the transformer with Lightning: next-item examples, the LightningModule, fit().
 
 The model learns from the train split only (every position of every user's sequence, a causal
-language-model loss), is scored on valid NDCG@10 after every epoch over all users (full ranking),
-and stops early on it; test is touched once, by the final report. Runs are reproducible: the batch
-order and the dropout masks of an epoch depend only on (seed, epoch), so a run resumed from
-`last.ckpt` ends with the same weights, byte for byte, as one that was never interrupted.
+language-model loss) for a budget of optimizer steps, with a linear learning-rate warm-up. Every
+`train.eval_every_steps` steps (a "round": what Lightning calls an epoch here) it is scored on valid
+NDCG@10 over all users (full ranking). A validation only counts as an improvement when its gain over
+the best so far, paired user by user, exceeds `train.min_improvement_se` standard errors of that
+gain: on ~1k users NDCG@10 moves by several percent between rounds by chance alone, and a lucky
+round must neither be crowned nor reset the patience. Training stops after `train.patience` rounds
+without an improvement (or at the budget), and the last improvement's weights are what downstream
+uses. Test is touched once, by the final report.
 
-Checkpoints (Lightning's pickled .ckpt, for --resume only) are read back with weights_only=True;
-the artifact downstream reads is safetensors + JSON (recmoo_dag/model.py).
+Runs are reproducible: the batch order and the dropout masks of a round depend only on (seed,
+round), so a run resumed from `last.ckpt` ends with the same weights, byte for byte, as one that
+was never interrupted. Checkpoints (Lightning's pickled .ckpt, for --resume only) are read back with
+weights_only=True; the artifact downstream reads is safetensors + JSON (recmoo_dag/model.py).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -41,13 +48,14 @@ from recmoo_dag.metrics import accuracy, rank_of_targets
 from recmoo_dag.model import SeqRecModel
 
 MONITOR = f"valid/ndcg@{REPORT_K}"
+SELECTED = "valid/improvements"  # how many validations were significant improvements: what checkpoints follow
 LAST, BEST = "last", "best"
 BUCKET_BATCHES = 32  # length-sorting span: ML-100K's ~18 batches of 64 pad to 1.06x its real tokens
 # Params that change the trajectory of training: a checkpoint written under others cannot be resumed.
-# (max_epochs is one: it sets the length of the cosine schedule.) Paths, threads, patience and
+# (max_steps is one: it sets the length of the cosine schedule.) Paths, threads, the stopping rule and
 # evaluation batch sizes may change between a run and its resumption.
-TRAJECTORY_KEYS = ("batch_size", "lr", "lr_schedule", "max_epochs", "weight_decay", "label_smoothing",
-                   "accelerator", "devices", "strategy", "num_nodes", "precision")
+TRAJECTORY_KEYS = ("batch_size", "lr", "lr_schedule", "warmup_steps", "max_steps", "eval_every_steps",
+                   "weight_decay", "label_smoothing", "accelerator", "devices", "strategy", "num_nodes", "precision")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,62 +81,67 @@ def training_windows(indptr: np.ndarray, items: np.ndarray, max_len: int) -> tup
     return inputs.astype(np.int64), targets.astype(np.int64)
 
 
-class EpochPermutation(Sampler[int]):
-    """A permutation of range(n) that depends only on (seed, epoch); Lightning calls set_epoch each epoch."""
+class Round:
+    """The round counter Lightning advances: it calls set_epoch on a batch sampler's `sampler`
+    attribute (never on the batch sampler itself), so StepStream keeps its round here."""
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    def __init__(self) -> None:
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def rng(self) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch])
 
-    def __iter__(self):
-        return iter(self.rng().permutation(self.n).tolist())
+class StepStream(Sampler[list[int]]):
+    """Batches of windows for `steps` optimizer steps per round, cut from an endless stream of passes.
 
-    def __len__(self) -> int:
-        return self.n
-
-
-class BucketBatchSampler(Sampler[list[int]]):
-    """Shuffled batches of windows of similar length, so a batch pads to its longest row, not max_len.
-
-    The shuffled order is sorted by length inside chunks of `bucket` batches, cut into batches, and
-    the batches are shuffled again. With several processes, each takes every world_size-th full batch.
+    Pass p over the windows is shuffled from (seed, p) alone: the shuffled order is sorted by length
+    inside chunks of `bucket` batches (a batch then pads to its longest row, not max_len), cut into
+    batches, and the batches are shuffled again. Round r (Lightning's epoch r, set through
+    `sampler.set_epoch`) is the stream's batches [r * steps, (r + 1) * steps) per process: with
+    several processes the stream holds full batches only and each takes every world_size-th one. A
+    round is thus a fixed number of steps whatever the data's size, and it depends on (seed, r) alone.
     """
 
-    def __init__(self, sampler: EpochPermutation, lengths: np.ndarray, batch_size: int, bucket: int,
-                 rank: int, world_size: int):
-        self.sampler, self.lengths, self.batch_size, self.bucket = sampler, lengths, batch_size, bucket
-        self.rank, self.world_size = rank, world_size
+    def __init__(self, lengths: np.ndarray, batch_size: int, bucket: int, steps: int, seed: int, rank: int,
+                 world_size: int):
+        self.lengths, self.batch_size, self.bucket, self.steps = lengths, batch_size, bucket, steps
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.sampler = Round()
 
-    def __iter__(self):
-        order = np.fromiter(self.sampler, dtype=np.int64)  # (n,)
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def batches_of_pass(self, p: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, p])
+        order = rng.permutation(len(self.lengths))  # (n,)
         chunk = self.batch_size * self.bucket
         order = np.concatenate([part[np.argsort(-self.lengths[part], kind="stable")]
                                 for part in np.split(order, np.arange(chunk, len(order), chunk))])
         batches = np.split(order, np.arange(self.batch_size, len(order), self.batch_size))
-        if self.world_size > 1:  # equal numbers of full batches per process, or DDP hangs
+        if self.world_size > 1:  # equal, full batches on every process, or DDP hangs
             batches = [b for b in batches if len(b) == self.batch_size]
-            batches = batches[: len(batches) // self.world_size * self.world_size]
-        shuffle = np.random.default_rng([self.sampler.seed, self.sampler.epoch, 1]).permutation(len(batches))
-        return iter([batches[i].tolist() for i in shuffle[self.rank::self.world_size]])
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        per_pass = len(self.batches_of_pass(0))
+        first = self.sampler.epoch * self.steps * self.world_size + self.rank  # this process's first stream index
+        indices = range(first, first + self.steps * self.world_size, self.world_size)
+        passes = {p: self.batches_of_pass(p) for p in {i // per_pass for i in indices}}
+        return iter([passes[i // per_pass][i % per_pass].tolist() for i in indices])
 
     def __len__(self) -> int:
-        n = len(self.lengths)
-        if self.world_size > 1:
-            return n // self.batch_size // self.world_size
-        return (n + self.batch_size - 1) // self.batch_size
+        return self.steps
 
 
 class SequenceData(L.LightningDataModule):
-    """Train windows from the train split; validation = each user's train history -> valid item."""
+    """Train windows from the train split, `round_steps` batches per round; validation = each
+    user's train history -> valid item."""
 
-    def __init__(self, features: Features, max_len: int, batch_size: int, eval_batch_size: int, seed: int):
+    def __init__(self, features: Features, max_len: int, batch_size: int, round_steps: int, eval_batch_size: int,
+                 seed: int):
         super().__init__()
-        self.features, self.max_len, self.seed = features, max_len, seed
+        self.features, self.max_len, self.seed, self.round_steps = features, max_len, seed, round_steps
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.history = features.history("valid")  # (indptr, items) of the train split
         self.inputs, self.targets = training_windows(*self.history, max_len)  # (W, L) each
@@ -139,16 +152,15 @@ class SequenceData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
-        order = EpochPermutation(len(self.inputs), self.seed)
+        stream = StepStream(self.lengths, self.batch_size, BUCKET_BATCHES, self.round_steps, self.seed, rank,
+                            world_size)
         if self.trainer:
             # Lightning builds a resumed run's first iterator before it calls set_epoch: start from the
-            # restored epoch counter (the one set_epoch passes), or epoch 0's batches would be replayed.
-            order.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
-        sampler = BucketBatchSampler(order, self.lengths, self.batch_size, bucket=BUCKET_BATCHES, rank=rank,
-                                     world_size=world_size)
+            # restored round counter (the one set_epoch passes), or round 0's batches would be replayed.
+            stream.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
         # Own generator: creating an iterator would otherwise draw from the global RNG that dropout uses,
         # and a resumed run creates its first iterator at another moment than an uninterrupted one.
-        return DataLoader(range(len(self.inputs)), batch_sampler=sampler, collate_fn=self._train_batch,
+        return DataLoader(range(len(self.inputs)), batch_sampler=stream, collate_fn=self._train_batch,
                           generator=torch.Generator())
 
     def _train_batch(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,8 +192,8 @@ class SequenceData(L.LightningDataModule):
 
 class SeqRecModule(L.LightningModule):
     def __init__(self, n_items: int, d_model: int, n_heads: int, n_layers: int, dropout: float, max_len: int,
-                 lr: float, lr_schedule: str, weight_decay: float, label_smoothing: float, seed: int,
-                 compile: bool):
+                 lr: float, lr_schedule: str, warmup_steps: int, total_steps: int, weight_decay: float,
+                 label_smoothing: float, min_improvement_se: float, seed: int, compile: bool):
         super().__init__()
         self.save_hyperparameters()
         self.model = SeqRecModel(n_items, d_model, n_heads, n_layers, dropout, max_len)
@@ -189,9 +201,12 @@ class SeqRecModule(L.LightningModule):
         self._compiled = torch.compile(self.model.forward, dynamic=True) if compile else None
         self._ranks: list[np.ndarray] = []
         self._loss_sum, self._loss_count = torch.zeros(()), 0
+        # The best validation so far, per user of this process's shard, and how many improvements led to it.
+        self.best_gains: np.ndarray | None = None
+        self.improvements, self.best_ndcg = 0, float("nan")
 
     def on_train_epoch_start(self) -> None:
-        # Dropout masks from (seed, epoch, rank) alone: a resumed epoch replays exactly.
+        # Dropout masks from (seed, round, rank) alone: a resumed round replays exactly.
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
         self._loss_sum, self._loss_count = torch.zeros((), dtype=torch.float64, device=self.device), 0
 
@@ -214,38 +229,69 @@ class SeqRecModule(L.LightningModule):
         ranks = np.concatenate(self._ranks)
         self._ranks.clear()
         report, n = accuracy(ranks, REPORT_K), len(ranks)
+        gains = np.where(ranks < REPORT_K, 1.0 / np.log2(ranks + 2.0), 0.0)  # (n,) each user's NDCG@10
+        gain = gains - (self.best_gains if self.best_gains is not None else 0.0)  # (n,) paired with the best
         # Sums, not means, are added across processes: their user shards differ in size.
-        local = torch.tensor([*(v * n for v in report.values()), n, float(self._loss_sum), self._loss_count],
-                             dtype=torch.float64, device=self.device)
+        local = torch.tensor([*(v * n for v in report.values()), n, float(self._loss_sum), self._loss_count,
+                              gain.sum(), (gain ** 2).sum()], dtype=torch.float64, device=self.device)
         total = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
         metrics = {f"valid/{name}": total[i] / total[3] for i, name in enumerate(report)}
         metrics["train/loss"] = total[4] / max(total[5], 1.0)
+        if not self.trainer.sanity_checking and self._improves(total[6], total[7], total[3]):
+            self.best_gains, self.best_ndcg = gains, metrics[MONITOR]
+            self.improvements += 1
+        metrics[SELECTED] = float(self.improvements)
         self.log_dict(metrics, sync_dist=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+    def _improves(self, gain_sum: float, gain_squares: float, n: float) -> bool:
+        """The first validation, or a mean paired gain over the best above min_improvement_se standard
+        errors of that mean (the same decision on every process: it reads reduced sums only)."""
+        if self.best_gains is None:
+            return True
+        mean = gain_sum / n
+        variance = max(gain_squares / n - mean ** 2, 0.0) * n / max(n - 1.0, 1.0)
+        return mean > 0 and mean > self.hparams.min_improvement_se * math.sqrt(variance / n)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        best = self.best_gains if self.best_gains is not None else np.zeros(0)
+        checkpoint["selection"] = {"best_gains": torch.from_numpy(np.asarray(best, dtype=np.float64)),
+                                   "has_best": self.best_gains is not None, "improvements": self.improvements,
+                                   "best_ndcg": self.best_ndcg}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["selection"]
+        self.best_gains = state["best_gains"].numpy() if state["has_best"] else None
+        self.improvements, self.best_ndcg = int(state["improvements"]), float(state["best_ndcg"])
+
+    def configure_optimizers(self) -> dict:
         # Decay matrices only; biases and LayerNorm gains are not what overfits (as in nanoGPT).
         matrices = [p for p in self.parameters() if p.dim() >= 2]
         vectors = [p for p in self.parameters() if p.dim() < 2]
         optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": self.hparams.weight_decay},
                                        {"params": vectors, "weight_decay": 0.0}], lr=self.hparams.lr)
-        if self.hparams.lr_schedule == "constant":
-            return optimizer
-        # Cosine decay to 0 over max_epochs, per step (Loshchilov & Hutter 2017, without restarts): the
-        # last epochs settle instead of bouncing around at full lr on a small, noisy dataset.
-        total = max(1, self.trainer.estimated_stepping_batches)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
+        warmup, total, cosine = self.hparams.warmup_steps, self.hparams.total_steps, self.hparams.lr_schedule == "cosine"
+
+        def factor(step: int) -> float:
+            # Linear warm-up (Goyal et al. 2017): Adam's first steps, with poor second-moment estimates,
+            # are what make a large learning rate diverge. Then constant, or cosine decay from the end
+            # of the warm-up to 0 at the budget (Loshchilov & Hutter 2017, without restarts).
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = min(step - warmup, total - warmup) / max(total - warmup, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * progress)) if cosine else 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-class EpochLog(Callback):
-    """One CSV row per epoch (for `dvc plots`) and a printed line; its rows travel in the checkpoint.
+class ValidationLog(Callback):
+    """One CSV row per validation (for `dvc plots`) and a printed line; its rows travel in the checkpoint.
 
     Keeping the rows in the checkpoint (not appending to the file) makes a resumed run rewrite the
     exact log of an uninterrupted one, even when it was killed after a row but before a checkpoint.
     """
 
-    COLUMNS = ("epoch", "train_loss", f"valid_ndcg@{REPORT_K}", f"valid_hr@{REPORT_K}", "valid_mrr")
+    COLUMNS = ("step", "train_loss", f"valid_ndcg@{REPORT_K}", f"valid_hr@{REPORT_K}", "valid_mrr", "improvements")
 
     def __init__(self, path: str | Path, run: str):
         self.path, self.run, self.rows = Path(path), run, []
@@ -254,18 +300,20 @@ class EpochLog(Callback):
         if trainer.sanity_checking:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        row = [trainer.current_epoch, m["train/loss"], m[MONITOR], m[f"valid/hr@{REPORT_K}"], m["valid/mrr"]]
+        row = [trainer.global_step, m["train/loss"], m[MONITOR], m[f"valid/hr@{REPORT_K}"], m["valid/mrr"],
+               int(m[SELECTED])]
+        improved = not self.rows or row[-1] > self.rows[-1][-1]
         self.rows = [r for r in self.rows if r[0] < row[0]] + [row]
         if trainer.is_global_zero:
             self._write()
-            print(f"epoch {row[0]:3d}  train loss {row[1]:.4f}  valid ndcg@{REPORT_K} {row[2]:.4f}  "
-                  f"hr@{REPORT_K} {row[3]:.4f}  mrr {row[4]:.4f}", flush=True)
+            print(f"step {row[0]:5d}  train loss {row[1]:.4f}  valid ndcg@{REPORT_K} {row[2]:.4f}  "
+                  f"hr@{REPORT_K} {row[3]:.4f}  mrr {row[4]:.4f}{'  improved' if improved else ''}", flush=True)
 
     def _write(self) -> None:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.COLUMNS)
-        writer.writerows([r[0], *(f"{v:.6f}" for v in r[1:])] for r in self.rows)
+        writer.writerows([r[0], *(f"{v:.6f}" for v in r[1:-1]), r[-1]] for r in self.rows)
         atomic_write(self.path, lambda tmp: tmp.write_text(buffer.getvalue()))
 
     def state_dict(self) -> dict:
@@ -281,9 +329,10 @@ class EpochLog(Callback):
 
 @dataclass(frozen=True)
 class FitResult:
-    model: SeqRecModel  # best weights (valid NDCG@10), on CPU, eval mode
-    best_valid_ndcg: float
-    epochs: int  # epochs run, a resumed run's earlier ones included
+    model: SeqRecModel  # the weights of the last significant improvement on valid, on CPU, eval mode
+    best_valid_ndcg: float  # valid NDCG@10 of those weights
+    steps: int  # optimizer steps run, a resumed run's earlier ones included
+    best_step: int  # the step of those weights
     seconds: float  # wall time of this process's trainer.fit
 
 
@@ -302,9 +351,10 @@ def run_fingerprint(model: ModelParams, train: TrainParams, seed: int, data_hash
     return hashlib.sha256(json.dumps(trajectory, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, run: str,
-        resume: bool = False) -> FitResult | None:
-    """Train from scratch (checkpoints cleared) or from `last.ckpt`; None in DDP processes other than rank 0."""
+def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, run: str, resume: bool = False,
+        callbacks: tuple[Callback, ...] = ()) -> FitResult | None:
+    """Train from scratch (checkpoints cleared) or from `last.ckpt`; None in DDP processes other than rank 0.
+    `callbacks` join Lightning's (the tuning stage's pruning)."""
     ckpt_dir = Path(train.checkpoint_dir)
     last = ckpt_dir / f"{LAST}.ckpt"
     if resume and last.is_file():
@@ -322,20 +372,22 @@ def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, r
     # Lightning 2.6 calls a torch 2.13-deprecated pytree API itself: nothing to act on here.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     L.seed_everything(seed, workers=True, verbose=False)
+    rounds = -(-train.max_steps // train.eval_every_steps)  # the budget, in whole rounds between validations
     module = SeqRecModule(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout,
-                          model.max_len, train.lr, train.lr_schedule, train.weight_decay, train.label_smoothing, seed,
-                          train.compile)
-    data = SequenceData(features, model.max_len, train.batch_size, train.eval_batch_size, seed)
-    log = EpochLog(train.epochs_log, run)
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename=BEST, monitor=MONITOR, mode="max", save_top_k=1,
+                          model.max_len, train.lr, train.lr_schedule, train.warmup_steps,
+                          rounds * train.eval_every_steps, train.weight_decay, train.label_smoothing,
+                          train.min_improvement_se, seed, train.compile)
+    data = SequenceData(features, model.max_len, train.batch_size, train.eval_every_steps, train.eval_batch_size, seed)
+    log = ValidationLog(train.steps_log, run)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename=BEST, monitor=SELECTED, mode="max", save_top_k=1,
                            save_last=True, enable_version_counter=False)
+    stop = EarlyStopping(monitor=SELECTED, mode="max", patience=train.patience, min_delta=0.5)
     trainer = L.Trainer(
         accelerator=train.accelerator, devices=train.devices, strategy=train.strategy, num_nodes=train.num_nodes,
-        precision=resolve_precision(train.precision, train.accelerator), max_epochs=train.max_epochs,
-        callbacks=[log,
-                   EarlyStopping(monitor=MONITOR, mode="max", patience=train.patience), best],
-        deterministic=True, logger=False, default_root_dir=ckpt_dir, num_sanity_val_steps=0,
-        enable_progress_bar=sys.stdout.isatty(), enable_model_summary=False,
+        precision=resolve_precision(train.precision, train.accelerator), max_epochs=rounds,
+        max_time=timedelta(seconds=train.max_seconds) if train.max_seconds else None,
+        callbacks=[log, stop, best, *callbacks], deterministic=True, logger=False, default_root_dir=ckpt_dir,
+        num_sanity_val_steps=0, enable_progress_bar=sys.stdout.isatty(), enable_model_summary=False,
         use_distributed_sampler=False,  # the samplers above shard by rank themselves
     )
     start = time.perf_counter()
@@ -346,12 +398,13 @@ def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, r
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     net = SeqRecModel(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout, model.max_len)
     net.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
-    return FitResult(net.eval(), float(best.best_model_score), len(log.rows), seconds)
+    return FitResult(net.eval(), checkpoint["selection"]["best_ndcg"], trainer.global_step,
+                     int(checkpoint["global_step"]), seconds)
 
 
 def _check_resumable(path: Path, run: str) -> None:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    written = checkpoint.get("callbacks", {}).get(EpochLog.__qualname__, {}).get("run")
+    written = checkpoint.get("callbacks", {}).get(ValidationLog.__qualname__, {}).get("run")
     if written != run:
         raise InputError(f"{path} was written by another training run (params or data changed: "
                          f"{written} != {run}); run `recmoo train` without --resume to start over")

@@ -24,8 +24,11 @@ from tests.conftest import REPO, deep_update, write_params
 TINY = {
     "data": {"source": "synthetic", "synthetic": {"users": 120, "items": 80, "events": 3000}},
     "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.1, "max_len": 20},
-    "train": {"max_epochs": 4, "patience": 4, "batch_size": 32, "lr": 0.005, "ease_lambdas": [10.0, 100.0],
+    "train": {"max_steps": 40, "eval_every_steps": 10, "warmup_steps": 5, "patience": 4, "batch_size": 32,
+              "lr": 0.005, "ease_lambdas": [10.0, 100.0],
               "eval_batch_size": 64},
+    "tune": {"trials": 3, "trial_steps": 20, "startup_trials": 1,
+             "space": {"d_model": [16, 32], "n_layers": [1], "max_len": [10, 20], "batch_size": [32, 64]}},
     "candidates": {"n": 40, "batch_size": 64},
     "search": {"n_evals": 240, "pop_size": 24, "mmr_pool": 20, "threads": 1},
     # 120 users make NDCG@10 far too noisy for a 2% bound on the point estimate: choosing at the 95%

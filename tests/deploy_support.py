@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from recmoo_dag.config import Params
+from recmoo_dag.generator import save_generator
 from recmoo_dag.model import SeqRecModel, save_model
 from recmoo_dag.policy import NAMES, accuracy_only
 from recmoo_dag.stages import candidates, features, ingest
@@ -81,6 +82,7 @@ def write_model(params: Params, seed: int) -> None:
     n_items = load_features(params.features.dir).n_items
     architecture = {"n_items": n_items, **params.model.model_dump()}
     save_model(SeqRecModel(**architecture).eval(), params.train.model_dir, architecture, {"seed": seed})
+    save_generator(params.train.model_dir, "model", ease_lambda=100.0, blend_weight=0.5)
 
 
 def write_front(params: Params, rows: list[dict]) -> None:

@@ -24,7 +24,7 @@ def test_history_matrix_is_binary_with_empty_padding_column():
     indptr = np.array([0, 3, 5])
     items = np.array([1, 2, 1, 3, 3])  # user 0 repeats item 1, user 1 item 3
     x = history_matrix(indptr, items, n_items=3)
-    assert x.tolist() == [[0, 1, 1, 0], [0, 0, 0, 1]]
+    assert x.toarray().tolist() == [[0, 1, 1, 0], [0, 0, 0, 1]]
 
 
 def test_popularity_scores_are_history_counts():

@@ -7,6 +7,7 @@ import torch
 
 from recmoo_dag.bundle import CATALOG_FILE, USERS_FILE, read_bundle, write_bundle
 from recmoo_dag.errors import StoreError
+from recmoo_dag.generator import save_generator
 from recmoo_dag.model import SeqRecModel, save_model
 
 
@@ -14,14 +15,22 @@ def test_a_bundle_round_trips_and_an_incomplete_one_is_refused(tmp_path):
     torch.manual_seed(0)
     save_model(SeqRecModel(4, 8, 2, 1, 0.0, 6), tmp_path / "model", {"n_items": 4, "d_model": 8, "n_heads": 2,
                                                                     "n_layers": 1, "dropout": 0.0, "max_len": 6}, {})
+    save_generator(tmp_path / "model", "blend", ease_lambda=30.0, blend_weight=0.25)
     folder = tmp_path / "v0001"
     arrays = {"item_ids": np.array(["", "a", "b", "c", "d"]), "titles": np.array(["", "A", "", "C", "D"]),
               "train_counts": np.array([0, 3, 2, 1, 1]), "item_vectors": np.eye(5, 3, dtype=np.float32), "n_users": 2,
               "user_ids": np.array(["u1", "u2"]), "indptr": np.array([0, 2, 3]), "history": np.array([1, 2, 3]),
               "cand_items": np.array([[3, 4], [1, 0]]),
               "cand_scores": np.array([[0.5, 0.1], [0.2, -np.inf]], dtype=np.float32)}
-    write_bundle(folder, tmp_path / "model", {"pool": 2, "debias": 0.5}, 5, "constrained on valid", **arrays)
+    ease = np.arange(25, dtype=np.float32).reshape(5, 5)
+    write_bundle(folder, tmp_path / "model", {"pool": 2, "debias": 0.5}, 5, "constrained on valid", **arrays,
+                 ease=ease)
     bundle = read_bundle(folder)
+    np.testing.assert_array_equal(bundle.ease, ease)
+    generator = bundle.generator()
+    assert (generator.kind, generator.ease_lambda, generator.blend_weight) == ("blend", 30.0, 0.25)
+    (folder / "model" / "generator.json").unlink()  # a version deployed before generators: the transformer
+    assert bundle.generator().kind == "model"
     assert bundle.variables == {"pool": 2, "debias": 0.5} and bundle.k == 5 and bundle.n_users == 2
     for name, value in arrays.items():
         np.testing.assert_array_equal(getattr(bundle, name), value, err_msg=name)

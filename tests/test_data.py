@@ -8,7 +8,8 @@ import pytest
 
 from recmoo_dag import data
 from recmoo_dag.config import GenericFormat
-from recmoo_dag.data import DataError, read_logs
+from recmoo_dag.data import drop_repeats, read_logs, record_local
+from recmoo_dag.errors import DataError
 
 EXPECTED = pd.DataFrame({
     "user_id": pd.array(["1", "1", "2"], dtype="string"),
@@ -175,3 +176,41 @@ def test_real_fetch_from_the_package_index(tmp_path):
     assert len(log.interactions) == 100_000
     assert log.interactions["user_id"].nunique() == 943
     assert len(log.items) == 1682
+
+
+def test_a_date_spread_over_columns_is_read_as_one(tmp_path):
+    """Last.fm's tagging log: day, month and year in three columns, no time of day, no rating."""
+    (tmp_path / "tags.dat").write_text("userID\tartistID\ttagID\tday\tmonth\tyear\n"
+                                       "2\t52\t13\t1\t4\t2009\n2\t52\t15\t1\t4\t2009\n3\t7\t1\t30\t12\t2010\n")
+    spec = GenericFormat(pattern="tags.dat", sep="\t", user_col="userID", item_col="artistID",
+                         timestamp_col=["year", "month", "day"], timestamp_unit="strptime",
+                         timestamp_format="%Y-%m-%d", rating_col=None)
+    frame = read_logs(tmp_path, "generic", spec).interactions
+    assert frame["timestamp"].tolist() == [1238544000, 1238544000, 1293667200]  # 2009-04-01, 2010-12-30 UTC
+    assert frame["rating"].isna().all()
+    with pytest.raises(ValueError, match="need timestamp_unit strptime"):
+        GenericFormat(timestamp_col=["year", "month", "day"])
+    (tmp_path / "tags.dat").write_text("userID\tartistID\ttagID\tday\tmonth\tyear\n2\t52\t13\t31\t2\t2009\n")
+    with pytest.raises(DataError, match="column 'year-month-day': 1 unparseable timestamp"):
+        read_logs(tmp_path, "generic", spec)
+
+
+def test_repeated_user_item_events_all_first_or_last():
+    frame = pd.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": ["x", "x", "y", "x"],
+                          "timestamp": [30, 10, 20, 10], "rating": [1.0, 2.0, 3.0, 4.0]})
+    assert drop_repeats(frame, "all").equals(frame)
+    assert drop_repeats(frame, "first")["rating"].tolist() == [2.0, 3.0, 4.0]  # a-x at 10, not 30
+    assert drop_repeats(frame, "last")["rating"].tolist() == [1.0, 3.0, 4.0]
+
+
+def test_local_source_records_the_users_files_and_refuses_an_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="no such folder.*Your own logs"):
+        record_local(tmp_path / "mine")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / ".hidden").write_text("x")
+    with pytest.raises(DataError, match="the folder is empty"):
+        record_local(tmp_path / "mine")
+    (tmp_path / "mine" / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3,4\n")
+    provenance = record_local(tmp_path / "mine")
+    assert provenance == {"source": "local", "sha256": {"ratings.csv": data.sha256_file(tmp_path / "mine" / "ratings.csv")}}
+    assert record_local(tmp_path / "mine") == provenance  # SOURCE.json itself is not recorded

@@ -7,7 +7,7 @@ from dagster import Failure
 
 from recmoo_dag.defs.checks import (
     BLOCKING_CHECKS,
-    beats_popularity,
+    generator_beats_popularity,
     deploy_gate,
     front_beats_mmr,
     report_path,
@@ -31,11 +31,13 @@ def test_validation_passed():
     assert not failed.passed and failed.metadata["failed expectations"].value == 3
 
 
-def test_beats_popularity():
-    report = {"model": {"valid": {"ndcg@10": 0.12}}, "baselines": {"pop": {"valid": {"ndcg@10": 0.05}}}}
-    assert beats_popularity(report).passed
+def test_generator_beats_popularity():
+    report = {"generator": "ease", "choice": {"valid_ndcg@10": {"model": 0.04, "ease": 0.12, "blend": 0.11}},
+              "baselines": {"pop": {"valid": {"ndcg@10": 0.05}}}}
+    checked = generator_beats_popularity(report)
+    assert checked.passed and checked.metadata["generator"].value == "ease"
     report["baselines"]["pop"]["valid"]["ndcg@10"] = 0.12  # a tie is not a win
-    assert not beats_popularity(report).passed
+    assert not generator_beats_popularity(report).passed
 
 
 def test_front_beats_mmr():

@@ -34,7 +34,7 @@ def deployable(tmp_path, tmp_path_factory, monkeypatch):
 def test_first_deploy_promotes_and_writes_exactly_the_documented_metrics(deployable):
     params = deployable()
     written = run(params)
-    assert set(written) == {"version", "policy", "test", "gate"}
+    assert set(written) == {"version", "policy", "fallback", "test", "gate"} and written["fallback"] is None
     assert set(written["policy"]) == set(NAMES)
     assert set(written["test"]) == {"accuracy_only", "deployed"}
     assert all(set(written["test"][side]) == LABELS for side in ("accuracy_only", "deployed"))
@@ -93,15 +93,50 @@ def test_retrained_model_is_promoted_and_rollback_restores_any_version(deployabl
 
 
 @pytest.mark.parametrize(("confidence", "judged"), [(0.5, ""), (0.95, " (lower confidence bound)")])
-def test_no_feasible_policy_deploys_nothing_and_says_why(deployable, confidence, judged):
+def test_with_no_fallback_no_feasible_policy_deploys_nothing_and_says_why(deployable, confidence, judged):
     params = deployable({"deploy": {"min_ratio": {"coverage": 2.0},  # twice the catalog: impossible
-                                    "confidence": confidence}})
+                                    "confidence": confidence, "fallback": "none"}})
     payload = run(params)
-    assert payload["version"] is None and payload["gate"]["promoted"] is False
+    assert payload["version"] is None and payload["gate"]["promoted"] is False and payload["fallback"] is None
     assert payload["gate"]["reason"] == (f"no policy of the front meets the bounds (ndcg@10{judged} >= 0.98 x "
                                          "accuracy-only, ild@10 >= 1 x accuracy-only, coverage@10 >= 2 x "
                                          "accuracy-only); nothing deployed")
     assert store.current_version(params.deploy.store) is None
+
+
+def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deployable):
+    """No front policy doubles coverage: the first run still serves something, the generator's own
+    top-k, and says which bound failed, where and by how much."""
+    params = deployable({"deploy": {"min_ratio": {"ndcg": 0.98, "coverage": 2.0}}})
+    payload = run(params)
+    assert payload["version"] == "v0001" == store.current_version(params.deploy.store)
+    assert payload["gate"]["promoted"] and payload["gate"]["reason"].startswith(
+        "fallback to the accuracy-only policy (deploy.fallback): no policy of the front meets the bounds")
+    assert payload["policy"] == dict(zip(NAMES, [0.0] * 6 + [10]))
+    assert payload["test"]["deployed"] == payload["test"]["accuracy_only"]
+    (failed,) = payload["fallback"]["failed"]  # the NDCG bound is reachable: only coverage failed
+    assert failed["objective"] == "coverage@10" and failed["where"] == "valid" and failed["required"] == 2.0
+    assert failed["failed"] and failed["missed_by"] == pytest.approx(2.0 - failed["ratio"]) and failed["ratio"] >= 1
+    # The served fallback is a champion like any other: a second run keeps it (the fallback never
+    # replaces a champion), and a candidate that the gate accepts replaces it.
+    again = run(params)
+    assert again["version"] == "v0001" and not again["gate"]["promoted"] and again["fallback"] is None
+    reachable = deployable({"deploy": {"min_ratio": NO_BOUNDS, "maximize": "novelty",
+                                       "tolerance": dict.fromkeys(QUALITY, 1.0)}})
+    replaced = run(reachable)
+    assert replaced["version"] == "v0002" and replaced["fallback"] is None
+    assert replaced["policy"] != payload["policy"]
+
+
+def test_shortfalls_say_which_bound_failed_where_and_by_how_much():
+    reference = {"ndcg": 0.1, "ild": 0.5, "novelty": 3.0, "coverage": 0.2, "personalization": 0.5}
+    measured = {**reference, "ndcg": 0.097, "ild": 0.6}
+    ndcg, ild = deploy.shortfalls(measured, reference, {"ndcg": 0.98, "ild": 1.5}, 5, "test")
+    assert ndcg == {"objective": "ndcg@5", "where": "test", "ratio": 0.97, "required": 0.98, "failed": True,
+                    "missed_by": pytest.approx(0.01)}
+    assert ild["failed"] and ild["ratio"] == pytest.approx(1.2) and ild["missed_by"] == pytest.approx(0.3)
+    (met,) = deploy.shortfalls(measured, reference, {"ild": 1.1}, 5, "valid")
+    assert not met["failed"] and met["missed_by"] == 0.0
 
 
 def test_champion_rescoring_reproduces_the_candidates_of_the_same_model(deployable):

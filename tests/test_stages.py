@@ -116,3 +116,11 @@ def test_a_bad_params_file_is_one_clean_line(tmp_path, monkeypatch, capsys):
     assert main(["deploy"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("recmoo deploy: error: params.yaml: deploy.min_ratio.ndcg@10") and err.count("\n") == 1
+
+
+def test_fetch_of_a_missing_local_log_is_one_clean_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text("data:\n  source: local\n  dataset_dir: data/raw/mine\n")
+    assert main(["fetch"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("recmoo fetch: error: data.dataset_dir data/raw/mine: no such folder") and err.count("\n") == 1

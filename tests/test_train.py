@@ -16,7 +16,7 @@ import torch
 from recmoo_dag.config import Params
 from recmoo_dag.errors import InputError
 from recmoo_dag.stages.train import main as run
-from recmoo_dag.train import BucketBatchSampler, EpochPermutation, training_windows
+from recmoo_dag.train import StepStream, training_windows
 from tests.conftest import REPO
 from tests.model_support import tiny_project
 
@@ -40,31 +40,62 @@ def test_windows_cover_each_event_after_the_first_exactly_once():
     assert sorted(targets[targets > 0].tolist()) == sorted(expected.tolist())
 
 
-def test_batches_depend_only_on_seed_and_epoch():
-    lengths = np.random.default_rng(0).integers(1, 50, 203)
+def test_rounds_are_fixed_step_counts_of_an_endless_seeded_stream():
+    lengths = np.random.default_rng(0).integers(1, 50, 203)  # 13 batches of 16 per pass (the last one short)
 
-    def batches(epoch, rank=0, world_size=1):
-        sampler = EpochPermutation(203, seed=3)
-        sampler.set_epoch(epoch)
-        batch_sampler = BucketBatchSampler(sampler, lengths, batch_size=16, bucket=4, rank=rank,
-                                           world_size=world_size)
-        out = list(batch_sampler)
-        assert len(out) == len(batch_sampler)
+    def rounds(first, last, rank=0, world_size=1, steps=5):
+        out = []
+        for epoch in range(first, last):
+            stream = StepStream(lengths, batch_size=16, bucket=4, steps=steps, seed=3, rank=rank,
+                                world_size=world_size)
+            stream.sampler.set_epoch(epoch)  # what Lightning calls at every round
+            batches = list(stream)
+            assert len(batches) == len(stream) == steps
+            out.extend(batches)
         return out
 
-    first = batches(0)
-    assert sorted(i for b in first for i in b) == list(range(203))  # every window once per epoch
-    assert first == batches(0) and first != batches(1)
-    shards = [batches(0, rank, 2) for rank in (0, 1)]
-    assert len(shards[0]) == len(shards[1])  # equal step counts, or DDP hangs
-    seen = [i for shard in shards for b in shard for i in b]
-    assert len(seen) == len(set(seen))  # disjoint
+    stream = rounds(0, 6)  # 30 steps: two whole passes and 4 batches of a third
+    assert sorted(i for b in stream[:13] for i in b) == list(range(203))  # every window once per pass
+    assert sorted(i for b in stream[13:26] for i in b) == list(range(203))
+    assert stream[:13] != stream[13:26]  # each pass shuffled anew
+    assert rounds(2, 6) == stream[10:]  # a round depends on (seed, round) alone: resumable mid-stream
+    assert rounds(0, 3, steps=10) == stream  # and not on how the stream is cut into rounds
+    shards = [rounds(0, 2, rank, 2) for rank in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 10  # equal step counts, or DDP hangs
     assert all(len(b) == 16 for shard in shards for b in shard)
+    first_pass = [i for shard in shards for b in shard[:6] for i in b]
+    assert len(first_pass) == len(set(first_pass))  # disjoint within a pass
+
+
+def test_an_improvement_must_beat_the_noise_of_the_paired_gain():
+    from recmoo_dag.train import SeqRecModule
+
+    module = SeqRecModule(10, 8, 2, 1, 0.0, 5, lr=1e-3, lr_schedule="constant", warmup_steps=0, total_steps=10,
+                          weight_decay=0.0, label_smoothing=0.0, min_improvement_se=1.0, seed=0, compile=False)
+    assert module._improves(0.0, 0.0, 100)  # the first validation is the best so far
+    module.best_gains = np.zeros(100)
+    rng = np.random.default_rng(0)
+    noisy = rng.normal(0.001, 0.2, 100)  # +0.001 on average, +-0.2 per user: luck, not progress
+    steady = np.full(100, 0.01) + rng.normal(0, 0.01, 100)  # +0.01 for nearly everyone
+    assert not module._improves(noisy.sum(), (noisy ** 2).sum(), 100)
+    assert module._improves(steady.sum(), (steady ** 2).sum(), 100)
+    assert not module._improves(-steady.sum(), (steady ** 2).sum(), 100)
+
+
+def test_warm_up_ramps_the_learning_rate_then_cosine_decays_it():
+    from recmoo_dag.train import SeqRecModule
+
+    module = SeqRecModule(10, 8, 2, 1, 0.0, 5, lr=1.0, lr_schedule="cosine", warmup_steps=4, total_steps=20,
+                          weight_decay=0.0, label_smoothing=0.0, min_improvement_se=1.0, seed=0, compile=False)
+    factor = module.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert [round(factor(s), 3) for s in (0, 1, 3)] == [0.2, 0.4, 0.8]
+    assert factor(4) == 1.0 and factor(12) == pytest.approx(0.5) and factor(20) == pytest.approx(0.0, abs=1e-12)
 
 
 def _outputs(root: Path) -> dict[str, bytes]:
     return {name: (root / name).read_bytes() for name in
-            ("models/model/model.safetensors", "models/model/config.json", "metrics/train_epochs.csv")}
+            ("models/model/model.safetensors", "models/model/config.json", "models/model/generator.json",
+             "metrics/train_steps.csv")}
 
 
 def test_run_writes_the_contract_and_is_byte_reproducible(tmp_path, monkeypatch):
@@ -77,29 +108,35 @@ def test_run_writes_the_contract_and_is_byte_reproducible(tmp_path, monkeypatch)
     assert runs[0] == runs[1]  # same seed, same data: byte-identical weights, config and log
 
     metrics = json.loads((tmp_path / "b" / "metrics" / "train.json").read_text())
-    assert set(metrics) == {"model", "baselines", "train_seconds", "epochs"}
+    assert set(metrics) == {"model", "baselines", "blend", "generator", "choice", "train_seconds", "steps",
+                            "best_step"}
     assert set(metrics["baselines"]) == {"pop", "ease"}
-    for report in (metrics["model"], metrics["baselines"]["pop"], metrics["baselines"]["ease"]):
+    for report in (metrics["model"], metrics["baselines"]["pop"], metrics["baselines"]["ease"], metrics["blend"]):
         assert set(report) == {"valid", "test"}
         for context in report.values():
             assert set(context) == {"ndcg@10", "hr@10", "mrr"} and all(0 <= v <= 1 for v in context.values())
-    assert metrics["epochs"] == 4.0 and isinstance(metrics["epochs"], float) and metrics["train_seconds"] > 0
+    valid = {"model": metrics["model"]["valid"]["ndcg@10"], "ease": metrics["baselines"]["ease"]["valid"]["ndcg@10"],
+             "blend": metrics["blend"]["valid"]["ndcg@10"]}
+    assert metrics["generator"] == max(valid, key=valid.get)  # chosen on valid
+    assert json.loads((tmp_path / "b" / "models" / "model" / "generator.json").read_text())["kind"] == metrics["generator"]
+    assert metrics["steps"] == 40 and metrics["train_seconds"] > 0
     assert metrics["model"]["valid"]["ndcg@10"] > metrics["baselines"]["pop"]["valid"]["ndcg@10"]
 
-    rows = list(csv.DictReader((tmp_path / "b" / "metrics" / "train_epochs.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
-    # The valid NDCG logged during training (users sharded, batched, trimmed) is the one the final
-    # full evaluation of the best weights reports.
-    best_logged = max(float(r["valid_ndcg@10"]) for r in rows)
-    assert metrics["model"]["valid"]["ndcg@10"] == pytest.approx(best_logged, abs=1e-6)
+    rows = list(csv.DictReader((tmp_path / "b" / "metrics" / "train_steps.csv").open()))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+    # The valid NDCG logged during training (users sharded, batched, trimmed) at the last improvement
+    # is the one the final full evaluation of the kept weights reports.
+    kept = [r for r in rows if int(r["improvements"]) == int(rows[-1]["improvements"])][0]
+    assert int(kept["step"]) == metrics["best_step"]
+    assert metrics["model"]["valid"]["ndcg@10"] == pytest.approx(float(kept["valid_ndcg@10"]), abs=1e-6)
     ckpts = tmp_path / "b" / "models" / "checkpoints"
     assert {p.name for p in ckpts.iterdir()} == {"last.ckpt", "best.ckpt"}
     checkpoint = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)  # no pickle needed
-    assert checkpoint["epoch"] == 3
+    assert checkpoint["epoch"] == 3 and checkpoint["global_step"] == 40
 
 
 def test_resume_refuses_a_checkpoint_of_other_params(project):
-    params = tiny_project(Path.cwd(), {"train": {"max_epochs": 2}})
+    params = tiny_project(Path.cwd(), {"train": {"max_steps": 20}})
     run(params)
     weights = Path(params.train.model_dir, "model.safetensors").read_bytes()
 
@@ -107,11 +144,11 @@ def test_resume_refuses_a_checkpoint_of_other_params(project):
         return Params.model_validate({**params.model_dump(by_alias=True), "train": {**params.train.model_dump(), **train}})
 
     with pytest.raises(InputError, match="another training run.*without --resume"):
-        run(changed(lr=0.01), resume=True)
+        run(changed(warmup_steps=3), resume=True)
     # Bookkeeping is not the run's identity: a finished run resumes into the very same model.
     run(changed(patience=3, eval_batch_size=7, threads=2), resume=True)
     assert Path(params.train.model_dir, "model.safetensors").read_bytes() == weights
-    assert len(Path(params.train.epochs_log).read_text().splitlines()) == 3  # header + 2 epochs
+    assert len(Path(params.train.steps_log).read_text().splitlines()) == 3  # header + 2 validations
 
 
 def _cli(cwd: Path, *args: str) -> subprocess.Popen:
@@ -127,7 +164,7 @@ def _finish(proc: subprocess.Popen) -> str:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
-    slow = {"train": {"max_epochs": 6, "patience": 6}}
+    slow = {"train": {"max_steps": 60, "patience": 6}}
     for name in ("whole", "killed"):
         (tmp_path / name).mkdir()
         params = tiny_project(tmp_path / name, slow)
@@ -136,9 +173,9 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_p
 
     killed = tmp_path / "killed"
     proc = _cli(killed, "train")
-    log = killed / "metrics" / "train_epochs.csv"
+    log = killed / "metrics" / "train_steps.csv"
     deadline = time.monotonic() + 240
-    while not (log.is_file() and len(log.read_text().splitlines()) >= 3):  # header + epochs 0, 1 done
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3):  # header + two validations done
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
@@ -148,19 +185,19 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_p
     assert not (killed / "models" / "model").exists()
 
     out = _finish(_cli(killed, "train", "--resume"))
-    assert f"epoch {last['epoch'] + 1:3d}" in out and "epoch   0" not in out  # continued, not restarted
+    assert f"step {last['global_step'] + 10:5d}" in out and "step    10" not in out  # continued, not restarted
     assert _outputs(killed) == _outputs(tmp_path / "whole")
 
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path):
-    tiny_project(tmp_path, {"train": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_epochs": 2}})
+    tiny_project(tmp_path, {"train": {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_steps": 20}})
     out = _finish(_cli(tmp_path, "train"))
     metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
-    assert metrics["epochs"] == 2
-    rows = list(csv.DictReader((tmp_path / "metrics" / "train_epochs.csv").open()))
+    assert metrics["steps"] == 20
+    rows = list(csv.DictReader((tmp_path / "metrics" / "train_steps.csv").open()))
     assert len(rows) == 2, out
     # Each process ranked half of the users; the summed metric equals one process ranking them all.
-    best_logged = max(float(r["valid_ndcg@10"]) for r in rows)
-    assert metrics["model"]["valid"]["ndcg@10"] == pytest.approx(best_logged, abs=1e-6)
+    kept = [r for r in rows if int(r["step"]) == metrics["best_step"]][0]
+    assert metrics["model"]["valid"]["ndcg@10"] == pytest.approx(float(kept["valid_ndcg@10"]), abs=1e-6)
     assert metrics["model"]["valid"]["ndcg@10"] > metrics["baselines"]["pop"]["valid"]["ndcg@10"]

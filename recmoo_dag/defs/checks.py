@@ -1,6 +1,6 @@
 """Blocking asset checks: when one fails, nothing downstream of its asset runs in that run.
 
-So bad data never reaches training, a model that loses to popularity never reaches the search, a
+So bad data never reaches training, a generator that loses to popularity never reaches the search, a
 front that loses to the MMR sweep never reaches deployment, and the deployed policy keeps serving.
 Each check is a tiny function of the stage's JSON report (the file the stage already writes); it
 is attached only when dvc.yaml has the stage, and it finds the report among the stage's outs.
@@ -25,12 +25,15 @@ def validation_passed(report: dict) -> AssetCheckResult:
     })
 
 
-def beats_popularity(metrics: dict) -> AssetCheckResult:
-    """The model's NDCG@10 on valid is above the popularity baseline's (metrics/train.json)."""
-    model = float(_get(metrics, "model.valid.ndcg@10"))
+def generator_beats_popularity(metrics: dict) -> AssetCheckResult:
+    """The chosen candidate generator's NDCG@10 on valid is above the popularity baseline's
+    (metrics/train.json)."""
+    kind = str(_get(metrics, "generator"))
+    generator = float(_get(metrics, "choice.valid_ndcg@10")[kind])
     popularity = float(_get(metrics, "baselines.pop.valid.ndcg@10"))
-    return AssetCheckResult(passed=model > popularity, metadata={
-        "model valid ndcg@10": model, "popularity valid ndcg@10": popularity, "margin": model - popularity})
+    return AssetCheckResult(passed=generator > popularity, metadata={
+        "generator": MetadataValue.text(kind), "generator valid ndcg@10": generator,
+        "popularity valid ndcg@10": popularity, "margin": generator - popularity})
 
 
 def front_beats_mmr(search: dict) -> AssetCheckResult:
@@ -55,7 +58,7 @@ def deploy_gate(deploy: dict) -> AssetCheckResult:
 # stage -> (report file among its outs, check). A stage missing from dvc.yaml gets no check.
 BLOCKING_CHECKS: dict[str, tuple[str, Callable[[dict], AssetCheckResult]]] = {
     "validate": ("validation.json", validation_passed),
-    "train": ("train.json", beats_popularity),
+    "train": ("train.json", generator_beats_popularity),
     "search": ("search.json", front_beats_mmr),
     "deploy": ("deploy.json", deploy_gate),
 }

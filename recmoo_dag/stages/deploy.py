@@ -17,33 +17,35 @@ from recmoo_dag.deploy import (
 )
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
+from recmoo_dag.generator import load_generator
 from recmoo_dag.io import write_json
 from recmoo_dag.item_terms import training_terms
-from recmoo_dag.model import check_catalog, item_embeddings, load_model
+from recmoo_dag.model import check_catalog, item_embeddings
 from recmoo_dag.search import yardsticks
 
 
 def main(params: Params) -> None:
     cfg, k = params.deploy, params.policy.k
     features = load_features(params.features.dir)
-    model = load_model(params.train.model_dir)
-    check_catalog(model, features.n_items, params.train.model_dir, params.features.dir)
-    terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(model))
+    generator = load_generator(params.train.model_dir)
+    check_catalog(generator.model, features.n_items, params.train.model_dir, params.features.dir)
+    terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(generator.model))
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
                              params.search.threads)
     choice = choose_policy(read_front(params.search.front), test if cfg.select_on == "test" else valid, cfg, k)
-    today = identity(params.train.model_dir, params.features.dir, choice.policy)
+    generator_and_data = identity(params.train.model_dir, params.features.dir)
     with store.locked(cfg.store):  # the champion must not change between the decision and the switch
         champion = load_champion(cfg.store)
         champion_yard = champion_yardstick(champion, test, features, terms, params.candidates.batch_size,
-                                           today) if champion else None
-        verdict = judge(choice, test, champion, champion_yard, today, cfg, k)
+                                           generator_and_data) if champion else None
+        verdict = judge(choice, test, champion, champion_yard, generator_and_data, cfg, k)
         served = champion.version if champion else None
         if verdict.decision.promoted:
-            decision = record(choice, verdict, today, champion, cfg, k)
+            decision = record(choice, verdict, champion, cfg, k)
             served = store.publish(cfg.store, lambda folder, name: build_version(
-                folder, name, params, features, model, terms.vectors, choice.policy, test.ctx.n_candidates, decision))
-        store.log_decision(cfg.store, decision_log(served, choice, verdict, today, champion, cfg, k))
-    write_json(cfg.metrics, payload(served, verdict, today, champion, k))
+                folder, name, params, features, generator, terms.vectors, verdict.policy, test.ctx.n_candidates,
+                decision))
+        store.log_decision(cfg.store, decision_log(served, choice, verdict, champion, cfg, k))
+    write_json(cfg.metrics, payload(served, verdict, champion, k))
     verb = f"promoted {served}" if verdict.decision.promoted else f"kept {served or 'nothing'}"
     print(f"deploy: {verb} ({verdict.decision.reason}); rule {cfg.rule}: {choice.reason}")
