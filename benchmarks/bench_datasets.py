@@ -79,13 +79,14 @@ def project(root: Path, overrides: dict, folder: str | None, extra: list[str]) -
     if folder:
         shutil.copytree(SHARED / folder, root / params["data"]["dataset_dir"])
     for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(command, cwd=root, check=True, env=env())
+        subprocess.run(command, cwd=root, check=True, env=env(root))
     return root
 
 
-def env() -> dict:
+def env(root: Path) -> dict:
+    """The project's own copy of the code runs its stages (this checkout may change meanwhile)."""
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": str(REPO), "DVC_NO_ANALYTICS": "1"}
+            "PYTHONPATH": str(root), "DVC_NO_ANALYTICS": "1"}
 
 
 def run(root: Path) -> dict[str, float]:
@@ -93,7 +94,7 @@ def run(root: Path) -> dict[str, float]:
     seconds = {}
     for stage in STAGES:
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root, env=env(),
+        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root, env=env(root),
                               capture_output=True, text=True, check=False)
         seconds[stage] = time.perf_counter() - start
         lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{stage}:")]

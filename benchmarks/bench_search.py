@@ -139,11 +139,12 @@ def ablation(valid, test, params, n_evals: int, variable: str) -> None:
     print(f"{'policy class':<22}{'front':>7}{'floor':>7}{'valid cov':>11}{'test NDCG':>11}{'test cov':>10}"
           f"{'test ILD':>10}{'HV valid':>10}")
     for label, inert in (("full", np.zeros_like(off)), (f"without {variable}", off)):
-        def score(X: np.ndarray, inert=inert) -> np.ndarray:
-            return valid.losses(valid.objectives(np.where(inert, 0.0, X)))
+        def evaluate(X: np.ndarray, inert=inert) -> np.ndarray:
+            return valid.objectives(np.where(inert, 0.0, X))
 
-        x, f = run_nsga(score, columns, low, high, cfg.algorithm, cfg.pop_size, ("n_eval", n_evals), params.seed)
-        front = np.where(inert, 0.0, x[nondominated(f[:, columns])])
+        x, natural = run_nsga(evaluate, valid.losses, columns, low, high, cfg.algorithm, cfg.pop_size,
+                              ("n_eval", n_evals), params.seed)
+        front = np.where(inert, 0.0, x[nondominated(valid.losses(natural)[:, columns])])
         gain_valid = valid.objectives(front) / valid.accuracy_only - 1
         gain_test = test.objectives(front) / test.accuracy_only - 1
         volume = hypervolume(valid.losses(valid.objectives(front))[:, columns], cfg.reference_point)

@@ -139,10 +139,10 @@ class TrainParams(Section):
     weight_decay: float = Field(0.1, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # The budget is in optimizer steps, not epochs: an epoch is 10 steps on one log and 2,000 on another.
-    max_steps: int = Field(3000, ge=1)
+    max_steps: int = Field(2000, ge=1)
     max_seconds: float | None = Field(None, gt=0)  # optional wall-clock cap; results then depend on the machine
     eval_every_steps: int = Field(50, ge=1)  # a validation (and an early-stopping check) every so many steps
-    patience: int = Field(8, ge=1)  # validations without a significant improvement before stopping
+    patience: int = Field(6, ge=1)  # validations without a significant improvement before stopping
     # A validation improves on the best only if its mean per-user gain exceeds this many standard
     # errors of that gain (paired, user by user): NDCG@10 of ~1k users moves several percent by chance.
     min_improvement_se: float = Field(1.0, ge=0)
@@ -167,7 +167,7 @@ class TuneSpace(Section):
     d_model: list[int] = [32, 64, 128]  # multiples of model.n_heads
     n_layers: list[int] = [1, 2]
     max_len: list[int] = [50, 100, 200]
-    batch_size: list[int] = [32, 64, 128]
+    batch_size: list[int] = [64, 128]
 
     @model_validator(mode="after")
     def _ordered(self) -> TuneSpace:
@@ -183,9 +183,9 @@ class TuneParams(Section):
     weight decay, chosen on valid NDCG@10 (recmoo_dag/tune.py); `train` reads the chosen values."""
 
     enabled: bool = True  # false: train with model and train as written in params.yaml
-    trials: int = Field(6, ge=1)  # finished (completed or pruned) trials in the budget
+    trials: int = Field(4, ge=1)  # finished (completed or pruned) trials in the budget
     timeout_seconds: float | None = Field(None, gt=0)  # also stop starting trials after this; results then vary by machine
-    trial_steps: int = Field(300, ge=1)  # each trial's training budget (the chosen values then get train.max_steps)
+    trial_steps: int = Field(200, ge=1)  # each trial's training budget (the chosen values then get train.max_steps)
     startup_trials: int = Field(2, ge=1)  # random trials before TPE models the history, and before pruning
     storage: str = "models/tune/study.db"  # Optuna's SQLite file: a killed run resumes; local state, not a DVC out
     workdir: str = "models/tune/trial"  # a running trial's checkpoints, removed after it
@@ -206,6 +206,9 @@ class OrchestrationParams(Section):
 
     sensor_enabled: bool = True  # new batches in data.incoming_dir start a run while `recmoo ui` runs
     sensor_interval_seconds: int = Field(30, ge=1)  # a file must keep its size for two ticks to count as written
+    # What `dvc repro` did outside Dagster is recorded in Dagster, and what DVC would re-run shows stale.
+    sync_enabled: bool = True
+    sync_interval_seconds: int = Field(10, ge=1)  # also how long a CLI run takes to show in the UI at most
     schedule_enabled: bool = False  # periodic retraining is opt-in: turn it on here or in the UI
     schedule_cron: str = "0 3 * * 1"  # weekly (Monday 03:00): catches params, code or data changed meanwhile
     schedule_timezone: str = "UTC"

@@ -206,23 +206,24 @@ def _n_directions(n_obj: int, partitions: int) -> int:
     return comb(n_obj + partitions - 1, partitions)
 
 
-def run_nsga(score: Callable[[np.ndarray], np.ndarray], columns: list[int], low: np.ndarray,
-             high: np.ndarray, algorithm: str, pop_size: int, termination: tuple[str, int],
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run the search; returns every evaluated policy and its losses (the archive): (n, d), (n, 6)."""
-    seen_x, seen_f = [], []
+def run_nsga(evaluate: Callable[[np.ndarray], np.ndarray], losses: Callable[[np.ndarray], np.ndarray],
+             columns: list[int], low: np.ndarray, high: np.ndarray, algorithm: str, pop_size: int,
+             termination: tuple[str, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run the search on `losses(evaluate(X))`; returns every evaluated policy and its natural
+    objectives (the archive): (n, d), (n, 6)."""
+    seen_x, seen_natural = [], []
 
     def recording(X: np.ndarray) -> np.ndarray:
-        F = score(X)
+        natural = evaluate(X)
         seen_x.append(np.array(X, dtype=np.float64))
-        seen_f.append(F)
-        return F
+        seen_natural.append(natural)
+        return losses(natural)
 
     problem = PolicyProblem(recording, columns, low, high)
     algorithm = make_algorithm(algorithm, len(columns), pop_size, seed,
                                initial_population(pop_size, low, high, seed))
     minimize(problem, algorithm, get_termination(*termination), seed=seed, verbose=False)
-    return np.concatenate(seen_x), np.concatenate(seen_f)
+    return np.concatenate(seen_x), np.concatenate(seen_natural)
 
 
 def mmr_sweep(n: int, low: np.ndarray, high: np.ndarray, pool: int) -> np.ndarray:
@@ -303,17 +304,13 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
     and (front policies re-scored) on test. Returns plain arrays and numbers."""
     columns = [OBJECTIVES.index(name) for name in objectives]
     low, high = bounds(valid.k, valid.ctx.n_candidates)
-    natural_valid = {}
-
-    def score(X: np.ndarray) -> np.ndarray:
-        return valid.losses(valid.objectives(X))
-
     start = time.perf_counter()
-    nsga_x, nsga_f = run_nsga(score, columns, low, high, algorithm, pop_size, termination, seed)
+    nsga_x, nsga_natural = run_nsga(valid.objectives, valid.losses, columns, low, high, algorithm, pop_size,
+                                    termination, seed)
     seconds = time.perf_counter() - start
     budget = len(nsga_x)
     candidates = {
-        "nsga": (nsga_x, nsga_f),
+        "nsga": (nsga_x, nsga_natural),
         "mmr_sweep": mmr_sweep(budget, low, high, mmr_pool),
         "random": random_policies(budget, low, high, seed),
         "grid": grid_policies(budget, low, high),
@@ -321,20 +318,19 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
     out = {"n_evals": budget, "seconds": seconds, "hypervolume": {}, "hypervolume_test": {}, "fronts": {},
            "front_size_before_thinning": {}}
     for method, found in candidates.items():
-        x, f = found if isinstance(found, tuple) else (found, score(found))
-        front = nondominated(f[:, columns])
-        x_front = x[front]
-        natural_valid[method] = valid.objectives(x_front)
+        x, natural = found if isinstance(found, tuple) else (found, valid.objectives(found))
+        losses_all = valid.losses(natural)
+        front = nondominated(losses_all[:, columns])
+        x_front, natural_valid = x[front], natural[front]
         natural_test = test.objectives(x_front)
-        losses_valid = valid.losses(natural_valid[method])[:, columns]
+        losses_valid = losses_all[front][:, columns]
         out["hypervolume"][method] = hypervolume(losses_valid, reference)
         out["hypervolume_test"][method] = hypervolume(test.losses(natural_test)[:, columns], reference)
         # Hypervolumes above use every non-dominated policy; what is reported and chosen from is
         # an ε-Pareto subset, whose size does not grow with the budget (6-D fronts hold thousands).
         shown = epsilon_thin(losses_valid, front_epsilon) if front_epsilon > 0 else np.arange(len(front))
         out["front_size_before_thinning"][method] = len(front)
-        out["fronts"][method] = {"x": x_front[shown], "valid": natural_valid[method][shown],
-                                 "test": natural_test[shown]}
+        out["fronts"][method] = {"x": x_front[shown], "valid": natural_valid[shown], "test": natural_test[shown]}
     out["accuracy_only"] = {"valid": valid.accuracy_only, "test": test.accuracy_only}
     return out
 

@@ -6,6 +6,7 @@ is the valid NDCG@10 of the weights training keeps (the last significant improve
 learning rate and weight decay (log-uniform), width, depth, dropout, maximum sequence length and
 batch size (the ranges in `tune.space`). Test is never looked at.
 
+The first trial is the params as written (a known-good start, so the study can only improve on it).
 Sampler: TPE (Bergstra et al. 2011), seeded per trial from (seed, trials finished so far), so the
 next suggestion depends only on the seed and the history of finished trials. Pruner: the median
 rule (a trial whose valid NDCG@10 at a validation is below the median of completed trials at that
@@ -55,6 +56,12 @@ def suggest(trial, space) -> tuple[dict, dict]:
     return model, train
 
 
+def in_space(values: dict, space) -> bool:
+    """Whether values (model and train keys together) lie inside the search space."""
+    return all(values[key] in getattr(space, key) if isinstance(getattr(space, key), list)
+               else getattr(space, key)[0] <= values[key] <= getattr(space, key)[1] for key in values)
+
+
 def run_study(features: Features, model: ModelParams, train: TrainParams, tune: TuneParams, seed: int,
               data_hash: str, workdir: Path, on_trial: Callable[[int, str, float | None], None]) -> object:
     """Run (or resume) the study until `tune.trials` trials finished or `tune.timeout_seconds` passed;
@@ -74,6 +81,9 @@ def run_study(features: Features, model: ModelParams, train: TrainParams, tune: 
                                 pruner=pruner)
     for interrupted in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a killed run's
         study._storage.set_trial_state_values(interrupted._trial_id, state=TrialState.FAIL)
+    written = {**model.model_dump(include=set(TUNED_MODEL)), **train.model_dump(include=set(TUNED_TRAIN))}
+    if not study.trials and in_space(written, tune.space):  # start from the params as written
+        study.enqueue_trial(written)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     # Trials run in one process, checkpoints and validation log in the scratch folder.
     trial_train = train.model_copy(update={"max_steps": tune.trial_steps, "checkpoint_dir": str(workdir / "ckpt"),
@@ -103,11 +113,12 @@ def run_study(features: Features, model: ModelParams, train: TrainParams, tune: 
 
 
 def chosen_values(study) -> dict:
-    """{"model": {...}, "train": {...}} of the best completed trial, and which trial that was."""
+    """{"model": {...}, "train": {...}} of the best completed trial and its valid NDCG@10 (not its
+    number: a resumed study numbers the interrupted trial too)."""
     best = study.best_trial
     return {"model": {key: best.params[key] for key in TUNED_MODEL},
             "train": {key: best.params[key] for key in TUNED_TRAIN},
-            "trial": best.number, f"valid_{MONITOR.split('/')[1]}": best.value}
+            f"valid_{MONITOR.split('/')[1]}": best.value}
 
 
 def trials_table(study):

@@ -122,6 +122,30 @@ def save(path: Path) -> None:
         shutil.copy(path, Path(folder) / path.name)
 
 
+def test_the_first_screen_shows_a_terminal_run_materialized_with_its_dvc_hash(ui, tmp_path):
+    """The project was run outside this UI's Dagster home (as `dvc repro` from a terminal would):
+    `recmoo ui` records DVC's work before the first screen, so every asset shows materialized."""
+    from playwright.sync_api import sync_playwright
+
+    from recmoo_dag.defs.pipeline import locked_outs
+
+    stages = list(load_pipeline(ui.project))
+    latest = {"/".join(node["assetKey"]["path"]): [m["runId"] for m in node["assetMaterializations"]]
+              for node in graphql(ui.url, LATEST)["assetNodes"]}
+    assert latest == {name: [""] for name in stages}  # runless: recorded from dvc.lock, no Dagster run
+    md5 = locked_outs(ui.project, "train")["models/model"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1800, "height": 1400})
+        page.goto(f"{ui.url}/assets/train")
+        page.get_by_text("dvc repro outside Dagster", exact=False).first.wait_for(timeout=60_000)
+        page.get_by_text(md5, exact=False).first.wait_for(timeout=30_000)
+        shot = tmp_path / "asset_train_after_cli.png"
+        page.screenshot(path=str(shot), full_page=True)
+        save(shot)
+        browser.close()
+
+
 def test_browser_materializes_all_assets(ui, tmp_path):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright

@@ -91,8 +91,9 @@ def test_problem_scores_the_whole_population_in_one_call():
         return np.column_stack([X.sum(1), -X.sum(1), X[:, 0]])
 
     low, high = S.bounds(5, 40)
-    x, _ = S.run_nsga(score, [0, 1], low, high, "nsga2", 16, ("n_eval", 64), seed=1)
+    x, natural = S.run_nsga(score, lambda f: f, [0, 1], low, high, "nsga2", 16, ("n_eval", 64), seed=1)
     assert calls[0] == 16 and len(x) == sum(calls) >= 64  # one call per generation, all of it archived
+    np.testing.assert_array_equal(natural, score(x))  # the archive keeps each policy's objectives
     assert (x[:, POOL] == np.round(x[:, POOL])).all()
 
 

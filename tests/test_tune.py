@@ -41,11 +41,13 @@ def test_the_study_is_deterministic_and_its_choice_is_what_train_reads(tmp_path,
     rows = list(csv.DictReader((tmp_path / "a" / "reports" / "tune" / "trials.csv").open()))
     assert len(rows) == 4 and {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
     best = max((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: float(r["value"]))
-    assert chosen["trial"] == int(best["number"]) and chosen["model"]["d_model"] == int(best["d_model"])
+    assert chosen["model"]["d_model"] == int(best["d_model"]) and chosen["valid_ndcg@10"] == float(best["value"])
+    assert rows[0]["lr"] == "0.005" and rows[0]["d_model"] == "16"  # the first trial: the params as written
     assert set(chosen["model"]) == {"d_model", "n_layers", "dropout", "max_len"}
     assert set(chosen["train"]) == {"lr", "batch_size", "weight_decay"}
     metrics = json.loads((tmp_path / "a" / "metrics" / "tune.json").read_text())
     assert sum(metrics["trials"].values()) == 4 and metrics["best"] == chosen
+    assert metrics["best_trial"] == int(best["number"])
 
     from recmoo_dag.stages import train  # train reads the chosen values
 

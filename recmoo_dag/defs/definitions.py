@@ -15,7 +15,7 @@ from recmoo_dag.defs.assets import build_assets
 from recmoo_dag.defs.checks import build_checks
 from recmoo_dag.defs.pipeline import downstream, load_pipeline, readers_of
 from recmoo_dag.defs.schedules import build_retrain_schedule
-from recmoo_dag.defs.sensors import build_incoming_sensor
+from recmoo_dag.defs.sensors import build_incoming_sensor, build_sync_sensor
 
 PIPELINE_JOB = "pipeline"
 NEW_LOGS_JOB = "new_logs"
@@ -38,7 +38,8 @@ def build_defs(project: str | Path | None = None) -> Definitions:
     everything = define_asset_job(
         PIPELINE_JOB, selection=AssetSelection.all(),
         description="Every stage of dvc.yaml, in order (DVC skips the unchanged ones).")
-    jobs, sensors = [everything], []
+    jobs = [everything]
+    sensors = [build_sync_sensor(project, stages, settings.sync_interval_seconds, settings.sync_enabled)]
     if readers := readers_of(stages, params.data.incoming_dir):
         new_logs = define_asset_job(
             NEW_LOGS_JOB, selection=AssetSelection.assets(*downstream(stages, readers)),

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
+
+
+CODE_LIKE = (".py", ".json")  # deps that are code or settings, not data: part of the code version
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,15 @@ def load_pipeline(project: str | Path) -> dict[str, Stage]:
     for name, cmd, desc, deps, outs, params in raw:
         upstream = sorted({producer for dep in deps for out, producer in producers.items()
                            if producer != name and overlaps(dep, out)})
-        code = code_version(project, cmd, params, [d for d in deps if d.endswith(".py")])
+        own = code_version(project, cmd, params, [d for d in deps if d.endswith(CODE_LIKE)])
         stages[name] = Stage(name, cmd if isinstance(cmd, str) else " && ".join(cmd), desc,
-                             tuple(deps), tuple(outs), params, tuple(upstream), code)
-    return {name: stages[name] for name in _topological(stages)}
+                             tuple(deps), tuple(outs), params, tuple(upstream), own)
+    ordered = {name: stages[name] for name in _topological(stages)}
+    for name, stage in ordered.items():  # upstream first: each folds in its parents' final versions
+        chained = hashlib.sha256("\n".join([stage.code_version, *(ordered[u].code_version for u in stage.upstream)])
+                                 .encode()).hexdigest()[:16]
+        ordered[name] = replace(stage, code_version=chained)
+    return ordered
 
 
 def overlaps(a: str, b: str) -> bool:
@@ -74,7 +82,10 @@ def readers_of(stages: dict[str, Stage], path: str) -> set[str]:
 
 def code_version(project: Path, cmd, params: dict, sources: list[str]) -> str:
     """What DVC compares to decide a re-run, minus the data: the command, the params values read and
-    the stage's own .py deps. A change marks the Dagster asset stale ("code version changed")."""
+    the stage's own .py deps (and JSON deps such as the tuned values, params by another name).
+    load_pipeline folds each stage's upstream code versions into its own, so a change marks the
+    stage *and everything downstream of it* stale ("code version changed"): what `dvc repro` would
+    re-run, where Dagster's own staleness would wait for the upstream to re-materialize first."""
     digest = hashlib.sha256(json.dumps([cmd, params], sort_keys=True, default=str).encode())
     for source in sorted(sources):
         path = project / source
@@ -117,3 +128,34 @@ def _topological(stages: dict[str, Stage]) -> list[str]:
         for name in ready:
             del pending[name]
     return done
+
+
+def dvc_status(project: str | Path) -> dict[str, str]:
+    """{stage: why `dvc repro` would re-run it}, from DVC's own status (changed deps, params, outs
+    or command), e.g. {"train": "changed deps: params.yaml train (modified)"}."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        raw = repo.status()
+    reasons = {}
+    for key, entries in raw.items():
+        parts = []
+        for entry in entries:
+            if isinstance(entry, str):  # "changed command", "always changed"
+                parts.append(entry)
+                continue
+            for kind, changes in entry.items():
+                described = []
+                for path, change in changes.items():
+                    if isinstance(change, dict):  # params: {key or section: "modified" | "new" | "deleted"}
+                        described.extend(f"{path} {name} ({what})" for name, what in change.items())
+                    else:
+                        described.append(f"{path} ({change})")
+                parts.append(f"{kind}: {', '.join(described)}")
+        reasons[key.split(":")[-1]] = "; ".join(parts)
+    return reasons
+
+
+def would_rerun(stages: dict[str, Stage], changed: set[str]) -> list[str]:
+    """The stages DVC reports changed and everything downstream of them, in pipeline order."""
+    return downstream(stages, changed & set(stages))

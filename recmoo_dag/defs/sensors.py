@@ -124,3 +124,18 @@ def build_incoming_sensor(project: Path, job: "UnresolvedAssetJobDefinition", in
         return SensorResult(run_requests=[request], cursor=tick.cursor.dump())
 
     return incoming_logs
+
+
+def build_sync_sensor(project: Path, stages: dict, interval: int, enabled: bool) -> SensorDefinition:
+    """`dvc_sync`: every tick, record what DVC did outside Dagster and why DVC would re-run a stage
+    (recmoo_dag/defs/sync.py); it requests no run."""
+    from recmoo_dag.defs.sync import sync
+
+    @sensor(name="dvc_sync", minimum_interval_seconds=interval,
+            default_status=DefaultSensorStatus.RUNNING if enabled else DefaultSensorStatus.STOPPED,
+            description="Records `dvc repro` runs made outside Dagster (runless materializations from dvc.lock), "
+                        "DVC's reasons to re-run a stage, and rollbacks of the served version.")
+    def dvc_sync(context: SensorEvaluationContext) -> SkipReason:
+        return SkipReason(sync(context.instance, project, stages).describe())
+
+    return dvc_sync

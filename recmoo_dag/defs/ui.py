@@ -54,8 +54,21 @@ def run_ui(host: str = "127.0.0.1", port: int = 3000, project: str | Path | None
     """Start `dagster dev` in the foreground until Ctrl-C; returns its exit status."""
     project = Path(project).resolve() if project else project_dir()
     home = dagster_home(project)
+    print(f"recmoo ui: {sync_now(project, home)}")
     print(f"recmoo ui: http://{host}:{port}  (DAGSTER_HOME={home}; Ctrl-C stops webserver and daemon)")
     try:
         return subprocess.call(ui_command(host, port), cwd=project, env=ui_env(project, home))
     except KeyboardInterrupt:  # dagster dev got the same signal and shuts its children down
         return 0
+
+
+def sync_now(project: Path, home: Path) -> str:
+    """Record what `dvc repro` did since Dagster last looked, before the first screen (the
+    `dvc_sync` sensor keeps it so afterwards)."""
+    from dagster import DagsterInstance
+
+    from recmoo_dag.defs.pipeline import load_pipeline
+    from recmoo_dag.defs.sync import sync
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        return sync(instance, project, load_pipeline(project)).describe()

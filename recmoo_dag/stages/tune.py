@@ -32,7 +32,8 @@ def main(params: Params) -> None:
         atomic_write(report / "trials.csv", lambda tmp: tmp.write_text(table.to_csv(index=False)))
         atomic_write(report / "history.png", lambda tmp: plot_history(study, tmp))
         summary = {"enabled": True, "trials": {state.lower(): int((table["state"] == state).sum())
-                                               for state in ("COMPLETE", "PRUNED", "FAIL")}, "best": chosen}
+                                               for state in ("COMPLETE", "PRUNED", "FAIL")},
+                   "best_trial": study.best_trial.number, "best": chosen}
     atomic_write(cfg.chosen, lambda tmp: tmp.write_text(json.dumps(chosen, indent=2, sort_keys=True) + "\n"))
     write_json(cfg.metrics, {**summary, "seconds": round(time.perf_counter() - start, 3)})
     print(f"tune: {'chose ' + json.dumps({**chosen['model'], **chosen['train']}) if cfg.enabled else 'disabled'}"
