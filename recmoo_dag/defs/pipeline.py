@@ -13,7 +13,6 @@ from pathlib import Path
 
 import yaml
 
-
 CODE_LIKE = (".py", ".json")  # deps that are code or settings, not data: part of the code version
 
 
