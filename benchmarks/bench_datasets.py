@@ -27,7 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
-STAGES = ("fetch", "ingest", "validate", "features", "tune", "train", "candidates", "search", "deploy")
+STAGES = ("fetch", "ingest", "validate", "features", "item_text", "tune", "train", "candidates", "search", "deploy")
 
 # The data mappings of README "Your own logs", verbatim.
 LOGS = {

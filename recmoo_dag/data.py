@@ -2,7 +2,8 @@
 
 Canonical interactions: user_id (string), item_id (string), timestamp (int64, seconds UTC),
 rating (float64, NaN for implicit feedback), optional event (string).
-Canonical items: item_id (string), title (string), categories (list of strings).
+Canonical items: item_id (string), title (string), categories (list of strings), tags (list of
+strings, the most often given first: free-text labels users put on items, where a log has them).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from recmoo_dag.errors import DataError
 from recmoo_dag.io import is_in_progress, sha256_file
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating"]
-ITEM_COLUMNS = ["item_id", "title", "categories"]
+ITEM_COLUMNS = ["item_id", "title", "categories", "tags"]
 
 RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_MEMBER_DIR = "recbole/dataset_example/ml-100k/"
@@ -138,20 +139,31 @@ class RawLog:
     files: list[Path]  # the interaction files read, in reading order
 
 
-FORMAT_PATTERNS = {
-    "recbole": ("*.inter", "*.item"),
-    "movielens-100k": ("u.data", "u.item"),
-    "movielens-csv": ("ratings.csv", "movies.csv"),
+FORMAT_PATTERNS = {  # interactions, item metadata, tags
+    "recbole": ("*.inter", "*.item", None),
+    "movielens-100k": ("u.data", "u.item", None),
+    "movielens-csv": ("ratings.csv", "movies.csv", "tags.csv"),
 }
 
 
 def find_log_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> tuple[list[Path], list[Path]]:
     """Interaction and item files below `raw_dir`, in a deterministic (sorted path) order."""
-    inter_glob, item_glob = FORMAT_PATTERNS.get(fmt, (generic.pattern, generic.items_pattern))
+    inter_glob, item_glob, _ = _patterns(fmt, generic)
     raw_dir = Path(raw_dir)
     inter = sorted(p for p in raw_dir.rglob(inter_glob) if _is_complete(p))
     items = sorted(p for p in raw_dir.rglob(item_glob) if _is_complete(p)) if item_glob else []
     return inter, items
+
+
+def find_tag_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> list[Path]:
+    """Files of tags users gave items (and, for generic logs, the tag-name lookup), sorted."""
+    _, _, tag_glob = _patterns(fmt, generic)
+    globs = [g for g in (tag_glob, generic.tags_names_pattern if fmt == "generic" else None) if g]
+    return sorted({p for glob in globs for p in Path(raw_dir).rglob(glob) if _is_complete(p)})
+
+
+def _patterns(fmt: str, generic: GenericFormat) -> tuple[str, str | None, str | None]:
+    return FORMAT_PATTERNS.get(fmt, (generic.pattern, generic.items_pattern, generic.tags_pattern))
 
 
 def _is_complete(path: Path) -> bool:
@@ -199,13 +211,54 @@ def read_logs(raw_dir: Path, fmt: str, generic: GenericFormat) -> RawLog:
     """Read every log file of `fmt` below `raw_dir`, concatenate them and drop re-delivered rows."""
     inter_files, item_files = find_log_files(raw_dir, fmt, generic)
     if not inter_files:
-        patterns = FORMAT_PATTERNS.get(fmt, (generic.pattern,))[0]
-        raise DataError(f"{raw_dir}: no interaction files matching {patterns!r} for data.format {fmt!r}")
-    return combine(
+        raise DataError(f"{raw_dir}: no interaction files matching {_patterns(fmt, generic)[0]!r} "
+                        f"for data.format {fmt!r}")
+    log = combine(
         [read_interactions(p, fmt, generic) for p in inter_files],
         [read_items(p, fmt, generic) for p in item_files],
         inter_files,
     )
+    tags = read_tags(raw_dir, fmt, generic)
+    if tags is None:
+        return log
+    items = log.items if log.items is not None else pd.DataFrame({
+        "item_id": tags["item_id"], "title": pd.Series(pd.NA, index=tags.index, dtype="string"),
+        "categories": [[] for _ in range(len(tags))]})
+    merged = items.drop(columns="tags", errors="ignore").merge(tags, on="item_id", how="outer")
+    merged["tags"] = [t if isinstance(t, list) else [] for t in merged["tags"]]
+    merged["categories"] = [c if isinstance(c, list) else [] for c in merged["categories"]]
+    return RawLog(log.interactions, merged.sort_values("item_id", kind="stable").reset_index(drop=True), log.files)
+
+
+def read_tags(raw_dir: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame | None:
+    """item_id -> tags (each item's distinct tags, lower-cased, the most often given first, ties by
+    name), from the format's tag files; None when the log has none."""
+    files = find_tag_files(raw_dir, fmt, generic)
+    names = [p for p in files if fmt == "generic" and generic.tags_names_pattern
+             and p.match(generic.tags_names_pattern)]
+    files = [p for p in files if p not in names]
+    if not files:
+        return None
+    try:
+        if fmt == "movielens-csv":
+            pairs = pd.concat([_read_text(p)[["movieId", "tag"]].set_axis(["item", "tag"], axis=1) for p in files])
+        else:
+            spec = generic
+            pairs = pd.concat([_read_generic_table(p, spec, spec.tags_sep, None)[[spec.tags_item_col, spec.tags_col]]
+                               .set_axis(["item", "tag"], axis=1) for p in files])
+            if names:
+                lookup = pd.concat([_read_text(p, sep=spec.tags_names_sep, encoding=spec.tags_names_encoding)
+                                    for p in names])
+                pairs["tag"] = pairs["tag"].astype("string").str.strip().map(
+                    dict(zip(lookup[spec.tags_names_id_col].astype(str).str.strip(), lookup[spec.tags_names_col])))
+    except (KeyError, UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as err:
+        raise DataError(f"{', '.join(map(str, files + names))}: cannot be read as tags: {err}") from err
+    pairs = pd.DataFrame({"item_id": _ids(pairs["item"]), "tag": pairs["tag"].astype("string").str.strip().str.lower()})
+    pairs = pairs.dropna()
+    pairs = pairs[pairs["tag"] != ""]
+    counts = pairs.value_counts(["item_id", "tag"]).reset_index(name="n")
+    counts = counts.sort_values(["item_id", "n", "tag"], ascending=[True, False, True], kind="stable")
+    return counts.groupby("item_id", sort=True)["tag"].agg(list).reset_index(name="tags")
 
 
 def combine(frames: list[pd.DataFrame], item_frames: list[pd.DataFrame], files: list[Path]) -> RawLog:
@@ -323,6 +376,7 @@ def _items(frame: pd.DataFrame, path: Path, item: str, title: str | None, cats: 
         "item_id": _ids(frame[item]),
         "title": frame[title].astype("string") if title else pd.Series(pd.NA, index=frame.index, dtype="string"),
         "categories": _categories(frame[cats], sep) if cats else [[] for _ in range(len(frame))],
+        "tags": [[] for _ in range(len(frame))],
     }).dropna(subset=["item_id"])
 
 
@@ -388,7 +442,7 @@ def items_table(log: RawLog) -> pd.DataFrame:
     if log.items is not None:
         return log.items
     return pd.DataFrame({"item_id": pd.Series(dtype="string"), "title": pd.Series(dtype="string"),
-                         "categories": pd.Series(dtype=object)})
+                         "categories": pd.Series(dtype=object), "tags": pd.Series(dtype=object)})
 
 
 def ingest_stats(log: RawLog) -> dict:

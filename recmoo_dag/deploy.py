@@ -41,7 +41,7 @@ from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.lineage import Artifact, build_lineage
 from recmoo_dag.objectives import QUALITY, label, labelled
 from recmoo_dag.policy import POOL, VARIABLES, accuracy_only, id_keys, policy_vector
-from recmoo_dag.search import Yardstick
+from recmoo_dag.yardstick import Yardstick
 
 
 def measure(yard: Yardstick, policies: np.ndarray) -> np.ndarray:

@@ -7,7 +7,9 @@ the rest -> train), item popularity from train only, and item categories when me
 On disk (`features.dir`), all Parquet/JSON:
   sequences.parquet  user_idx, item_idx, timestamp, split (0 train, 1 valid, 2 test), sorted by user then time
   users.parquet      user_idx, user_id
-  items.parquet      item_idx, item_id, title, categories, train_count (row 0 is the padding item)
+  items.parquet      item_idx, item_id, train_count (row 0 is the padding item)
+  catalog.parquet    item_idx, item_id, title, categories, tags: what the metadata says (item_text reads
+                     only this file, so texts are embedded again only when they change)
   meta.json          sizes, category names, parameters and the input's hash
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from recmoo_dag.errors import FeaturesError
 
 TRAIN, VALID, TEST = 0, 1, 2
 PADDING_ITEM = 0
+STRATA = 10  # activity groups of a user sample: deciles of history length
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,18 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None,
     split[ends - 1] = TEST
     split[ends - 2] = VALID
 
-    n_items = len(kept_items)
+    catalog = np.asarray(item_ids[kept_items], dtype=object)
+    if params.include_metadata_items and items is not None and len(items):
+        # Items the metadata knows but no kept event mentions join after the others: text-aware
+        # models can recommend them (cold-start), every other model never sees them score.
+        known = set(catalog.tolist())
+        cold = sorted({str(i) for i in items["item_id"].dropna()} - known)
+        catalog = np.concatenate([catalog, np.asarray(cold, dtype=object)])
+    n_items = len(catalog)
     train_counts = np.bincount(item_idx[split == TRAIN], minlength=n_items + 1).astype(np.int64)
     item_table = pd.DataFrame({
         "item_idx": np.arange(n_items + 1, dtype=np.int32),
-        "item_id": np.concatenate([[""], np.asarray(item_ids[kept_items], dtype=object)]),
+        "item_id": np.concatenate([[""], catalog]),
         "train_count": train_counts,
     })
     category_names: list[str] = []
@@ -122,13 +132,14 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None,
         titles = meta["title"].reindex(item_table["item_id"]).fillna("").astype(str).to_numpy()
         cats = meta["categories"].reindex(item_table["item_id"])
         cats = [sorted(c) if isinstance(c, (list, np.ndarray)) else [] for c in cats]
+        tags = meta["tags"].reindex(item_table["item_id"]) if "tags" in meta else [None] * (n_items + 1)
+        tags = [list(t) if isinstance(t, (list, np.ndarray)) else [] for t in tags]
         category_names = sorted({c for row in cats for c in row})
     else:
         titles = np.full(n_items + 1, "", dtype=object)
         cats = [[] for _ in range(n_items + 1)]
-    item_table["title"] = titles.astype(str)
-    item_table["categories"] = cats
-    item_table = item_table[["item_idx", "item_id", "title", "categories", "train_count"]]
+        tags = [[] for _ in range(n_items + 1)]
+    catalog_table = item_table[["item_idx", "item_id"]].assign(title=titles.astype(str), categories=cats, tags=tags)
 
     sequences = pd.DataFrame({"user_idx": user_idx, "item_idx": item_idx, "timestamp": timestamps, "split": split})
     users = pd.DataFrame({"user_idx": np.arange(len(kept_users), dtype=np.int32),
@@ -143,13 +154,13 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None,
         "density": float(len(sequences) / (len(kept_users) * max(n_items, 1))),
         "params": params.model_dump(exclude={"dir", "stats"}),
     }
-    return {"sequences": sequences, "users": users, "items": item_table, "meta": meta}
+    return {"sequences": sequences, "users": users, "items": item_table, "catalog": catalog_table, "meta": meta}
 
 
 def write_features(tables: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("sequences", "users", "items"):
+    for name in ("sequences", "users", "items", "catalog"):
         tables[name].to_parquet(out_dir / f"{name}.parquet", index=False, compression="zstd")
     (out_dir / "meta.json").write_text(json.dumps(tables["meta"], indent=2, sort_keys=True) + "\n")
 
@@ -159,6 +170,7 @@ def load_features(directory: str | Path) -> Features:
     seq = pd.read_parquet(directory / "sequences.parquet")
     users = pd.read_parquet(directory / "users.parquet")
     items = pd.read_parquet(directory / "items.parquet")
+    catalog = pd.read_parquet(directory / "catalog.parquet")
     meta = json.loads((directory / "meta.json").read_text())
     user_idx = seq["user_idx"].to_numpy()
     indptr = np.concatenate([[0], np.cumsum(np.bincount(user_idx, minlength=len(users)))]).astype(np.int64)
@@ -167,12 +179,12 @@ def load_features(directory: str | Path) -> Features:
     if category_names:
         position = {name: j for j, name in enumerate(category_names)}
         categories = np.zeros((len(items), len(category_names)), dtype=bool)
-        for row, cats in enumerate(items["categories"]):
+        for row, cats in enumerate(catalog["categories"]):
             categories[row, [position[c] for c in cats]] = True
     return Features(
         user_ids=users["user_id"].to_numpy(dtype=object).astype(str),
         item_ids=items["item_id"].to_numpy(dtype=object).astype(str),
-        titles=items["title"].to_numpy(dtype=object).astype(str),
+        titles=catalog["title"].to_numpy(dtype=object).astype(str),
         indptr=indptr,
         items=seq["item_idx"].to_numpy(dtype=np.int32),
         timestamps=seq["timestamp"].to_numpy(dtype=np.int64),
@@ -180,3 +192,18 @@ def load_features(directory: str | Path) -> Features:
         categories=categories,
         category_names=category_names,
     )
+
+
+def sample_users(activity: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of n users, stratified by activity: the users, ordered by
+    history length, are cut into STRATA equal groups and each group gives its share (largest
+    remainders), so heavy and light users are both in it. All users when n is None or >= U."""
+    n_users = len(activity)
+    if n is None or n >= n_users:
+        return np.arange(n_users)
+    groups = np.array_split(np.argsort(activity, kind="stable"), STRATA)
+    exact = n * np.array([len(g) for g in groups]) / n_users
+    quota = np.floor(exact).astype(int)
+    quota[np.argsort(-(exact - quota), kind="stable")[: n - quota.sum()]] += 1
+    rng = np.random.default_rng([seed, n])
+    return np.sort(np.concatenate([rng.choice(g, q, replace=False) for g, q in zip(groups, quota)]))

@@ -26,19 +26,27 @@ from recmoo_dag.features import Features
 from recmoo_dag.metrics import item_similarity, self_information, unit_rows
 from recmoo_dag.policy import Context, dither, id_keys
 
-SIMILARITIES = ("auto", "categories", "embeddings")
 
-
-def item_vectors(categories: np.ndarray | None, similarity: str,
-                 embeddings: Callable[[], np.ndarray]) -> np.ndarray:
-    """The similarity space `policy.similarity` asks for: genre multi-hots ('categories', or 'auto'
-    when the items have any), else the model's item embeddings, read through `embeddings()` only
-    then. categories (I + 1, C) bool or None -> (I + 1, d) float32."""
+def item_vectors(categories: np.ndarray | None, similarity: str, embeddings: Callable[[], np.ndarray],
+                 texts: Callable[[], np.ndarray | None] = lambda: None) -> np.ndarray:
+    """The similarity space `policy.similarity` asks for: genre multi-hots ('categories'), the item
+    texts' sentence embeddings ('text', item_text.py), the model's item vectors ('embeddings'), or
+    'auto': categories when the items have any, else texts when there are some, else the model's.
+    `embeddings()` and `texts()` (None when there are none) are read only when needed.
+    categories (I + 1, C) bool or None -> (I + 1, d) float32."""
     has_categories = categories is not None and bool(categories.any())
     if similarity == "categories" or (similarity == "auto" and has_categories):
         if not has_categories:
-            raise InputError("policy.similarity is 'categories' but the items have none: use 'auto' or 'embeddings'")
+            raise InputError("policy.similarity is 'categories' but the items have none: use 'auto', 'text' or "
+                             "'embeddings'")
         return categories.astype(np.float32)
+    if similarity in ("text", "auto"):
+        vectors = texts()
+        if vectors is not None and np.abs(vectors).sum() > 0:
+            return np.asarray(vectors, dtype=np.float32)
+        if similarity == "text":
+            raise InputError("policy.similarity is 'text' but there are no item text vectors: run `recmoo item_text` "
+                             "on a catalogue with titles, categories or tags")
     return np.asarray(embeddings(), dtype=np.float32)
 
 
@@ -96,8 +104,9 @@ class ItemTerms:
                        dither=dither(user_keys, self.item_keys, items), item_sim=self.sim)
 
 
-def training_terms(features: Features, similarity: str, embeddings: Callable[[], np.ndarray]) -> ItemTerms:
+def training_terms(features: Features, similarity: str, embeddings: Callable[[], np.ndarray],
+                   texts: Callable[[], np.ndarray | None] = lambda: None) -> ItemTerms:
     """The terms of the features' catalog: train popularity, its users, and the similarity space
     `policy.similarity` names."""
-    vectors = item_vectors(features.categories, similarity, embeddings)
+    vectors = item_vectors(features.categories, similarity, embeddings, texts)
     return ItemTerms.build(features.train_counts, features.n_users, vectors, features.item_ids)

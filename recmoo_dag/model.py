@@ -68,18 +68,44 @@ class Block(nn.Module):
 
 
 class SeqRecModel(nn.Module):
-    """Next-item scores for every prefix of a left-padded item sequence."""
+    """Next-item scores for every prefix of a left-padded item sequence.
 
-    def __init__(self, n_items: int, d_model: int, n_heads: int, n_layers: int, dropout: float, max_len: int):
+    item_text "fuse" (DenseRec-style): an item's vector is its learned id embedding plus a learned
+    projection of its frozen text vector (item_text.py), and items training never saw are their text
+    alone (id embeddings dropped at random in training teach it to), so the model can score items
+    nobody has interacted with yet. "init" (LLM-ESR-style) only
+    starts the id embeddings from the text vectors (train.py); "none" knows ids only.
+    """
+
+    def __init__(self, n_items: int, d_model: int, n_heads: int, n_layers: int, dropout: float, max_len: int,
+                 item_text: str = "none", text_dim: int = 0, id_dropout: float = 0.0):
         super().__init__()
         self.n_items = n_items
         self.max_len = max_len
+        self.item_text, self.id_dropout = item_text, id_dropout
         self.item_embedding = nn.Embedding(n_items + 1, d_model, padding_idx=PADDING_ITEM)  # row 0: padding
         self.position_embedding = nn.Embedding(max_len, d_model)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList([Block(d_model, n_heads, dropout) for _ in range(n_layers)])
         self.ln_f = nn.LayerNorm(d_model)
+        if item_text == "fuse":
+            self.register_buffer("text_vectors", torch.zeros(n_items + 1, text_dim))  # (I + 1, T) frozen
+            self.register_buffer("trained", torch.ones(n_items + 1))  # (I + 1,) 0: never in training, text only
+            self.text_projection = nn.Linear(text_dim, d_model, bias=False)
         self.apply(self._init_weights)
+
+    def item_table(self) -> torch.Tensor:
+        """Every item's input and output vector (tied): (I + 1, D), row 0 (padding) zero.
+
+        In training, fuse drops whole id embeddings at random (`id_dropout`, per item and step;
+        DropoutNet, Volkovs et al. 2017): the model learns to score an item from its text alone, on
+        the same scale as with its id, which is how it meets an item nobody has interacted with."""
+        if self.item_text != "fuse":
+            return self.item_embedding.weight
+        keep = self.trained
+        if self.training and self.id_dropout > 0:
+            keep = keep * (torch.rand_like(keep) >= self.id_dropout)
+        return self.item_embedding.weight * keep[:, None] + self.text_projection(self.text_vectors)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -103,7 +129,9 @@ class SeqRecModel(nn.Module):
         # Positions count real items from the start of the window, so the amount of left padding
         # (which depends on the batch) never changes what the model sees.
         positions = (real.cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
-        x = self.dropout(self.item_embedding(seq) + self.position_embedding(positions))  # (B, L, D)
+        # padding_idx: padding positions send no gradient into row 0, as nn.Embedding does.
+        items = F.embedding(seq, self.item_table(), padding_idx=PADDING_ITEM)  # (B, L, D)
+        x = self.dropout(items + self.position_embedding(positions))  # (B, L, D)
         causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()  # (L, L)
         # Padding keys are hidden; every query still sees itself, so padded rows never become all -inf (NaN).
         own = torch.eye(L, dtype=torch.bool, device=seq.device)  # (L, L)
@@ -118,7 +146,7 @@ class SeqRecModel(nn.Module):
 
         Padding has no column, so label smoothing never spreads mass onto an impossible class.
         """
-        return hidden @ self.item_embedding.weight[1:].T  # (..., I)
+        return hidden @ self.item_table()[1:].T  # (..., I)
 
     @torch.no_grad()
     def score_next(self, seq: torch.Tensor) -> torch.Tensor:
@@ -170,6 +198,23 @@ def check_catalog(model: SeqRecModel, n_items: int, model_dir: str | Path, featu
 
 
 def item_embeddings(model: SeqRecModel) -> np.ndarray:
-    """The (tied) item embedding table, (I + 1, D) float32 with row 0 the padding item: the model's
-    own item vector space, used for similarity when the items have no categories."""
-    return model.item_embedding.weight.detach().cpu().numpy().astype(np.float32)
+    """The (tied) item vectors, (I + 1, D) float32 with row 0 the padding item: the model's own item
+    vector space, used for similarity when the items have neither categories nor texts."""
+    with torch.no_grad():
+        return model.item_table().detach().cpu().numpy().astype(np.float32)
+
+
+def pca_initialization(text_vectors: np.ndarray, d_model: int, std: float = 0.02) -> torch.Tensor:
+    """Id embeddings started from the text vectors (LLM-ESR, Liu et al. 2024): the centred texts of
+    the real items projected on their first d_model principal components, scaled to the usual init
+    spread; items without text (zero vectors) and padding start at zero. (I + 1, T) -> (I + 1, D)."""
+    real = np.asarray(text_vectors[1:], dtype=np.float64)
+    has_text = np.abs(real).sum(axis=1) > 0
+    out = np.zeros((len(text_vectors), d_model), dtype=np.float32)
+    if has_text.sum() > 1:
+        centred = real[has_text] - real[has_text].mean(axis=0)
+        _, _, axes = np.linalg.svd(centred, full_matrices=False)  # (T', T) principal directions
+        projected = centred @ axes[:d_model].T  # (n, min(D, T'))
+        projected *= std / max(projected.std(), 1e-12)
+        out[1:][has_text, :projected.shape[1]] = projected
+    return torch.from_numpy(out)

@@ -36,6 +36,7 @@ MIN_EXPONENT = -80.0  # rel / λ >= e^-80: relevance more than 80 τ below the b
 MIN_DIVERSITY = 1e-6  # λ below this acts as this: one code path; it then only breaks exact ties
 NEG_INF = np.float32(-np.inf)
 TILE_ROWS = 4096  # (policy, user) rows per tile: its scores (rows x pool floats) stay in L2/L3
+BLOCK_CACHE_BYTES = 1 << 30  # a context's candidate-similarity block is kept whole up to 1 GiB
 DITHER_SALT = b"recmoo-dither-v1"  # part of every id's hash: a new salt re-draws every user's dither
 
 
@@ -111,6 +112,10 @@ class Context:
     @property
     def n_candidates(self) -> int:
         return self.items.shape[1]
+
+    @property
+    def block_bytes(self) -> int:
+        return self.n_users * self.n_candidates ** 2 * 4
 
     @cached_property
     def block(self) -> np.ndarray:
@@ -273,7 +278,10 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
     step = max(1, TILE_ROWS // len(policies))
     tiles = [slice(u, min(u + step, ctx.n_users)) for u in range(0, ctx.n_users, step)]
 
-    block, terms = np.ascontiguousarray(ctx.block), policy_terms(policies)  # built before the threads share them
+    terms = policy_terms(policies)
+    # The whole context's block, built once and shared by the threads, while it fits in memory;
+    # beyond that (100k users x 200 candidates would be 16 GB) each tile gathers its own.
+    block = np.ascontiguousarray(ctx.block) if ctx.block_bytes <= BLOCK_CACHE_BYTES else None
 
     def run(users: slice) -> None:
         # Contiguous copies of the tile: the compiled functions then see one array layout only, so
@@ -284,7 +292,11 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
         _exponents(terms, int_pools, logits, log_pop, rel)
         np.exp(rel, out=rel)  # NumPy's SIMD exp: a scalar libm exp would cost more than the greedy
         picks = np.empty((len(policies), users.stop - users.start, k), dtype=np.int32)
-        _greedy(rel, terms, int_pools, items, logits, novelty, fit, dit, block, users.start, k, picks)
+        if block is None:
+            tile_block = np.ascontiguousarray(ctx.item_sim[items[:, :, None], items[:, None, :]])  # (u, W, W)
+            _greedy(rel, terms, int_pools, items, logits, novelty, fit, dit, tile_block, 0, k, picks)
+        else:
+            _greedy(rel, terms, int_pools, items, logits, novelty, fit, dit, block, users.start, k, picks)
         out[:, users] = picks
 
     if threads > 1 and len(tiles) > 1:

@@ -14,14 +14,22 @@ region of interest, as Ishibuchi et al. (2018, "How to specify a reference point
 calculation for fair performance comparison") recommend, so policies at the anchor still count.
 Each method is scored by the non-dominated set of *all* the policies it evaluated with the same
 budget (Zitzler et al. 2003: dominance-compliant comparison of the archives).
+
+Users: the search may score policies on a seeded, activity-stratified sample of the validation
+users (`search.users`; yardstick.sample_users): its cost then no longer grows with the log. Each
+method's non-dominated policies on the sample are ε-thinned there, re-scored on *all* validation
+users and on test, and what is non-dominated on all of them is the method's front: the hypervolumes,
+front.csv and the decision rule all read full-set figures.
+
+Budget: `search.n_evals` evaluations, or fewer when `search.stall_generations` is set and the
+population's hypervolume has gained less than `search.stall_tolerance` (relative) over that many
+generations (a stall criterion in the spirit of pymoo's multi-objective termination). The baselines
+always get the number of evaluations NSGA actually used.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from moocore import hv_approx, is_nondominated
@@ -29,14 +37,12 @@ from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
+from pymoo.core.termination import Termination
 from pymoo.indicators.hv import HV
 from pymoo.optimize import minimize
 from pymoo.termination import get_termination
 from pymoo.util.ref_dirs import get_reference_directions
 
-from recmoo_dag.features import Features
-from recmoo_dag.item_terms import ItemTerms
-from recmoo_dag.metrics import list_metrics, serving_cost, similarity_groups, user_ndcg
 from recmoo_dag.objectives import NAMES as OBJECTIVES
 from recmoo_dag.policy import (
     CALIBRATION,
@@ -47,97 +53,12 @@ from recmoo_dag.policy import (
     POOL,
     TEMPERATURE,
     VARIABLES,
-    Context,
     accuracy_only,
-    id_keys,
-    recommended_items,
-    rerank,
 )
+from recmoo_dag.yardstick import Yardstick
 
-CHUNKS_PER_THREAD = 4  # small chunks even out the threads' work when pool sizes differ
-CHUNK = 256  # policies scored at once: their lists (CHUNK x U x k int32) stay ~10 MB at 1k users
 HV_EXACT_MAX = 600  # larger non-dominated sets get the approximation (see `hypervolume`)
 HV_SAMPLES = 2 ** 18
-
-
-@dataclass(frozen=True)
-class Yardstick:
-    """One context (valid or test) and everything its objectives are measured against."""
-
-    ctx: Context
-    targets: np.ndarray  # (U,) held-out item
-    terms: ItemTerms  # sim (ILD) and info (novelty bits) among them
-    n_items: int
-    k: int
-    latency: tuple[float, float]  # (intercept_ms, per_candidate_ms) of the serving-cost model
-    threads: int = 1
-
-    @cached_property
-    def _groups(self) -> tuple[np.ndarray, np.ndarray]:
-        return similarity_groups(self.terms.sim)  # same ILD, cache-sized gathers
-
-    def objectives(self, policies: np.ndarray) -> np.ndarray:
-        """Natural values (higher is better but cost) of OBJECTIVES: (B, d) -> (B, 6) float64.
-
-        The policies, ordered by pool size so that no chunk computes scores far beyond its pools,
-        are cut into chunks that `threads` threads score in parallel, lists and metrics alike (the
-        compiled parts and NumPy's large operations release the GIL). Every policy's values are
-        computed on its own, so they depend neither on the chunking nor on the threads."""
-        policies = np.atleast_2d(policies)
-        by_pool = np.argsort(policies[:, POOL], kind="stable")  # a chunk's width is its largest pool
-        n_chunks = min(len(policies), max(CHUNKS_PER_THREAD * self.threads, -(-len(policies) // CHUNK)))
-        chunks = np.array_split(policies[by_pool], n_chunks)
-        if n_chunks > 1 and self.threads > 1:
-            with ThreadPoolExecutor(self.threads) as pool:
-                rows = list(pool.map(self._score, chunks))
-        else:
-            rows = [self._score(chunk) for chunk in chunks]
-        out = np.empty((len(policies), len(OBJECTIVES)))
-        out[by_pool] = np.concatenate(rows)
-        return out
-
-    def _score(self, chunk: np.ndarray) -> np.ndarray:
-        positions = rerank(self.ctx, chunk, self.k)  # (b, U, k)
-        groups, group_sim = self._groups
-        lists = list_metrics(positions, self.ctx.items, self.targets, self.terms.info, group_sim, groups, self.n_items)
-        return np.column_stack([lists, serving_cost(chunk[:, POOL], *self.latency)])
-
-    def user_ndcg(self, policies: np.ndarray) -> np.ndarray:
-        """Each user's NDCG@k under each policy: (B, d) -> (B, U)."""
-        policies = np.atleast_2d(policies)
-        return np.concatenate([user_ndcg(recommended_items(self.ctx, rerank(self.ctx, chunk, self.k, self.threads)),
-                                         self.targets) for chunk in np.array_split(policies, -(-len(policies) // CHUNK))])
-
-    @cached_property
-    def accuracy_only(self) -> np.ndarray:
-        """Natural objectives of the model's own top-k: (6,)."""
-        return self.objectives(accuracy_only(self.k))[0]
-
-    def losses(self, natural: np.ndarray) -> np.ndarray:
-        """Natural objective values -> the normalized losses of the module docstring: (B, 6)."""
-        anchor = self.accuracy_only
-        best = np.array([np.nan, 1.0, self.terms.info.max(), 1.0, 1.0])  # best possible ILD, novelty, coverage, pers.
-        span = np.maximum(best[1:] - anchor[1:5], 1e-12)  # the model already at the best: any shortfall is huge
-        cheapest, dearest = serving_cost(np.array([self.k, self.ctx.n_candidates]), *self.latency)
-        return np.column_stack([
-            1.0 - natural[:, 0] / max(anchor[0], 1e-12),
-            (best[1:] - natural[:, 1:5]) / span,
-            (natural[:, 5] - cheapest) / max(dearest - cheapest, 1e-12)])
-
-
-def yardsticks(features: Features, candidates: dict[str, np.ndarray], terms: ItemTerms, k: int,
-               latency: tuple[float, float], threads: int) -> tuple[Yardstick, Yardstick]:
-    """The valid and test contexts of the re-ranker (candidates.npz's arrays), with what their
-    objectives are measured against: each context's own history builds its users' profiles."""
-    user_keys = id_keys(features.user_ids)
-
-    def yard(name: str) -> Yardstick:
-        indptr, history = features.history(name)
-        ctx = terms.context(candidates[f"{name}_items"], candidates[f"{name}_scores"],
-                            terms.profiles(indptr, history), user_keys)
-        return Yardstick(ctx, candidates[f"{name}_targets"], terms, features.n_items, k, latency, threads)
-
-    return yard("valid"), yard("test")
 
 
 def bounds(k: int, n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
@@ -206,9 +127,31 @@ def _n_directions(n_obj: int, partitions: int) -> int:
     return comb(n_obj + partitions - 1, partitions)
 
 
+class HypervolumeStall(Termination):
+    """The budget, or earlier: when the population's non-dominated hypervolume (in the search's loss
+    space, reference point `reference`) gained less than `tolerance` of its value over the last
+    `period` generations."""
+
+    def __init__(self, budget: tuple[str, int], reference: float, period: int, tolerance: float):
+        super().__init__()
+        self.budget, self.reference = get_termination(*budget), reference
+        self.period, self.tolerance, self.history = period, tolerance, []
+
+    def _update(self, algorithm) -> float:
+        progress = self.budget.update(algorithm)
+        if algorithm.opt is None:
+            return progress
+        self.history.append(hypervolume(algorithm.opt.get("F"), self.reference))
+        if len(self.history) > self.period:
+            before, now = self.history[-1 - self.period], self.history[-1]
+            if now - before <= self.tolerance * max(before, 1e-12):
+                return 1.0
+        return progress
+
+
 def run_nsga(evaluate: Callable[[np.ndarray], np.ndarray], losses: Callable[[np.ndarray], np.ndarray],
              columns: list[int], low: np.ndarray, high: np.ndarray, algorithm: str, pop_size: int,
-             termination: tuple[str, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+             termination: tuple[str, int] | Termination, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Run the search on `losses(evaluate(X))`; returns every evaluated policy and its natural
     objectives (the archive): (n, d), (n, 6)."""
     seen_x, seen_natural = [], []
@@ -222,7 +165,8 @@ def run_nsga(evaluate: Callable[[np.ndarray], np.ndarray], losses: Callable[[np.
     problem = PolicyProblem(recording, columns, low, high)
     algorithm = make_algorithm(algorithm, len(columns), pop_size, seed,
                                initial_population(pop_size, low, high, seed))
-    minimize(problem, algorithm, get_termination(*termination), seed=seed, verbose=False)
+    stop = termination if isinstance(termination, Termination) else get_termination(*termination)
+    minimize(problem, algorithm, stop, seed=seed, verbose=False)
     return np.concatenate(seen_x), np.concatenate(seen_natural)
 
 
@@ -299,14 +243,19 @@ def hypervolume(losses: np.ndarray, reference: float) -> float:
 
 def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: str, pop_size: int,
            termination: tuple[str, int], reference: float, mmr_pool: int, seed: int,
-           front_epsilon: float = 0.0) -> dict:
+           front_epsilon: float = 0.0, sample: np.ndarray | None = None,
+           stall: tuple[int, float] | None = None) -> dict:
     """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
-    and (front policies re-scored) on test. Returns plain arrays and numbers."""
+    and (front policies re-scored) on test. `sample`: the validation users the search scores
+    policies on (None: all); `stall`: (generations, tolerance) of the early stop. Returns plain
+    arrays and numbers."""
     columns = [OBJECTIVES.index(name) for name in objectives]
     low, high = bounds(valid.k, valid.ctx.n_candidates)
+    searched = valid if sample is None or len(sample) >= valid.ctx.n_users else valid.subset(sample)
+    stop = HypervolumeStall(termination, reference, *stall) if stall else termination
     start = time.perf_counter()
-    nsga_x, nsga_natural = run_nsga(valid.objectives, valid.losses, columns, low, high, algorithm, pop_size,
-                                    termination, seed)
+    nsga_x, nsga_natural = run_nsga(searched.objectives, searched.losses, columns, low, high, algorithm, pop_size,
+                                    stop, seed)
     seconds = time.perf_counter() - start
     budget = len(nsga_x)
     candidates = {
@@ -316,23 +265,43 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
         "grid": grid_policies(budget, low, high),
     }
     out = {"n_evals": budget, "seconds": seconds, "hypervolume": {}, "hypervolume_test": {}, "fronts": {},
-           "front_size_before_thinning": {}}
+           "front_size_before_thinning": {}, "users_searched": searched.ctx.n_users}
     for method, found in candidates.items():
-        x, natural = found if isinstance(found, tuple) else (found, valid.objectives(found))
-        losses_all = valid.losses(natural)
+        x, natural = found if isinstance(found, tuple) else (found, searched.objectives(found))
+        losses_all = searched.losses(natural)
         front = nondominated(losses_all[:, columns])
-        x_front, natural_valid = x[front], natural[front]
+        x_front, natural_valid, losses_valid = x[front], natural[front], losses_all[front][:, columns]
+        out["front_size_before_thinning"][method] = len(front)
+        shown = epsilon_thin(losses_valid, front_epsilon) if front_epsilon > 0 else np.arange(len(front))
+        if searched is not valid:  # the thinned sample front, measured on everyone: its non-dominated part
+            x_front = x_front[shown]
+            natural_valid = valid.objectives(x_front)
+            losses_valid = valid.losses(natural_valid)[:, columns]
+            kept = nondominated(losses_valid)
+            x_front, natural_valid, losses_valid = x_front[kept], natural_valid[kept], losses_valid[kept]
+            shown = np.arange(len(kept))
         natural_test = test.objectives(x_front)
-        losses_valid = losses_all[front][:, columns]
         out["hypervolume"][method] = hypervolume(losses_valid, reference)
         out["hypervolume_test"][method] = hypervolume(test.losses(natural_test)[:, columns], reference)
         # Hypervolumes above use every non-dominated policy; what is reported and chosen from is
         # an ε-Pareto subset, whose size does not grow with the budget (6-D fronts hold thousands).
-        shown = epsilon_thin(losses_valid, front_epsilon) if front_epsilon > 0 else np.arange(len(front))
-        out["front_size_before_thinning"][method] = len(front)
         out["fronts"][method] = {"x": x_front[shown], "valid": natural_valid[shown], "test": natural_test[shown]}
     out["accuracy_only"] = {"valid": valid.accuracy_only, "test": test.accuracy_only}
+    out["paired_se"] = {"searched": paired_se(searched, out["fronts"]["nsga"]["x"]),
+                        "all": paired_se(valid, out["fronts"]["nsga"]["x"])}
     return out
+
+
+def paired_se(yard: Yardstick, policies: np.ndarray) -> float:
+    """The standard error of a policy's NDCG difference with the accuracy-only lists, paired user by
+    user, as a share of accuracy-only NDCG: the noise of these users' verdicts (mean over up to 64
+    of `policies`)."""
+    if len(policies) == 0 or yard.ctx.n_users < 2:
+        return float("nan")
+    policies = policies[np.linspace(0, len(policies) - 1, min(len(policies), 64)).round().astype(int)]
+    difference = yard.user_ndcg(policies) - yard.user_ndcg(accuracy_only(yard.k))[0]  # (P, U)
+    error = difference.std(axis=1, ddof=1).mean() / np.sqrt(difference.shape[1])
+    return float(error / max(yard.accuracy_only[0], 1e-12))
 
 
 def summary(result: dict, front_size: int) -> dict:
@@ -348,4 +317,7 @@ def summary(result: dict, front_size: int) -> dict:
         "hypervolume_test": {m: round(v, 6) for m, v in result["hypervolume_test"].items()},
         "accuracy_only": {context: {name: round(float(v), 6) for name, v in zip(OBJECTIVES, values)}
                           for context, values in result["accuracy_only"].items()},
+        "users": {"searched": int(result["users_searched"]),
+                  "paired_se_searched": round(result["paired_se"]["searched"], 6),
+                  "paired_se_all": round(result["paired_se"]["all"], 6)},
     }

@@ -42,10 +42,10 @@ from torch.utils.data import DataLoader, Sampler
 from recmoo_dag.config import ModelParams, TrainParams
 from recmoo_dag.errors import InputError
 from recmoo_dag.evaluate import REPORT_K, left_padded, seen_mask
-from recmoo_dag.features import PADDING_ITEM, Features
+from recmoo_dag.features import PADDING_ITEM, Features, sample_users
 from recmoo_dag.io import atomic_write
 from recmoo_dag.metrics import accuracy, rank_of_targets
-from recmoo_dag.model import SeqRecModel
+from recmoo_dag.model import SeqRecModel, pca_initialization
 
 MONITOR = f"valid/ndcg@{REPORT_K}"
 SELECTED = "valid/improvements"  # how many validations were significant improvements: what checkpoints follow
@@ -139,9 +139,10 @@ class SequenceData(L.LightningDataModule):
     user's train history -> valid item."""
 
     def __init__(self, features: Features, max_len: int, batch_size: int, round_steps: int, eval_batch_size: int,
-                 seed: int):
+                 seed: int, eval_users: np.ndarray):
         super().__init__()
         self.features, self.max_len, self.seed, self.round_steps = features, max_len, seed, round_steps
+        self.eval_users = eval_users  # the validation users early stopping reads (all, or a sample)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.history = features.history("valid")  # (indptr, items) of the train split
         self.inputs, self.targets = training_windows(*self.history, max_len)  # (W, L) each
@@ -171,7 +172,7 @@ class SequenceData(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
-        users = np.arange(self.features.n_users)[rank::world_size]  # each process scores its share of users
+        users = self.eval_users[rank::world_size]  # each process scores its share of users
         # Longest histories first: each batch then trims to its own longest row (metrics are order-free).
         users = users[np.argsort(-np.diff(self.history[0])[users], kind="stable")]
         return DataLoader(users, batch_size=self.eval_batch_size, collate_fn=self._valid_batch,
@@ -193,10 +194,12 @@ class SequenceData(L.LightningDataModule):
 class SeqRecModule(L.LightningModule):
     def __init__(self, n_items: int, d_model: int, n_heads: int, n_layers: int, dropout: float, max_len: int,
                  lr: float, lr_schedule: str, warmup_steps: int, total_steps: int, weight_decay: float,
-                 label_smoothing: float, min_improvement_se: float, seed: int, compile: bool):
+                 label_smoothing: float, min_improvement_se: float, seed: int, compile: bool,
+                 item_text: str = "none", text_dim: int = 0, id_dropout: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
-        self.model = SeqRecModel(n_items, d_model, n_heads, n_layers, dropout, max_len)
+        self.model = SeqRecModel(n_items, d_model, n_heads, n_layers, dropout, max_len, item_text, text_dim,
+                                 id_dropout)
         # A compiled forward kept out of the module tree, so checkpoints hold one copy of the weights.
         self._compiled = torch.compile(self.model.forward, dynamic=True) if compile else None
         self._ranks: list[np.ndarray] = []
@@ -352,9 +355,13 @@ def run_fingerprint(model: ModelParams, train: TrainParams, seed: int, data_hash
 
 
 def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, run: str, resume: bool = False,
-        callbacks: tuple[Callback, ...] = ()) -> FitResult | None:
+        callbacks: tuple[Callback, ...] = (), text_vectors: np.ndarray | None = None) -> FitResult | None:
     """Train from scratch (checkpoints cleared) or from `last.ckpt`; None in DDP processes other than rank 0.
-    `callbacks` join Lightning's (the tuning stage's pruning)."""
+    `callbacks` join Lightning's (the tuning stage's pruning); `text_vectors` (I + 1, T), the
+    item_text stage's, are needed by model.item_text init and fuse."""
+    if model.item_text != "none" and text_vectors is None:
+        raise InputError(f"model.item_text {model.item_text!r} needs the item_text stage's vectors (run `recmoo item_text`)")
+    text_dim = text_vectors.shape[1] if model.item_text == "fuse" else 0
     ckpt_dir = Path(train.checkpoint_dir)
     last = ckpt_dir / f"{LAST}.ckpt"
     if resume and last.is_file():
@@ -376,8 +383,16 @@ def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, r
     module = SeqRecModule(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout,
                           model.max_len, train.lr, train.lr_schedule, train.warmup_steps,
                           rounds * train.eval_every_steps, train.weight_decay, train.label_smoothing,
-                          train.min_improvement_se, seed, train.compile)
-    data = SequenceData(features, model.max_len, train.batch_size, train.eval_every_steps, train.eval_batch_size, seed)
+                          train.min_improvement_se, seed, train.compile, model.item_text, text_dim, model.id_dropout)
+    with torch.no_grad():
+        if model.item_text == "init":
+            module.model.item_embedding.weight.copy_(pca_initialization(text_vectors, model.d_model))
+        elif model.item_text == "fuse":
+            module.model.text_vectors.copy_(torch.from_numpy(np.asarray(text_vectors, dtype=np.float32)))
+            module.model.trained.copy_(torch.from_numpy((features.train_counts > 0).astype(np.float32)))
+    eval_users = sample_users(np.diff(features.history("valid")[0]), train.eval_users, seed)
+    data = SequenceData(features, model.max_len, train.batch_size, train.eval_every_steps, train.eval_batch_size, seed,
+                        eval_users)
     log = ValidationLog(train.steps_log, run)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename=BEST, monitor=SELECTED, mode="max", save_top_k=1,
                            save_last=True, enable_version_counter=False)
@@ -396,7 +411,8 @@ def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, r
     if not trainer.is_global_zero:
         return None
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-    net = SeqRecModel(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout, model.max_len)
+    net = SeqRecModel(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout, model.max_len,
+                      model.item_text, text_dim, model.id_dropout)
     net.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
     return FitResult(net.eval(), checkpoint["selection"]["best_ndcg"], trainer.global_step,
                      int(checkpoint["global_step"]), seconds)

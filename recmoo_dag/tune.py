@@ -28,11 +28,13 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from recmoo_dag.config import ModelParams, TrainParams, TuneParams, with_values
 from recmoo_dag.features import Features
 from recmoo_dag.train import MONITOR, fit
 
-TUNED_MODEL = ("d_model", "n_layers", "dropout", "max_len")
+TUNED_MODEL = ("d_model", "n_layers", "dropout", "max_len", "item_text")
 TUNED_TRAIN = ("lr", "batch_size", "weight_decay")
 VALIDATIONS_BEFORE_PRUNING = 2  # a trial's first validations are mostly warm-up
 
@@ -49,7 +51,8 @@ def suggest(trial, space) -> tuple[dict, dict]:
     model = {"d_model": trial.suggest_categorical("d_model", space.d_model),
              "n_layers": trial.suggest_categorical("n_layers", space.n_layers),
              "dropout": trial.suggest_float("dropout", *space.dropout),
-             "max_len": trial.suggest_categorical("max_len", space.max_len)}
+             "max_len": trial.suggest_categorical("max_len", space.max_len),
+             "item_text": trial.suggest_categorical("item_text", space.item_text)}
     train = {"lr": trial.suggest_float("lr", *space.lr, log=True),
              "batch_size": trial.suggest_categorical("batch_size", space.batch_size),
              "weight_decay": trial.suggest_float("weight_decay", *space.weight_decay, log=True)}
@@ -63,7 +66,8 @@ def in_space(values: dict, space) -> bool:
 
 
 def run_study(features: Features, model: ModelParams, train: TrainParams, tune: TuneParams, seed: int,
-              data_hash: str, workdir: Path, on_trial: Callable[[int, str, float | None], None]) -> object:
+              data_hash: str, workdir: Path, on_trial: Callable[[int, str, float | None], None],
+              text_vectors: np.ndarray | None = None) -> object:
     """Run (or resume) the study until `tune.trials` trials finished or `tune.timeout_seconds` passed;
     returns the optuna Study. `workdir` holds the trials' checkpoints, cleared after each."""
     import optuna
@@ -95,7 +99,8 @@ def run_study(features: Features, model: ModelParams, train: TrainParams, tune: 
         trial_model, trial_params = with_values(model, trial_train, {"model": model_values, "train": train_values})
         callback = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
         try:
-            result = fit(features, trial_model, trial_params, seed, f"{name}-{trial.number}", callbacks=(callback,))
+            result = fit(features, trial_model, trial_params, seed, f"{name}-{trial.number}", callbacks=(callback,),
+                         text_vectors=text_vectors)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return result.best_valid_ndcg
@@ -115,10 +120,17 @@ def run_study(features: Features, model: ModelParams, train: TrainParams, tune: 
 def chosen_values(study) -> dict:
     """{"model": {...}, "train": {...}} of the best completed trial and its valid NDCG@10 (not its
     number: a resumed study numbers the interrupted trial too)."""
+    from optuna.trial import TrialState
+
     best = study.best_trial
+    variants = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        variant = trial.params.get("item_text")
+        variants[variant] = max(variants.get(variant, float("-inf")), trial.value)
     return {"model": {key: best.params[key] for key in TUNED_MODEL},
             "train": {key: best.params[key] for key in TUNED_TRAIN},
-            f"valid_{MONITOR.split('/')[1]}": best.value}
+            f"valid_{MONITOR.split('/')[1]}": best.value,
+            "item_text_valid_ndcg@10": dict(sorted(variants.items()))}
 
 
 def trials_table(study):

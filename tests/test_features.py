@@ -44,7 +44,7 @@ def test_shuffled_input_gives_identical_tables(small_log):
     params = FeaturesParams()
     first = build_features(interactions, items, params)
     second = build_features(interactions.sample(frac=1.0, random_state=3), items.iloc[::-1], params)
-    for name in ("sequences", "users", "items"):
+    for name in ("sequences", "users", "items", "catalog"):
         pd.testing.assert_frame_equal(first[name], second[name])
 
 
@@ -110,3 +110,15 @@ def test_no_item_metadata_means_no_categories(small_log, tmp_path):
     write_features(build_features(interactions, None, FeaturesParams()), tmp_path)
     features = load_features(tmp_path)
     assert features.categories is None and features.category_names == []
+
+
+def test_tags_reach_the_catalog_and_metadata_only_items_join_it_on_request():
+    rows = [("a", "x", 1), ("a", "y", 2), ("a", "z", 3), ("b", "x", 1), ("b", "z", 2), ("b", "y", 3)]
+    items = pd.DataFrame({"item_id": ["x", "y", "z", "new"], "title": ["X", "Y", "Z", "Brand new"],
+                          "categories": [["c"], [], ["d"], ["c"]], "tags": [["fun", "old"], [], [], ["fresh"]]})
+    params = FeaturesParams(min_user_interactions=3, min_item_interactions=1)
+    catalog = build_features(frame(rows), items, params)["catalog"]
+    assert catalog["item_id"].tolist() == ["", "x", "y", "z"] and list(catalog.loc[1, "tags"]) == ["fun", "old"]
+    tables = build_features(frame(rows), items, params.model_copy(update={"include_metadata_items": True}))
+    assert tables["catalog"]["item_id"].tolist() == ["", "x", "y", "z", "new"]  # cold items come last
+    assert tables["items"].loc[4, "train_count"] == 0 and list(tables["catalog"].loc[4, "tags"]) == ["fresh"]

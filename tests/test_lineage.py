@@ -55,7 +55,8 @@ def test_manifest_records_the_whole_chain_params_code_and_environment(deployed):
     assert links["model"]["files"]["models/model/model.safetensors"]["sha256"] == sha256(
         "models/model/model.safetensors")
     assert set(links["features"]["files"]) == {f"data/features/{n}" for n in
-                                               ("items.parquet", "meta.json", "sequences.parquet", "users.parquet")}
+                                               ("catalog.parquet", "items.parquet", "meta.json", "sequences.parquet",
+                                                "users.parquet")}
     assert links["front"]["files"]["reports/search/front.csv"]["sha256"] == sha256("reports/search/front.csv")
     assert manifest["params"] == params.model_dump(by_alias=True, mode="json")
     assert manifest["params_sha256"] == params_digest(manifest["params"])

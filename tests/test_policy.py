@@ -194,3 +194,16 @@ def test_policy_vector_switches_off_variables_a_version_predates():
     assert x[DITHER] == 0.0 and x[POOL] == 30 and x[DIVERSITY] == 0.4
     with pytest.raises(ValueError, match="unknown"):
         policy_vector({"pool": 10, "serendipity": 1.0})
+
+
+def test_a_context_too_large_to_hold_its_block_gives_the_same_lists(monkeypatch):
+    """Beyond BLOCK_CACHE_BYTES each tile gathers its own similarity block: same lists, bounded memory."""
+    import recmoo_dag.policy as policy
+
+    ctx, inputs = random_context(4, n_users=20)
+    policies = random_policies(4, 7, ctx.n_candidates)
+    whole = rerank(ctx, policies, K, threads=2)
+    monkeypatch.setattr(policy, "BLOCK_CACHE_BYTES", 0)
+    fresh, _ = random_context(4, n_users=20)
+    np.testing.assert_array_equal(rerank(fresh, policies, K, threads=2), whole)
+    assert "block" not in fresh.__dict__  # never built

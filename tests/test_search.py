@@ -10,10 +10,11 @@ from pymoo.algorithms.moo.nsga3 import NSGA3
 
 from recmoo_dag import search as S
 from recmoo_dag.candidates import load_candidates
-from recmoo_dag.features import load_features
+from recmoo_dag.features import load_features, sample_users
 from recmoo_dag.item_terms import training_terms
 from recmoo_dag.policy import DIVERSITY, NAMES, POOL, accuracy_only
 from recmoo_dag.stages import search as search_stage
+from recmoo_dag.yardstick import yardsticks
 from tests.pareto_support import N_CANDIDATES, SMALL, make_pareto_project
 
 
@@ -22,11 +23,11 @@ def run(params) -> dict:
     return json.loads(open(params.search.metrics).read())
 
 
-def yardsticks(params):
+def contexts_of(params):
     """The search stage's contexts, built as the stage builds them (the project has genres: no model read)."""
     features = load_features(params.features.dir)
     terms = training_terms(features, params.policy.similarity, embeddings=lambda: pytest.fail("model read"))
-    return S.yardsticks(features, load_candidates(params.candidates.path), terms, params.policy.k,
+    return yardsticks(features, load_candidates(params.candidates.path), terms, params.policy.k,
                         params.policy.latency, params.search.threads)
 
 
@@ -129,7 +130,49 @@ def test_front_policies_score_as_the_csv_says(pareto_project, tmp_path):
     """What deploy does: read the variables back and score them; the CSV's figures come out exactly."""
     run(pareto_project)
     front = pd.read_csv(tmp_path / "reports" / "search" / "front.csv")
-    valid, test = yardsticks(pareto_project)
+    valid, test = contexts_of(pareto_project)
     policies = front[list(NAMES)].to_numpy()
     np.testing.assert_array_equal(valid.objectives(policies), front[[f"valid_{o}" for o in S.OBJECTIVES]])
     np.testing.assert_array_equal(test.objectives(policies), front[[f"test_{o}" for o in S.OBJECTIVES]])
+
+
+def test_the_user_sample_is_seeded_and_stratified_by_activity():
+    activity = np.random.default_rng(0).lognormal(3, 1, 1000).astype(int) + 3
+    sample = sample_users(activity, 200, seed=5)
+    np.testing.assert_array_equal(sample, sample_users(activity, 200, seed=5))
+    assert len(sample) == len(np.unique(sample)) == 200 and not np.array_equal(sample, sample_users(activity, 200, 6))
+    deciles = np.argsort(np.argsort(activity, kind="stable"))[sample] // 100  # each user's activity decile
+    assert np.bincount(deciles, minlength=10).tolist() == [20] * 10  # heavy and light users alike
+    np.testing.assert_array_equal(sample_users(activity, None, 5), np.arange(1000))
+    np.testing.assert_array_equal(sample_users(activity, 5000, 5), np.arange(1000))
+
+
+@pytest.mark.slow
+def test_a_sampled_search_reports_fronts_rescored_on_everyone(pareto_project):
+    valid, test = contexts_of(pareto_project)
+    sample = sample_users(np.arange(valid.ctx.n_users) % 7, 30, seed=1)
+    result = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
+                      sample=sample)
+    assert result["users_searched"] == 30 < valid.ctx.n_users
+    for method, front in result["fronts"].items():
+        # The reported figures are the policies' own on all valid users and on test.
+        np.testing.assert_array_equal(valid.objectives(front["x"]), front["valid"], err_msg=method)
+        np.testing.assert_array_equal(test.objectives(front["x"]), front["test"], err_msg=method)
+        losses = valid.losses(front["valid"])
+        assert len(S.nondominated(losses)) == len(losses)  # non-dominated on everyone
+    assert 0 < result["paired_se"]["all"] < result["paired_se"]["searched"]  # more users, less noise
+    # Everyone as the "sample" is the plain search, to the bit.
+    plain = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02)
+    every = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
+                     sample=np.arange(valid.ctx.n_users))
+    np.testing.assert_array_equal(plain["fronts"]["nsga"]["x"], every["fronts"]["nsga"]["x"])
+    assert plain["hypervolume"] == every["hypervolume"]
+
+
+@pytest.mark.slow
+def test_a_stalled_hypervolume_stops_nsga_and_the_baselines_get_what_it_used(pareto_project):
+    valid, test = contexts_of(pareto_project)
+    result = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 2400), 1.1, 20, 0, 0.02,
+                      stall=(3, 10.0))  # "less than 1,000% gain in 3 generations": stops at once
+    assert result["n_evals"] <= 24 * 5 < 2400
+    assert all(result["front_size_before_thinning"][m] <= result["n_evals"] for m in result["fronts"])

@@ -109,7 +109,8 @@ def test_run_writes_the_contract_and_is_byte_reproducible(tmp_path, monkeypatch)
 
     metrics = json.loads((tmp_path / "b" / "metrics" / "train.json").read_text())
     assert set(metrics) == {"model", "baselines", "blend", "generator", "choice", "train_seconds", "steps",
-                            "best_step"}
+                            "best_step", "item_text"}
+    assert metrics["item_text"] == {"chosen": "none", "valid_ndcg@10": {}}  # tuning off: the variant as written
     assert set(metrics["baselines"]) == {"pop", "ease"}
     for report in (metrics["model"], metrics["baselines"]["pop"], metrics["baselines"]["ease"], metrics["blend"]):
         assert set(report) == {"valid", "test"}

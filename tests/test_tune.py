@@ -18,7 +18,8 @@ from tests.model_support import tiny_project
 
 # Four quick trials on the tiny project; the second prunes as soon as it can.
 QUICK = {"tune": {"enabled": True, "trials": 4, "trial_steps": 40, "startup_trials": 1,
-                  "space": {"d_model": [16, 32], "n_layers": [1], "max_len": [10, 20], "batch_size": [32, 64]}},
+                  "space": {"d_model": [16, 32], "n_layers": [1], "max_len": [10, 20], "batch_size": [32, 64],
+                            "item_text": ["none"]}},  # the text variants: tests/test_item_text.py
          "train": {"eval_every_steps": 10}}
 
 
@@ -43,7 +44,7 @@ def test_the_study_is_deterministic_and_its_choice_is_what_train_reads(tmp_path,
     best = max((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: float(r["value"]))
     assert chosen["model"]["d_model"] == int(best["d_model"]) and chosen["valid_ndcg@10"] == float(best["value"])
     assert rows[0]["lr"] == "0.005" and rows[0]["d_model"] == "16"  # the first trial: the params as written
-    assert set(chosen["model"]) == {"d_model", "n_layers", "dropout", "max_len"}
+    assert set(chosen["model"]) == {"d_model", "n_layers", "dropout", "max_len", "item_text"}
     assert set(chosen["train"]) == {"lr", "batch_size", "weight_decay"}
     metrics = json.loads((tmp_path / "a" / "metrics" / "tune.json").read_text())
     assert sum(metrics["trials"].values()) == 4 and metrics["best"] == chosen
@@ -92,6 +93,7 @@ def test_tuning_off_trains_with_the_params_as_written(tmp_path, monkeypatch):
     params = tiny_project(tmp_path, {**QUICK, "tune": {"enabled": False}})
     tune.main(params)
     chosen = json.loads(Path("models/tuned.json").read_text())
-    assert chosen == {"enabled": False, "model": {"d_model": 16, "n_layers": 1, "dropout": 0.1, "max_len": 20},
+    assert chosen == {"enabled": False, "model": {"d_model": 16, "n_layers": 1, "dropout": 0.1, "max_len": 20,
+                                                  "item_text": "none"},
                       "train": {"lr": 0.005, "batch_size": 32, "weight_decay": 0.1}}
     assert json.loads(Path("metrics/tune.json").read_text())["enabled"] is False

@@ -20,8 +20,9 @@ from recmoo_dag.front import read_front
 from recmoo_dag.generator import load_generator
 from recmoo_dag.io import write_json
 from recmoo_dag.item_terms import training_terms
+from recmoo_dag.item_text import text_vectors_if_any
 from recmoo_dag.model import check_catalog, item_embeddings
-from recmoo_dag.search import yardsticks
+from recmoo_dag.yardstick import yardsticks
 
 
 def main(params: Params) -> None:
@@ -29,7 +30,8 @@ def main(params: Params) -> None:
     features = load_features(params.features.dir)
     generator = load_generator(params.train.model_dir)
     check_catalog(generator.model, features.n_items, params.train.model_dir, params.features.dir)
-    terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(generator.model))
+    terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(generator.model),
+                           lambda: text_vectors_if_any(params.item_text.dir))
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
                              params.search.threads)
     choice = choose_policy(read_front(params.search.front), test if cfg.select_on == "test" else valid, cfg, k)

@@ -4,32 +4,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from recmoo_dag.candidates import load_candidates
 from recmoo_dag.config import Params
-from recmoo_dag.features import load_features
+from recmoo_dag.features import Features, load_features, sample_users
 from recmoo_dag.front import front_csv, front_table
 from recmoo_dag.front_plot import plot_fronts
 from recmoo_dag.io import atomic_write, write_json
 from recmoo_dag.item_terms import training_terms
+from recmoo_dag.item_text import text_vectors_if_any
 from recmoo_dag.model import item_embeddings, load_model
-from recmoo_dag.search import Yardstick, search, summary, yardsticks
+from recmoo_dag.search import search, summary
+from recmoo_dag.yardstick import Yardstick, yardsticks
 
 
-def contexts(params: Params) -> tuple[Yardstick, Yardstick]:
+def contexts(params: Params, features: Features | None = None) -> tuple[Yardstick, Yardstick]:
     """The valid and test yardsticks of the stage's inputs (also what the benchmarks measure on)."""
-    features = load_features(params.features.dir)
+    features = features or load_features(params.features.dir)
     terms = training_terms(features, params.policy.similarity,
-                           lambda: item_embeddings(load_model(params.train.model_dir)))
+                           lambda: item_embeddings(load_model(params.train.model_dir)),
+                           lambda: text_vectors_if_any(params.item_text.dir))
     return yardsticks(features, load_candidates(params.candidates.path), terms, params.policy.k,
                       params.policy.latency, params.search.threads)
 
 
 def main(params: Params) -> None:
     cfg, policy = params.search, params.policy
-    valid, test = contexts(params)
+    features = load_features(params.features.dir)
+    valid, test = contexts(params, features)
     termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
-    result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination,
-                    cfg.reference_point, cfg.mmr_pool, params.seed, cfg.front_epsilon)
+    result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
+                    cfg.mmr_pool, params.seed, cfg.front_epsilon,
+                    sample=sample_users(np.diff(features.history("valid")[0]), cfg.users, params.seed),
+                    stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None)
     nsga = result["fronts"]["nsga"]
     table = front_table(nsga["x"], nsga)
     atomic_write(cfg.front, lambda tmp: tmp.write_text(front_csv(table)))
@@ -37,6 +45,6 @@ def main(params: Params) -> None:
     payload = summary(result, len(table))
     write_json(cfg.metrics, payload)
     hv = payload["hypervolume"]
-    print(f"search: {payload['n_evals']} evaluations in {payload['seconds']:.1f}s, "
-          f"{payload['front_size']} policies on the front; hypervolume nsga {hv['nsga']:.4f}, "
-          f"mmr {hv['mmr_sweep']:.4f}, random {hv['random']:.4f}, grid {hv['grid']:.4f}")
+    print(f"search: {payload['n_evals']} evaluations on {payload['users']['searched']} of {features.n_users} "
+          f"users in {payload['seconds']:.1f}s, {payload['front_size']} policies on the front; hypervolume "
+          f"nsga {hv['nsga']:.4f}, mmr {hv['mmr_sweep']:.4f}, random {hv['random']:.4f}, grid {hv['grid']:.4f}")

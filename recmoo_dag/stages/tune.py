@@ -9,7 +9,12 @@ from pathlib import Path
 from recmoo_dag.config import Params
 from recmoo_dag.features import load_features
 from recmoo_dag.io import atomic_write, combined_digest, hash_files, write_json
+from recmoo_dag.item_text import load_vectors
 from recmoo_dag.tune import TUNED_MODEL, TUNED_TRAIN, chosen_values, plot_history, run_study, trials_table
+
+
+def report_trial(number: int, state: str, value: float | None) -> None:
+    print(f"tune: trial {number} {state.lower()}" + (f", valid ndcg@10 {value:.4f}" if value else ""), flush=True)
 
 
 def main(params: Params) -> None:
@@ -22,11 +27,11 @@ def main(params: Params) -> None:
         summary = {"enabled": False}
     else:
         features = load_features(params.features.dir)
-        study = run_study(features, params.model, params.train, cfg, params.seed,
-                          combined_digest(hash_files([params.features.dir])), Path(cfg.workdir),
-                          on_trial=lambda n, state, value: print(f"tune: trial {n} {state.lower()}"
-                                                                 + (f", valid ndcg@10 {value:.4f}" if value else ""),
-                                                                 flush=True))
+        uses_text = bool(set(cfg.space.item_text) - {"none"})
+        texts = load_vectors(params.item_text.dir) if uses_text else None
+        data = [params.features.dir, *([params.item_text.dir] if uses_text else [])]
+        study = run_study(features, params.model, params.train, cfg, params.seed, combined_digest(hash_files(data)),
+                          Path(cfg.workdir), on_trial=report_trial, text_vectors=texts)
         chosen = {"enabled": True, **chosen_values(study)}
         table = trials_table(study)
         atomic_write(report / "trials.csv", lambda tmp: tmp.write_text(table.to_csv(index=False)))

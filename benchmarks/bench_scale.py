@@ -1,0 +1,124 @@
+"""How the pipeline scales with users: every stage's seconds and peak RSS on synthetic logs of 1k,
+10k and 100k users (about 50 events each, 5k items) and on MovieLens-100K, one row per log; then the
+search on a user sample against the search on all users (ML-100K): hypervolume and the deployed
+policy's test figures, with the paired standard error of NDCG@10 on the users each search saw.
+
+Each stage runs in its own process (`recmoo <stage>`, as `dvc repro` would) in a scratch project
+with the default params; peak RSS is the process's own (ru_maxrss).
+
+    .venv/bin/python benchmarks/bench_scale.py [--sizes 1000 10000 100000] [--skip-ml100k]
+                                               [--samples 250 500] [--workdir /tmp/recmoo-scale]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("fetch", "ingest", "validate", "features", "item_text", "tune", "train", "candidates", "search", "deploy")
+RUNNER = ("import resource, sys; from recmoo_dag.cli import main; code = main(sys.argv[1:]); "
+          "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+
+
+def project(root: Path, overrides: dict) -> Path:
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in overrides.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def stage(root: Path, name: str) -> tuple[float, float, str]:
+    """(seconds, peak RSS GB, its summary line) of `recmoo <name>` in its own process."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", RUNNER, name], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{root}: {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    rss = int(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("RSS"))) / 1024 ** 2
+    line = next((line for line in proc.stdout.splitlines() if line.startswith(f"{name}:")), "")
+    return seconds, rss, line
+
+
+def pipeline(label: str, root: Path) -> dict:
+    row = {"log": label, "stages": {}}
+    for name in STAGES:
+        seconds, rss, line = stage(root, name)
+        row["stages"][name] = (seconds, rss)
+        print(f"  {name:<10} {seconds:7.1f}s {rss:5.2f} GB  {line[len(name) + 2:][:140]}", flush=True)
+    row["users"] = json.loads((root / "metrics" / "features.json").read_text())["n_users"]
+    return row
+
+
+def sampled_against_full(root: Path, samples: list[int | None]) -> list[dict]:
+    """The search and deploy stages again with search.users at each size (None: all users)."""
+    rows = []
+    for users in samples:
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["search"]["users"] = users
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        shutil.rmtree(root / params["deploy"]["store"], ignore_errors=True)
+        seconds = stage(root, "search")[0]
+        stage(root, "deploy")
+        search = json.loads((root / "metrics" / "search.json").read_text())
+        deploy = json.loads((root / "metrics" / "deploy.json").read_text())
+        rows.append({"users": search["users"]["searched"], "seconds": seconds,
+                     "se_searched": search["users"]["paired_se_searched"], "se_all": search["users"]["paired_se_all"],
+                     "hv_test": search["hypervolume_test"]["nsga"], "deployed": deploy["test"]["deployed"],
+                     "accuracy_only": deploy["test"]["accuracy_only"], "fallback": bool(deploy["fallback"])})
+        print(f"  search.users {users}: {seconds:.1f}s, HV test {rows[-1]['hv_test']:.4f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10_000, 100_000])
+    parser.add_argument("--skip-ml100k", action="store_true")
+    parser.add_argument("--samples", type=int, nargs="*", default=[250, 500])
+    parser.add_argument("--workdir", default="/tmp/recmoo-scale")
+    args = parser.parse_args()
+    work, rows = Path(args.workdir), []
+    for users in args.sizes:
+        print(f"synthetic {users:,} users: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+        root = project(work / f"synthetic-{users}", {"data": {"source": "synthetic", "synthetic": {
+            "users": users, "items": 5000, "events": 50 * users, "categories": 20}}})
+        rows.append(pipeline(f"synthetic {users:,}", root))
+    comparison = []
+    if not args.skip_ml100k:
+        print(f"MovieLens-100K: load {os.getloadavg()[0]:.1f}", flush=True)
+        root = project(work / "ml-100k", {})
+        rows.append(pipeline("MovieLens-100K", root))
+        comparison = sampled_against_full(root, [*args.samples, None])
+    header = f"{'log':<18}{'users':>8}" + "".join(f"{name:>11}" for name in STAGES) + f"{'total':>9}{'peak GB':>9}"
+    print("\nseconds per stage (own process); peak RSS of the largest stage")
+    print(header + "\n" + "-" * len(header))
+    for row in rows:
+        times = [row["stages"][name][0] for name in STAGES]
+        peak = max(rss for _, rss in row["stages"].values())
+        print(f"{row['log']:<18}{row['users']:>8,}" + "".join(f"{t:>11.1f}" for t in times)
+              + f"{sum(times):>9.0f}{peak:>9.2f}")
+    if comparison:
+        print("\nML-100K: the search on a user sample vs on all users (test split; deployed vs accuracy-only)")
+        print(f"{'searched':>9}{'seconds':>9}{'SE sample':>11}{'SE all':>8}{'HV test':>9}{'vs all':>8}"
+              f"{'NDCG':>8}{'cov':>8}{'ILD':>8}")
+        full = comparison[-1]["hv_test"]
+        for c in comparison:
+            gain = lambda key, c=c: c["deployed"][key] / c["accuracy_only"][key] - 1
+            print(f"{c['users']:>9}{c['seconds']:>9.1f}{c['se_searched']:>11.1%}{c['se_all']:>8.1%}{c['hv_test']:>9.4f}"
+                  f"{c['hv_test'] / full - 1:>+8.1%}{gain('ndcg@10'):>+8.1%}{gain('coverage@10'):>+8.1%}"
+                  f"{gain('ild@10'):>+8.1%}" + ("  (fallback)" if c["fallback"] else ""))
+
+
+if __name__ == "__main__":
+    main()
