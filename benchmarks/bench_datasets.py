@@ -40,7 +40,12 @@ LOGS = {
                                         "item_col": "artistID", "timestamp_col": ["year", "month", "day"],
                                         "timestamp_unit": "strptime", "timestamp_format": "%Y-%m-%d",
                                         "rating_col": None, "items_pattern": "artists.dat", "items_sep": "\t",
-                                        "item_id_col": "id", "title_col": "name", "categories_col": None}},
+                                        "item_id_col": "id", "title_col": "name", "categories_col": None,
+                                        "tags_pattern": "user_taggedartists.dat", "tags_sep": "\t",
+                                        "tags_item_col": "artistID", "tags_col": "tagID",
+                                        "tags_names_pattern": "tags.dat", "tags_names_sep": "\t",
+                                        "tags_names_id_col": "tagID", "tags_names_col": "tagValue",
+                                        "tags_names_encoding": "latin-1"}},
                    # 5 tag dates of 1956-1979 predate Last.fm (readme): kept as those users' oldest events.
                    "validate": {"min_timestamp": -631152000}}, "lastfm-2k"),
     "synthetic": ({"data": {"source": "synthetic", "synthetic": {"users": 1000, "items": 500, "events": 50000,
