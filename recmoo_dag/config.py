@@ -253,6 +253,14 @@ class OrchestrationParams(Section):
     schedule_enabled: bool = False  # periodic retraining is opt-in: turn it on here or in the UI
     schedule_cron: str = "0 3 * * 1"  # weekly (Monday 03:00): catches params, code or data changed meanwhile
     schedule_timezone: str = "UTC"
+    # Workers: null keeps every stage in this workspace. The name of a DVC remote makes each asset
+    # pull its inputs from it and push its outputs to it, so another workspace (machine) can
+    # materialize the next asset of the same run (README "Running on a cluster").
+    remote: str | None = None
+    # How a run executes its steps: in_process (one at a time, the default), multiprocess (a process
+    # per step; the workspace lock still lets one DVC command run at a time) or k8s (dagster-k8s, a
+    # Kubernetes job per step, with `remote` set so each job gets its inputs from shared storage).
+    executor: Literal["in_process", "multiprocess", "k8s"] = "in_process"
 
 
 SearchObjective = Literal[NAMES]

@@ -80,9 +80,13 @@ def build_lineage(artifacts: list[Artifact], params: dict, root: Path = Path("."
     """The provenance half of a manifest (the deploy stage adds the decision and the version's files)."""
     chain = []
     for artifact in artifacts:
-        files = hash_files(artifact.paths, root)
+        # A worker that ran only the last stages holds only the files they read: what it has not got
+        # is identified by DVC's hashes in dvc.lock (recorded below), not re-hashed here.
+        present = tuple(path for path in artifact.paths if (root / path).exists())
+        files = hash_files(present, root)
         chain.append({"name": artifact.name, "stage": artifact.stage, "paths": list(artifact.paths),
-                      "sha256": combined_digest(files), "files": files})
+                      "sha256": combined_digest(files) if files else None, "files": files,
+                      "not_here": [path for path in artifact.paths if path not in present]})
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "lineage": chain,
@@ -147,6 +151,8 @@ def describe(manifest: dict) -> str:
                      + (f"  (dvc.lock: {dvc})" if dvc else ""))
         for rel, info in sorted(link["files"].items()):
             lines.append(f"       {rel}  {short(info['sha256'])}  {info['bytes']:,} B")
+        if link.get("not_here"):
+            lines.append(f"       not on the worker that deployed: {', '.join(link['not_here'])} (dvc.lock's hashes above)")
     git, env = manifest["git"], manifest["environment"]
     dirty = {True: " (dirty tree)", False: " (clean tree)", None: ""}[git.get("dirty")]
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)

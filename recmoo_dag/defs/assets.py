@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     DataVersion,
     MaterializeResult,
@@ -17,20 +18,36 @@ from dagster import (
     asset,
 )
 
-from recmoo_dag.defs.dvc_runner import run_dvc_stage
-from recmoo_dag.defs.pipeline import Stage, data_version, locked_outs
-from recmoo_dag.defs.reports import stage_metadata
+from recmoo_dag.defs.dvc_runner import run_dvc, run_dvc_stage
+from recmoo_dag.defs.pipeline import Stage, data_version, lock_entry, locked_outs, merge_lock_entries
+from recmoo_dag.defs.reports import LOCK_KEY, stage_metadata
 
 GROUP = "recmoo"
 OWNERS = ["team:recmoo"]
 DVC_POOL = "dvc_workspace"  # limit 1 in .dagster_home/dagster.yaml: one DVC command at a time (dvc_runner.py)
 
 
-def build_assets(project: Path, stages: dict[str, Stage]) -> list[AssetsDefinition]:
-    return [stage_asset(project, stage) for stage in stages.values()]
+def build_assets(project: Path, stages: dict[str, Stage], remote: str | None = None) -> list[AssetsDefinition]:
+    return [stage_asset(project, stage, remote, ancestors(stages, stage.name)) for stage in stages.values()]
 
 
-def stage_asset(project: Path, stage: Stage) -> AssetsDefinition:
+def ancestors(stages: dict[str, Stage], name: str) -> list[str]:
+    """Every stage upstream of `name`, nearest last (pipeline order)."""
+    found, todo = set(), list(stages[name].upstream)
+    while todo:
+        parent = todo.pop()
+        if parent not in found:
+            found.add(parent)
+            todo.extend(stages[parent].upstream)
+    return [stage for stage in stages if stage in found]
+
+
+def stage_asset(project: Path, stage: Stage, remote: str | None = None,
+                lineage: list[str] | None = None) -> AssetsDefinition:
+    """The asset of one DVC stage. With `remote` (a DVC remote's name, orchestration.remote), any
+    worker can materialize it: the dvc.lock entries of the stages upstream (`lineage`) come from
+    their latest Dagster materializations, the outs it reads (its parents') are pulled from the
+    remote, and its own outs are pushed back."""
     @asset(
         name=stage.name,
         deps=list(stage.upstream),
@@ -44,9 +61,17 @@ def stage_asset(project: Path, stage: Stage) -> AssetsDefinition:
                   "dvc/deps": MetadataValue.json(list(stage.deps))},
     )
     def _stage(context: AssetExecutionContext) -> MaterializeResult:
+        if remote is not None:
+            entries = {name: upstream_lock(context, name) for name in lineage or stage.upstream}
+            merge_lock_entries(project, {name: entry for name, entry in entries.items() if entry})
+            parents = [parent for parent in stage.upstream if entries.get(parent)]
+            if parents:  # a bare `dvc pull` would pull every stage's outs
+                run_dvc(context, project, ["pull", "--remote", remote, *parents])
         run_dvc_stage(context, project, stage.name)
+        if remote is not None:
+            run_dvc(context, project, ["push", "--remote", remote, stage.name])
         hashes = locked_outs(project, stage.name)
-        return MaterializeResult(metadata=stage_metadata(project, stage.outs, hashes),
+        return MaterializeResult(metadata=stage_metadata(project, stage.outs, hashes, lock_entry(project, stage.name)),
                                  data_version=DataVersion(data_version(hashes)))
 
     return _stage
@@ -58,3 +83,11 @@ def describe(stage: Stage) -> str:
              "- reads: " + ", ".join(f"`{d}`" for d in stage.deps),
              "- writes: " + ", ".join(f"`{o}`" for o in stage.outs)]
     return "\n".join(lines)
+
+
+def upstream_lock(context: AssetExecutionContext, parent: str) -> dict:
+    """The dvc.lock entry recorded with `parent`'s latest materialization, wherever it ran."""
+    event = context.instance.get_latest_materialization_event(AssetKey(parent))
+    if event is None or LOCK_KEY not in event.asset_materialization.metadata:
+        return {}
+    return event.asset_materialization.metadata[LOCK_KEY].value

@@ -8,7 +8,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import (
+    AssetSelection,
+    Definitions,
+    ExecutorDefinition,
+    define_asset_job,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from recmoo_dag.config import load_params
 from recmoo_dag.defs.assets import build_assets
@@ -48,11 +55,23 @@ def build_defs(project: str | Path | None = None) -> Definitions:
         sensors.append(build_incoming_sensor(project, new_logs, settings.sensor_interval_seconds,
                                              settings.sensor_enabled))
     return Definitions(
-        assets=build_assets(project, stages),
+        assets=build_assets(project, stages, settings.remote),
         asset_checks=build_checks(project, stages),
         jobs=jobs,
         sensors=sensors,
         schedules=[build_retrain_schedule(everything, settings)],
-        # One step at a time, in the run's own process: DVC allows one command per workspace.
-        executor=in_process_executor,
+        executor=build_executor(settings.executor),
     )
+
+
+def build_executor(name: str) -> ExecutorDefinition:
+    """in_process: one step at a time in the run's own process (DVC allows one command per
+    workspace); multiprocess: a process per step, DVC commands still one at a time (the workspace
+    lock); k8s: a Kubernetes job per step (dagster-k8s), for orchestration.remote workers."""
+    if name == "multiprocess":
+        return multiprocess_executor
+    if name == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return in_process_executor

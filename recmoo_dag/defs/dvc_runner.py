@@ -30,11 +30,18 @@ BUSY_GIVE_UP_S = 3600  # a hand-started training run can take a while; after an 
 
 def run_dvc_stage(context: AssetExecutionContext, project: Path, name: str) -> None:
     """Run the stage with DVC, streaming its output into the Dagster event log."""
-    command = [sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", name]
+    run_dvc(context, project, ["repro", "--single-item", name])
+
+
+def run_dvc(context: AssetExecutionContext, project: Path, args: list[str]) -> None:
+    """`dvc --wait-for-lock <args>` under the workspace lock, retried while a hand-started DVC
+    command holds the workspace; its output streams into the Dagster event log."""
+    command = [sys.executable, "-m", "dvc", "--wait-for-lock", *args]
+    shown = " ".join(args)
     deadline = time.monotonic() + BUSY_GIVE_UP_S
     with workspace_lock(context, project):
         while True:
-            context.log.info(f"$ dvc --wait-for-lock repro --single-item {name}  (in {project})")
+            context.log.info(f"$ dvc --wait-for-lock {shown}  (in {project})")
             code, output = _stream(context, command, project)
             if code == 0:
                 return
@@ -42,7 +49,7 @@ def run_dvc_stage(context: AssetExecutionContext, project: Path, name: str) -> N
                 context.log.warning(f"another dvc command holds the workspace; retrying in {BUSY_RETRY_S}s")
                 time.sleep(BUSY_RETRY_S)
                 continue
-            raise Failure(description=f"dvc repro --single-item {name} failed (exit {code}):\n{output}",
+            raise Failure(description=f"dvc {shown} failed (exit {code}):\n{output}",
                           metadata={"dvc output": MetadataValue.md(f"```\n{output}\n```")})
 
 

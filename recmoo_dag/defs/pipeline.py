@@ -158,3 +158,20 @@ def dvc_status(project: str | Path) -> dict[str, str]:
 def would_rerun(stages: dict[str, Stage], changed: set[str]) -> list[str]:
     """The stages DVC reports changed and everything downstream of them, in pipeline order."""
     return downstream(stages, changed & set(stages))
+
+
+def lock_entry(project: str | Path, stage: str) -> dict:
+    """The stage's entry of dvc.lock ({} before its first run): its cmd, deps, params and outs with hashes."""
+    lock = Path(project) / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
+
+
+def merge_lock_entries(project: str | Path, entries: dict[str, dict]) -> None:
+    """Write other workspaces' dvc.lock entries (stage -> entry) into this one's, so DVC knows the
+    hashes of outputs it did not produce and can pull them from the remote."""
+    lock = Path(project) / "dvc.lock"
+    data = (yaml.safe_load(lock.read_text()) if lock.is_file() else None) or {"schema": "2.0", "stages": {}}
+    data.setdefault("stages", {}).update(entries)
+    lock.write_text(yaml.safe_dump(data, sort_keys=False))

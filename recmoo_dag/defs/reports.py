@@ -14,14 +14,19 @@ from pathlib import Path
 
 from dagster import MetadataValue
 
+LOCK_KEY = "dvc/lock"
 MAX_SCALARS = 24  # per JSON file: the rest stays readable in the table and in the file itself
 MAX_TABLE_ROWS = 60
 MAX_IMAGE_BYTES = 2 << 20  # a base64 image travels in the event log: keep it small
 
 
-def stage_metadata(project: Path, outs: tuple[str, ...], hashes: dict[str, str]) -> dict:
+def stage_metadata(project: Path, outs: tuple[str, ...], hashes: dict[str, str], lock: dict | None = None) -> dict:
+    """The stage's outs with DVC's md5s, its dvc.lock entry (what a worker elsewhere needs to pull
+    these outs from the DVC remote), and what its report files say."""
     meta: dict = {"dvc/outs": MetadataValue.md(_md_table(
         ["out", "DVC md5"], [[f"`{path}`", f"`{md5}`"] for path, md5 in sorted(hashes.items())]))}
+    if lock:
+        meta[LOCK_KEY] = MetadataValue.json(lock)
     for path in report_files(project, outs):
         render = {".json": _json_meta, ".png": _png_meta, ".csv": _csv_meta}[path.suffix]
         meta.update(render(path, path.stem))

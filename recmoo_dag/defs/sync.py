@@ -34,7 +34,7 @@ from dagster._core.definitions.data_version import (
 from recmoo_dag import store
 from recmoo_dag.config import load_params
 from recmoo_dag.defs.dvc_runner import LOCK_FILE
-from recmoo_dag.defs.pipeline import Stage, data_version, dvc_status, locked_outs, would_rerun
+from recmoo_dag.defs.pipeline import Stage, data_version, dvc_status, lock_entry, locked_outs, would_rerun
 from recmoo_dag.defs.reports import stage_metadata
 
 SOURCE_TAG = "recmoo/source"
@@ -102,7 +102,7 @@ def _materialize_if_behind(instance: DagsterInstance, project: Path, stage: Stag
         record = instance.get_latest_data_version_record(AssetKey(parent))
         provenance[get_input_data_version_tag(AssetKey(parent))] = data_version(locked_outs(project, parent))
         provenance[get_input_event_pointer_tag(AssetKey(parent))] = str(record.storage_id) if record else "NULL"
-    metadata = {**stage_metadata(project, stage.outs, hashes),
+    metadata = {**stage_metadata(project, stage.outs, hashes, lock_entry(project, stage.name)),
                 "source": MetadataValue.text("dvc repro outside Dagster (recorded from dvc.lock)")}
     instance.report_runless_asset_event(AssetMaterialization(stage.name, metadata=metadata, tags=provenance))
     return True

@@ -1,0 +1,138 @@
+"""Beyond one machine: DVC's cache in an S3-API remote, stages materialized by different workers
+(workspaces) of one Dagster instance, that instance on PostgreSQL, and the executors for a cluster.
+Real servers on loopback (moto's S3 server, a PostgreSQL server in a temp folder); multi-node
+training is tests/test_train.py::test_two_nodes_with_torchrun_train_one_model_as_good_as_one_process."""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance, validate_run_config
+
+from recmoo_dag.defs import build_defs
+from recmoo_dag.defs.pipeline import load_pipeline
+from tests.defs_support import WALL_CLOCK_KEYS, artifact_digests, dvc, make_project
+from tests.scaleout_support import POSTGRES_INSTANCE, add_remote, postgres_server, s3_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
+BEFORE_TRAIN = ["fetch", "ingest", "validate", "features"]
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def outs(project: Path) -> list[str]:
+    return [out for stage in load_pipeline(project).values() for out in stage.outs]
+
+
+def test_push_then_pull_in_a_fresh_clone_restores_every_artifact(tmp_path):
+    with s3_server() as s3:
+        project = make_project(tmp_path / "a")
+        dvc(project, "repro")
+        add_remote(dvc, project, s3)
+        git(project, "add", "-A")
+        git(project, "commit", "-qm", "a run")
+        assert "secret_access_key" not in (project / ".dvc" / "config").read_text()  # local config only
+        dvc(project, "push")
+        listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cache/")
+        assert listed["KeyCount"] > 10
+
+        clone = tmp_path / "b"
+        subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+        add_remote(dvc, clone, s3)
+        dvc(clone, "pull")
+        assert artifact_digests(clone, outs(project)) == artifact_digests(project, outs(project))
+        assert "Cache and remote 'shared' are in sync" in dvc(clone, "status", "--cloud")
+        assert "Data and pipelines are up to date" in dvc(clone, "status")
+
+
+def test_two_workspaces_share_one_run_through_the_remote_and_the_instance(tmp_path):
+    """Workspace A materializes up to features and pushes; workspace B, a clean clone sharing only
+    the remote and the Dagster instance, materializes the rest: the bytes of a one-workspace run."""
+    remote_mode = {"orchestration": {"remote": "shared"}}
+    with s3_server() as s3, DagsterInstance.ephemeral() as instance:
+        single = make_project(tmp_path / "single")
+        dvc(single, "repro")
+
+        a = make_project(tmp_path / "a", remote_mode)
+        add_remote(dvc, a, s3)
+        git(a, "add", "-A")
+        git(a, "commit", "-qm", "the project")
+        b = tmp_path / "b"
+        subprocess.run(["git", "clone", "-q", str(a), str(b)], check=True)
+        add_remote(dvc, b, s3)
+
+        job = lambda project: build_defs(project).resolve_implicit_global_asset_job_def()
+        first = job(a).execute_in_process(instance=instance, asset_selection=[AssetKey(s) for s in BEFORE_TRAIN])
+        assert first.success
+        rest = [s for s in load_pipeline(b) if s not in BEFORE_TRAIN]
+        second = job(b).execute_in_process(instance=instance, asset_selection=[AssetKey(s) for s in rest])
+        assert second.success
+        assert not (b / "data" / "validated").exists()  # B pulled what its stages read, nothing more
+
+        theirs = [out for name in rest for out in load_pipeline(b)[name].outs]
+        mine = [out for name in BEFORE_TRAIN for out in load_pipeline(a)[name].outs]
+        assert artifact_digests(b, theirs) == artifact_digests(single, theirs)
+        assert artifact_digests(a, mine) == artifact_digests(single, mine)
+        for project, names in ((a, BEFORE_TRAIN), (b, rest)):
+            status = dvc(project, "status", *names)
+            assert "up to date" in status.lower(), (project.name, status)
+    assert {"seconds", "train_seconds"} <= WALL_CLOCK_KEYS  # what the digests leave out
+
+
+def test_the_dagster_instance_on_postgres_keeps_runs_lineage_and_sensor_cursors(tmp_path, monkeypatch):
+    from dagster._core.test_utils import create_test_daemon_workspace_context
+    from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._daemon.sensor import execute_sensor_iteration
+
+    project = make_project(tmp_path / "project")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(POSTGRES_INSTANCE)
+    monkeypatch.setenv("RECMOO_PROJECT_DIR", str(project))
+    with postgres_server() as url:
+        monkeypatch.setenv("RECMOO_DAGSTER_PG_URL", url)
+        with DagsterInstance.from_config(str(home)) as instance:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            result = build_defs(project).resolve_job_def("pipeline").execute_in_process(instance=instance)
+            assert result.success
+            incoming = project / "data" / "raw" / "incoming"
+            incoming.mkdir(parents=True)
+            shutil.copy(next((project / "data" / "raw" / "ml-100k").glob("*.inter")), incoming / "batch.inter")
+            target = ModuleTarget(module_name="recmoo_dag.defs", attribute="defs", working_directory=str(project),
+                                  location_name="recmoo")
+            with create_test_daemon_workspace_context(target, instance) as workspace:
+                for _ in range(2):  # a file counts once its size held for two ticks
+                    list(execute_sensor_iteration(workspace, logging.getLogger("test"), None, None))
+            run_id = result.run_id
+
+        with DagsterInstance.from_config(str(home)) as restarted:  # a new process would see the same
+            assert restarted.get_run_by_id(run_id).is_success
+            for name in load_pipeline(project):
+                assert restarted.get_latest_materialization_event(AssetKey(name)).run_id == run_id
+            cursors = {state.name: state.instigator_data.cursor for state in restarted.all_instigator_state()
+                       if state.instigator_data is not None}
+            assert "batch.inter" in (cursors.get("incoming_logs") or ""), cursors
+
+
+def test_executors_for_a_cluster_are_valid_job_definitions(tmp_path):
+    """multiprocess locally; a Kubernetes job per step (dagster-k8s), validated without a cluster."""
+    project = make_project(tmp_path / "project", {"orchestration": {"executor": "k8s", "remote": "shared"}})
+    job = build_defs(project).resolve_job_def("pipeline")
+    assert job.executor_def.name == "k8s"
+    config = {"execution": {"config": {"job_namespace": "recmoo", "image_pull_policy": "IfNotPresent",
+                                       "env_secrets": ["recmoo-dvc-remote"]}}}
+    resolved = validate_run_config(job, config)["execution"]["k8s"]
+    assert resolved["job_namespace"] == "recmoo" and resolved["env_secrets"] == ["recmoo-dvc-remote"]
+    with pytest.raises(Exception, match="job_namespace"):  # a wrong config is refused before any cluster
+        validate_run_config(job, {"execution": {"config": {"job_namespace": 42}}})
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["orchestration"]["executor"] = "multiprocess"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert build_defs(project).resolve_job_def("pipeline").executor_def.name == "multiprocess"
