@@ -16,7 +16,7 @@ Each method is scored by the non-dominated set of *all* the policies it evaluate
 budget (Zitzler et al. 2003: dominance-compliant comparison of the archives).
 
 Users: the search may score policies on a seeded, activity-stratified sample of the validation
-users (`search.users`; yardstick.sample_users): its cost then no longer grows with the log. Each
+users (`search.users`; features.sample_users): its cost then no longer grows with the log. Each
 method's non-dominated policies on the sample are ε-thinned there, re-scored on *all* validation
 users and on test, and what is non-dominated on all of them is the method's front: the hypervolumes,
 front.csv and the decision rule all read full-set figures.

@@ -59,23 +59,23 @@ def test_movielens_csv(tmp_path):
 
 
 @pytest.mark.parametrize("spec, content, name", [
-    (dict(sep="\t", user_col="u", item_col="i", timestamp_col="t", rating_col="r"),
+    ({"sep": "\t", "user_col": "u", "item_col": "i", "timestamp_col": "t", "rating_col": "r"},
      "u\ti\tt\tr\n1\t10\t1000000000\t4\n1\t20\t1000000060\t3\n2\t10\t1000000120\t5\n", "log.csv"),
-    (dict(header=False, names=["user_id", "item_id", "rating", "timestamp"], sep=";"),
+    ({"header": False, "names": ["user_id", "item_id", "rating", "timestamp"], "sep": ";"},
      "1;10;4;1000000000\n1;20;3;1000000060\n2;10;5;1000000120\n", "log.csv"),
-    (dict(timestamp_unit="ms"),
+    ({"timestamp_unit": "ms"},
      "user_id,item_id,timestamp,rating\n1,10,1000000000000,4\n1,20,1000000060999,3\n2,10,1000000120000,5\n",
      "log.csv"),
-    (dict(timestamp_unit="iso"),
-     "user_id,item_id,timestamp,rating\n1,10,2001-09-09T01:46:40Z,4\n1,20,2001-09-09T01:47:40+00:00,3\n"
-     "2,10,2001-09-09 03:48:40+02:00,5\n", "log.csv"),
-    (dict(timestamp_unit="strptime", timestamp_format="%d/%m/%Y %H:%M:%S"),
-     "user_id,item_id,timestamp,rating\n1,10,09/09/2001 01:46:40,4\n1,20,09/09/2001 01:47:40,3\n"
-     "2,10,09/09/2001 01:48:40,5\n", "log.csv"),
-    (dict(file_type="jsonl", pattern="*.jsonl"),
-     '{"user_id": 1, "item_id": 10, "timestamp": 1000000000, "rating": 4}\n'
+    ({"timestamp_unit": "iso"},
+     ("user_id,item_id,timestamp,rating\n1,10,2001-09-09T01:46:40Z,4\n1,20,2001-09-09T01:47:40+00:00,3\n"
+     "2,10,2001-09-09 03:48:40+02:00,5\n"), "log.csv"),
+    ({"timestamp_unit": "strptime", "timestamp_format": "%d/%m/%Y %H:%M:%S"},
+     ("user_id,item_id,timestamp,rating\n1,10,09/09/2001 01:46:40,4\n1,20,09/09/2001 01:47:40,3\n"
+     "2,10,09/09/2001 01:48:40,5\n"), "log.csv"),
+    ({"file_type": "jsonl", "pattern": "*.jsonl"},
+     ('{"user_id": 1, "item_id": 10, "timestamp": 1000000000, "rating": 4}\n'
      '{"user_id": 1, "item_id": 20, "timestamp": 1000000060, "rating": 3}\n'
-     '{"user_id": 2, "item_id": 10, "timestamp": 1000000120, "rating": 5}\n', "log.jsonl"),
+     '{"user_id": 2, "item_id": 10, "timestamp": 1000000120, "rating": 5}\n'), "log.jsonl"),
 ])
 def test_generic_reader_mappings(tmp_path, spec, content, name):
     (tmp_path / name).write_text(content)

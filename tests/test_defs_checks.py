@@ -7,9 +7,9 @@ from dagster import Failure
 
 from recmoo_dag.defs.checks import (
     BLOCKING_CHECKS,
-    generator_beats_popularity,
     deploy_gate,
     front_beats_mmr,
+    generator_beats_popularity,
     report_path,
     stage_check,
     validation_passed,

@@ -198,9 +198,9 @@ def test_policy_vector_switches_off_variables_a_version_predates():
 
 def test_a_context_too_large_to_hold_its_block_gives_the_same_lists(monkeypatch):
     """Beyond BLOCK_CACHE_BYTES each tile gathers its own similarity block: same lists, bounded memory."""
-    import recmoo_dag.policy as policy
+    from recmoo_dag import policy
 
-    ctx, inputs = random_context(4, n_users=20)
+    ctx, _inputs = random_context(4, n_users=20)
     policies = random_policies(4, 7, ctx.n_candidates)
     whole = rerank(ctx, policies, K, threads=2)
     monkeypatch.setattr(policy, "BLOCK_CACHE_BYTES", 0)

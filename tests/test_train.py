@@ -128,7 +128,7 @@ def test_run_writes_the_contract_and_is_byte_reproducible(tmp_path, monkeypatch)
     assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
     # The valid NDCG logged during training (users sharded, batched, trimmed) at the last improvement
     # is the one the final full evaluation of the kept weights reports.
-    kept = [r for r in rows if int(r["improvements"]) == int(rows[-1]["improvements"])][0]
+    kept = next(r for r in rows if int(r["improvements"]) == int(rows[-1]["improvements"]))
     assert int(kept["step"]) == metrics["best_step"]
     assert metrics["model"]["valid"]["ndcg@10"] == pytest.approx(float(kept["valid_ndcg@10"]), abs=1e-6)
     ckpts = tmp_path / "b" / "models" / "checkpoints"
@@ -200,7 +200,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     rows = list(csv.DictReader((tmp_path / "metrics" / "train_steps.csv").open()))
     assert len(rows) == 2, out
     # Each process ranked half of the users; the summed metric equals one process ranking them all.
-    kept = [r for r in rows if int(r["step"]) == metrics["best_step"]][0]
+    kept = next(r for r in rows if int(r["step"]) == metrics["best_step"])
     assert metrics["model"]["valid"]["ndcg@10"] == pytest.approx(float(kept["valid_ndcg@10"]), abs=1e-6)
     assert metrics["model"]["valid"]["ndcg@10"] > metrics["baselines"]["pop"]["valid"]["ndcg@10"]
 
