@@ -300,6 +300,9 @@ class SearchParams(Section):
     # Score policies on a seeded sample of this many validation users, stratified by activity (null:
     # all); fronts are then re-scored on all of them and on test. Chosen from bench_scale.py.
     users: int | None = Field(2000, ge=50)
+    # With a sample, each method's sample front is ε-thinned to at most this many policies before
+    # the re-scoring on all users and on test, whose cost grows with users x policies.
+    rescore_policies: int = Field(128, ge=2)
     # Stop early when the population's hypervolume gained less than stall_tolerance (relative) over
     # stall_generations generations (null: always the whole budget).
     stall_generations: int | None = Field(None, ge=2)

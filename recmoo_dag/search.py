@@ -223,6 +223,17 @@ def epsilon_thin(losses: np.ndarray, epsilon: float) -> np.ndarray:
     return np.sort(kept)
 
 
+def thin_to(losses: np.ndarray, epsilon: float, limit: int) -> np.ndarray:
+    """An ε-Pareto subset (epsilon_thin) of at most `limit` rows: ε doubles until it fits, so the
+    subset keeps the front's spread at the finest resolution that the limit allows."""
+    epsilon = epsilon if epsilon > 0 else 1.0 / limit
+    kept = epsilon_thin(losses, epsilon)
+    while len(kept) > limit:
+        epsilon *= 2
+        kept = epsilon_thin(losses, epsilon)
+    return kept
+
+
 def hypervolume(losses: np.ndarray, reference: float) -> float:
     """Hypervolume of the rows inside the reference box: exact (pymoo's HV) up to HV_EXACT_MAX
     non-dominated rows, else moocore's deterministic approximation (Rphi-FWE+, 2^18 directions).
@@ -244,10 +255,11 @@ def hypervolume(losses: np.ndarray, reference: float) -> float:
 def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: str, pop_size: int,
            termination: tuple[str, int], reference: float, mmr_pool: int, seed: int,
            front_epsilon: float = 0.0, sample: np.ndarray | None = None,
-           stall: tuple[int, float] | None = None) -> dict:
+           stall: tuple[int, float] | None = None, rescore_policies: int = 128) -> dict:
     """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
     and (front policies re-scored) on test. `sample`: the validation users the search scores
-    policies on (None: all); `stall`: (generations, tolerance) of the early stop. Returns plain
+    policies on (None: all), each method's sample front then thinned to at most `rescore_policies`
+    for the full-set verdict; `stall`: (generations, tolerance) of the early stop. Returns plain
     arrays and numbers."""
     columns = [OBJECTIVES.index(name) for name in objectives]
     low, high = bounds(valid.k, valid.ctx.n_candidates)
@@ -274,7 +286,7 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
         out["front_size_before_thinning"][method] = len(front)
         shown = epsilon_thin(losses_valid, front_epsilon) if front_epsilon > 0 else np.arange(len(front))
         if searched is not valid:  # the thinned sample front, measured on everyone: its non-dominated part
-            x_front = x_front[shown]
+            x_front = x_front[thin_to(losses_valid, front_epsilon, rescore_policies)]
             natural_valid = valid.objectives(x_front)
             losses_valid = valid.losses(natural_valid)[:, columns]
             kept = nondominated(losses_valid)

@@ -62,6 +62,18 @@ def test_epsilon_thinning_keeps_one_policy_per_box_and_covers_the_front():
         assert gap.all()
 
 
+def test_thinning_to_a_limit_keeps_an_epsilon_pareto_subset_that_fits():
+    rng = np.random.default_rng(5)
+    cloud = rng.random((4000, 5))
+    cloud = cloud[S.nondominated(cloud)]
+    assert len(S.epsilon_thin(cloud, 0.02)) > 50
+    kept = S.thin_to(cloud, 0.02, 50)
+    assert 0 < len(kept) <= 50
+    np.testing.assert_array_equal(kept, S.thin_to(cloud, 0.02, 50))
+    small = S.thin_to(cloud, 0.02, 10_000)  # the limit does not bind: plain ε-thinning
+    np.testing.assert_array_equal(small, S.epsilon_thin(cloud, 0.02))
+
+
 def test_baselines_live_in_the_box_with_the_budget():
     low, high = S.bounds(5, 40)
     grid = S.grid_policies(500, low, high)
@@ -152,8 +164,9 @@ def test_a_sampled_search_reports_fronts_rescored_on_everyone(pareto_project):
     valid, test = contexts_of(pareto_project)
     sample = sample_users(np.arange(valid.ctx.n_users) % 7, 30, seed=1)
     result = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
-                      sample=sample)
+                      sample=sample, rescore_policies=12)
     assert result["users_searched"] == 30 < valid.ctx.n_users
+    assert all(0 < len(front["x"]) <= 12 for front in result["fronts"].values())  # the re-scoring is bounded
     for method, front in result["fronts"].items():
         # The reported figures are the policies' own on all valid users and on test.
         np.testing.assert_array_equal(valid.objectives(front["x"]), front["valid"], err_msg=method)

@@ -37,7 +37,8 @@ def main(params: Params) -> None:
     result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
                     cfg.mmr_pool, params.seed, cfg.front_epsilon,
                     sample=sample_users(np.diff(features.history("valid")[0]), cfg.users, params.seed),
-                    stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None)
+                    stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
+                    rescore_policies=cfg.rescore_policies)
     nsga = result["fronts"]["nsga"]
     table = front_table(nsga["x"], nsga)
     atomic_write(cfg.front, lambda tmp: tmp.write_text(front_csv(table)))
