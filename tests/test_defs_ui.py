@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ import yaml
 from recmoo_dag.defs.pipeline import load_pipeline
 from recmoo_dag.synth import write_synthetic_log
 from tests import defs_support
+from tests.scaleout_support import POSTGRES_INSTANCE, postgres_server
 
 pytestmark = pytest.mark.slow
 materialized_project = defs_support.materialized_project  # session fixture (test_defs_materialize.py too)
@@ -86,19 +88,37 @@ def _default_signals():  # the test runner may ignore SIGINT/SIGTERM; dagster de
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-@pytest.fixture(scope="module")
-def ui(tmp_path_factory, materialized_project):
+@contextmanager
+def instance_storage(kind: str, home: Path):
+    """The default SQLite instance (`recmoo ui` writes its dagster.yaml), or runs, event log and
+    schedules in a real PostgreSQL server started for the test (README "Running on a cluster")."""
+    if kind == "sqlite":
+        yield {}
+        return
+    home.mkdir()
+    (home / "dagster.yaml").write_text(POSTGRES_INSTANCE)
+    with postgres_server() as url:
+        yield {"RECMOO_DAGSTER_PG_URL": url}
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.scaleout)])
+def ui(request, tmp_path_factory, materialized_project):
     """`recmoo ui` in a copy of the materialized tiny project: dagster dev on 127.0.0.1, DAGSTER_HOME
-    inside the project. The UI's "Materialize all" then runs every asset, and DVC finds most stages
-    up to date: the sensor's run below recomputes everything downstream of ingest for real."""
-    project = tmp_path_factory.mktemp("ui") / "project"
+    inside the project, its storage in SQLite or PostgreSQL. The UI's "Materialize all" then runs
+    every asset, and DVC finds most stages up to date: the sensor's run below recomputes everything
+    downstream of ingest for real."""
+    project = tmp_path_factory.mktemp(f"ui-{request.param}") / "project"
     shutil.copytree(materialized_project[0], project, symlinks=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["orchestration"]["sensor_interval_seconds"] = 2  # not a stage param: nothing re-runs
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    port = free_port()
+    with instance_storage(request.param, project / ".dagster_home") as storage_env:
+        yield from _running_ui(project, free_port(), storage_env)
+
+
+def _running_ui(project: Path, port: int, storage_env: dict[str, str]):
     url, log = f"http://127.0.0.1:{port}", project / "recmoo_ui.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "RECMOO_PROJECT_DIR")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "RECMOO_PROJECT_DIR")} | storage_env
     # Its own process group, stopped as a whole below; preexec_fn runs before any thread exists.
     with open(log, "w") as out:
         command = [sys.executable, "-m", "recmoo_dag.cli", "ui", "--port", str(port)]
@@ -106,7 +126,8 @@ def ui(tmp_path_factory, materialized_project):
                                 start_new_session=True, preexec_fn=_default_signals)  # noqa: PLW1509
     try:
         wait_for(lambda: location_loaded(url), 180, "the webserver and the code location", log)
-        yield SimpleNamespace(project=project, url=url, home=project / ".dagster_home", log=log)
+        yield SimpleNamespace(project=project, url=url, home=project / ".dagster_home", log=log,
+                              storage="postgres" if storage_env else "sqlite")
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # dagster dev stops the webserver, daemon and code servers
         try:
@@ -177,8 +198,9 @@ def test_browser_materializes_all_assets(ui, tmp_path):
         save(shot)
         browser.close()
     assert run["jobName"] == "__ASSET_JOB"  # what the UI's "Materialize all" launches
-    # History lives in the project's DAGSTER_HOME, so it survives a restart of `recmoo ui`.
-    assert (ui.home / "history" / "runs.db").is_file()
+    # History lives in the instance's storage (the project's DAGSTER_HOME, or PostgreSQL), so it
+    # survives a restart of `recmoo ui`.
+    assert (ui.home / "history" / "runs.db").is_file() == (ui.storage == "sqlite")
     assert "max_concurrent_runs: 1" in (ui.home / "dagster.yaml").read_text()
 
 
