@@ -5,21 +5,25 @@ training is tests/test_train.py::test_two_nodes_with_torchrun_train_one_model_as
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, validate_run_config
+from dagster import AssetKey, DagsterEventType, DagsterInstance, validate_run_config
 
 from recmoo_dag.defs import build_defs
 from recmoo_dag.defs.pipeline import load_pipeline
+from tests import defs_support
 from tests.defs_support import WALL_CLOCK_KEYS, artifact_digests, dvc, make_project
 from tests.scaleout_support import POSTGRES_INSTANCE, add_remote, postgres_server, s3_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
 BEFORE_TRAIN = ["fetch", "ingest", "validate", "features"]
+materialized_project = defs_support.materialized_project  # session fixture (test_defs_materialize.py too)
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -136,3 +140,33 @@ def test_executors_for_a_cluster_are_valid_job_definitions(tmp_path):
     params["orchestration"]["executor"] = "multiprocess"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert build_defs(project).resolve_job_def("pipeline").executor_def.name == "multiprocess"
+
+
+def test_the_multiprocess_executor_runs_each_stage_in_its_own_process(materialized_project, tmp_path):
+    """The pipeline job launched as `dagster job execute` would on a worker: a process per step,
+    the params' stage changed so that train and everything after it re-run for real in those
+    processes, one DVC command at a time (the workspace lock); the workspace ends up to date."""
+    project = tmp_path / "project"
+    shutil.copytree(materialized_project[0], project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["orchestration"]["executor"] = "multiprocess"
+    params["train"]["max_steps"] += 1  # a train param: train and its downstream are stale
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "RECMOO_PROJECT_DIR": str(project)}
+    proc = subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-m", "recmoo_dag.defs",
+                           "-j", "pipeline"], cwd=project, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs()
+        assert run.is_success
+        starts = [record.event_log_entry for record in instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.STEP_START).records]
+    stages = list(load_pipeline(project))
+    pids = {entry.step_key: entry.dagster_event.pid for entry in starts if entry.step_key in stages}  # checks are steps too
+    assert sorted(pids) == sorted(stages)
+    assert len(set(pids.values())) == len(stages)  # each stage in a process of its own
+    assert "Data and pipelines are up to date" in dvc(project, "status")
+    locked = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]["params"]["params.yaml"]
+    assert locked["train"]["max_steps"] == params["train"]["max_steps"]  # train re-ran in its step process
