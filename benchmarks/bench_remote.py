@@ -5,7 +5,8 @@ MovieLens-100K), copies its git history and DVC cache into a scratch folder (the
 never touched), pushes everything to a fresh bucket, then pulls into a fresh git clone with an
 empty cache and checks that `dvc status -c` is clean, every artifact byte-identical, and that
 `dvc status` asks for nothing but `deploy` (the served policy and `metrics/deploy.json` are each
-machine's serving state: git-ignored, so a clone deploys for itself). Prints one table: artifacts, bytes, push and pull seconds.
+machine's serving state: git-ignored, so a clone deploys for itself). Prints one table: artifacts,
+bytes, push and pull seconds.
 
     .venv/bin/python benchmarks/bench_remote.py [--project PATH]
 """

@@ -13,6 +13,7 @@ with the default params; peak RSS is the process's own (ru_maxrss).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -73,14 +74,10 @@ def thinned_hypervolume(root: Path) -> float:
     from recmoo_dag.search import OBJECTIVES, hypervolume, nondominated, thin_to
     from recmoo_dag.stages.search import contexts
 
-    here = Path.cwd()
-    os.chdir(root)  # params hold paths relative to the project
-    try:
+    with contextlib.chdir(root):  # params hold paths relative to the project
         params = load_params(root / "params.yaml")
         valid, test = contexts(params)
         front = pd.read_csv(params.search.front)
-    finally:
-        os.chdir(here)
     columns = [OBJECTIVES.index(name) for name in params.search.objectives]
     losses_valid = valid.losses(front[[f"valid_{o}" for o in NAMES]].to_numpy())[:, columns]
     losses_test = test.losses(front[[f"test_{o}" for o in NAMES]].to_numpy())[:, columns]

@@ -113,10 +113,10 @@ def ui(request, tmp_path_factory, materialized_project):
     params["orchestration"]["sensor_interval_seconds"] = 2  # not a stage param: nothing re-runs
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with instance_storage(request.param, project / ".dagster_home") as storage_env:
-        yield from _running_ui(project, free_port(), storage_env)
+        yield from _running_ui(project, free_port(), request.param, storage_env)
 
 
-def _running_ui(project: Path, port: int, storage_env: dict[str, str]):
+def _running_ui(project: Path, port: int, storage: str, storage_env: dict[str, str]):
     url, log = f"http://127.0.0.1:{port}", project / "recmoo_ui.log"
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "RECMOO_PROJECT_DIR")} | storage_env
     # Its own process group, stopped as a whole below; preexec_fn runs before any thread exists.
@@ -127,7 +127,7 @@ def _running_ui(project: Path, port: int, storage_env: dict[str, str]):
     try:
         wait_for(lambda: location_loaded(url), 180, "the webserver and the code location", log)
         yield SimpleNamespace(project=project, url=url, home=project / ".dagster_home", log=log,
-                              storage="postgres" if storage_env else "sqlite")
+                              storage=storage)
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # dagster dev stops the webserver, daemon and code servers
         try:
