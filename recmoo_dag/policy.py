@@ -189,10 +189,15 @@ def _fold(best: float, pick: int, score: float, position: int) -> tuple[float, i
 
 
 @njit(cache=True, nogil=True)
-def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first_user, k, out):  # pragma: no cover
+def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first_user, item_sim, k,
+            out):  # pragma: no cover
     """Greedy MMR for a tile of users and all policies. rel (B, U', W) rel / λ; terms (B, 6) from
     `policy_terms`; pools (B,); items, logits, novelty, fit, dither (U', W); block (U, N, N) from
     Context.block, the tile starting at user `first_user` -> out (B, U', k) positions.
+
+    An empty block (0, W, W) means the context's block is too large to keep: a user's similarity
+    rows are then gathered from item_sim (I + 1, I + 1) when a list first needs them, once per user
+    for all policies; lists pick a few dozen distinct candidates, so most of the W rows never are.
 
     Slot 0 completes the static score z / λ = rel / λ + (w_nov / λ) nov + (w_cal / λ) fit
     + (w_dit / λ) dit, -inf on padding (item 0 or score -inf), in place, and takes its argmax.
@@ -205,8 +210,15 @@ def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first
     n_policies, n_users, width = rel.shape
     maxsim = np.empty(width, np.float32)  # max similarity to the list so far; +inf once picked
     zero, inf = np.float32(0.0), np.float32(np.inf)
+    lazy = block.shape[0] == 0
+    gathered = np.empty((width if lazy else 0, width), np.float32)
+    filled = np.zeros(width, np.bool_)
     for u in range(n_users):
-        sims = block[first_user + u]
+        if lazy:
+            sims = gathered
+            filled[:] = False
+        else:
+            sims = block[first_user + u]
         for b in range(n_policies):
             pool, zb, w_nov, w_cal, w_dit = pools[b], rel[b, u], terms[b, 3], terms[b, 4], terms[b, 5]
             pick, best = 0, NEG_INF
@@ -222,6 +234,11 @@ def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first
             maxsim[:pool] = zero
             for t in range(k):
                 if t > 0:
+                    if lazy and not filled[pick]:
+                        source = item_sim[items[u, pick]]
+                        for c in range(width):
+                            gathered[pick, c] = source[items[u, c]]
+                        filled[pick] = True
                     row = sims[pick]
                     b0 = b1 = b2 = b3 = NEG_INF  # float32 like the scores: no conversions in the loop
                     p0 = p1 = p2 = p3 = -1
@@ -280,8 +297,11 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
 
     terms = policy_terms(policies)
     # The whole context's block, built once and shared by the threads, while it fits in memory;
-    # beyond that (100k users x 200 candidates would be 16 GB) each tile gathers its own.
-    block = np.ascontiguousarray(ctx.block) if ctx.block_bytes <= BLOCK_CACHE_BYTES else None
+    # beyond that (100k users x 200 candidates would be 16 GB) the greedy gathers the rows it reads.
+    if ctx.block_bytes <= BLOCK_CACHE_BYTES:
+        block, item_sim = np.ascontiguousarray(ctx.block), np.empty((0, 0), np.float32)
+    else:
+        block, item_sim = np.empty((0, width, width), np.float32), np.ascontiguousarray(ctx.item_sim)
 
     def run(users: slice) -> None:
         # Contiguous copies of the tile: the compiled functions then see one array layout only, so
@@ -292,11 +312,7 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
         _exponents(terms, int_pools, logits, log_pop, rel)
         np.exp(rel, out=rel)  # NumPy's SIMD exp: a scalar libm exp would cost more than the greedy
         picks = np.empty((len(policies), users.stop - users.start, k), dtype=np.int32)
-        if block is None:
-            tile_block = np.ascontiguousarray(ctx.item_sim[items[:, :, None], items[:, None, :]])  # (u, W, W)
-            _greedy(rel, terms, int_pools, items, logits, novelty, fit, dit, tile_block, 0, k, picks)
-        else:
-            _greedy(rel, terms, int_pools, items, logits, novelty, fit, dit, block, users.start, k, picks)
+        _greedy(rel, terms, int_pools, items, logits, novelty, fit, dit, block, users.start, item_sim, k, picks)
         out[:, users] = picks
 
     if threads > 1 and len(tiles) > 1:

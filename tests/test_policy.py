@@ -197,13 +197,13 @@ def test_policy_vector_switches_off_variables_a_version_predates():
 
 
 def test_a_context_too_large_to_hold_its_block_gives_the_same_lists(monkeypatch):
-    """Beyond BLOCK_CACHE_BYTES each tile gathers its own similarity block: same lists, bounded memory."""
+    """Beyond BLOCK_CACHE_BYTES the greedy gathers the similarity rows it reads: same lists, bounded memory."""
     from recmoo_dag import policy
 
-    ctx, _inputs = random_context(4, n_users=20)
-    policies = random_policies(4, 7, ctx.n_candidates)
+    ctx, _inputs = random_context(4, n_users=300)
+    policies = random_policies(4, 40, ctx.n_candidates)  # ~100 users a tile: three tiles, two threads
     whole = rerank(ctx, policies, K, threads=2)
     monkeypatch.setattr(policy, "BLOCK_CACHE_BYTES", 0)
-    fresh, _ = random_context(4, n_users=20)
+    fresh, _ = random_context(4, n_users=300)
     np.testing.assert_array_equal(rerank(fresh, policies, K, threads=2), whole)
     assert "block" not in fresh.__dict__  # never built
