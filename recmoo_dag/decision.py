@@ -50,6 +50,21 @@ def feasible(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
     return ok
 
 
+def nearest_to_bounds(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
+                      ndcg_lower: np.ndarray | None = None) -> int:
+    """The row whose largest miss of a bound (required ratio - reached ratio to accuracy-only, 0 when
+    met) is smallest, ties to the first: when no policy meets every bound, the one nearest to meeting
+    them all at once. Several bounds each met by a different policy are no joint success, and the
+    policy nearest to one says by how much the others are missed. F (P, m) -> a row index."""
+    misses = np.zeros(len(F))
+    for name, ratio in min_ratio.items():
+        judged = ndcg_lower if name == "ndcg" and ndcg_lower is not None else F[:, _column(name)]
+        scale = reference[_column(name)]
+        if scale > 0:
+            misses = np.maximum(misses, ratio - judged / scale)
+    return int(np.argmin(misses))
+
+
 def normalized_loss(F: np.ndarray) -> np.ndarray:
     """(best - f) / (best - worst) per objective over the rows of F: 0 at the best, 1 at the worst.
     An objective constant over F carries no preference and gets loss 0. (P, m) -> (P, m)."""

@@ -33,7 +33,7 @@ from recmoo_dag.bundle import MANIFEST_FILE, Bundle, read_bundle, write_bundle
 from recmoo_dag.candidates import top_n
 from recmoo_dag.config import DeployParams, Params
 from recmoo_dag.data import find_log_files
-from recmoo_dag.decision import GateDecision, choose, gate, ndcg_lower_bound
+from recmoo_dag.decision import GateDecision, choose, gate, ndcg_lower_bound, nearest_to_bounds
 from recmoo_dag.features import Features
 from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
@@ -71,7 +71,7 @@ def policy_dict(x: np.ndarray) -> dict[str, float | int]:
 class Choice:
     policy: np.ndarray | None  # (d,) pools clamped to the candidates there are; None: no policy qualified
     reason: str  # the rule's account of its pick, or which bounds no policy met
-    shortfalls: list[dict]  # when none qualified: per bound, the best ratio any front policy reached
+    shortfalls: list[dict]  # when none qualified: per bound, the ratio of the policy nearest to them all
 
 
 def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int) -> Choice:
@@ -85,10 +85,11 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int)
     index, why = choose(cfg.rule, F, anchor, cfg.min_ratio, cfg.maximize, cfg.weights, k, ndcg_lower)
     if index is not None:
         return Choice(policies[index], why, [])
-    best = {name: F[:, QUALITY.index(name)].max() for name in cfg.min_ratio}
-    if ndcg_lower is not None and "ndcg" in best:
-        best["ndcg"] = ndcg_lower.max()
-    return Choice(None, why, shortfalls(best, named(anchor), cfg.min_ratio, k, where="valid"))
+    nearest = nearest_to_bounds(F, anchor, cfg.min_ratio, ndcg_lower)
+    reached = named(F[nearest])
+    if ndcg_lower is not None:
+        reached["ndcg"] = float(ndcg_lower[nearest])
+    return Choice(None, why, shortfalls(reached, named(anchor), cfg.min_ratio, k, where="valid"))
 
 
 # -------------------------------------------------------------------------------------------- 2. judge

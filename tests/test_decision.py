@@ -1,7 +1,7 @@
 """Decision rules that pick a policy of the front, and the gate that guards the served champion."""
 import numpy as np
 
-from recmoo_dag.decision import OBJECTIVES, bound_failures, choose, gate, ndcg_lower_bound
+from recmoo_dag.decision import OBJECTIVES, bound_failures, choose, gate, ndcg_lower_bound, nearest_to_bounds
 
 K = 10  # the list length the messages name ("ndcg@10")
 WEIGHTS = dict.fromkeys(OBJECTIVES, 1.0)
@@ -51,6 +51,16 @@ def test_every_rule_says_so_when_no_policy_meets_the_bounds():
     for rule in ("constrained", "asf", "pseudo_weights", "knee"):
         index, why = choose(rule, FRONT_F, REFERENCE, {"ndcg": 1.01}, "coverage", WEIGHTS, K)
         assert index is None and "no policy of the front meets the bounds (ndcg@10 >= 1.01" in why
+
+
+def test_with_each_bound_met_by_a_different_policy_the_nearest_one_shows_the_joint_miss():
+    bounds = {"ndcg": 0.99, "ild": 1.35}  # policies 0 and 1 meet the first only, policy 2 the second only
+    index, _ = choose("constrained", FRONT_F, REFERENCE, bounds, "coverage", WEIGHTS, K)
+    assert index is None
+    # Largest misses: 0.35, 0.15, 0.02 (NDCG 0.97 x), 0.05 (ILD 1.3 x).
+    assert nearest_to_bounds(FRONT_F, REFERENCE, bounds) == 2
+    lower = np.array([0.1, 0.099, 0.09, 0.0985])  # NDCG judged by its lower bound: policy 2 misses by 0.09
+    assert nearest_to_bounds(FRONT_F, REFERENCE, bounds, lower) == 3
 
 
 def test_asf_and_pseudo_weights_follow_the_weights():

@@ -114,9 +114,11 @@ def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deploy
         "fallback to the accuracy-only policy (deploy.fallback): no policy of the front meets the bounds")
     assert payload["policy"] == dict(zip(NAMES, [0.0] * 6 + [10]))
     assert payload["test"]["deployed"] == payload["test"]["accuracy_only"]
-    (failed,) = payload["fallback"]["failed"]  # the NDCG bound is reachable: only coverage failed
-    assert failed["objective"] == "coverage@10" and failed["where"] == "valid" and failed["required"] == 2.0
-    assert failed["failed"] and failed["missed_by"] == pytest.approx(2.0 - failed["ratio"]) and failed["ratio"] >= 1
+    # The figures of one policy, the front's nearest to meeting both bounds: coverage is missed.
+    failed = {f["objective"]: f for f in payload["fallback"]["failed"]}
+    coverage = failed["coverage@10"]
+    assert coverage["where"] == "valid" and coverage["required"] == 2.0 and coverage["ratio"] >= 1
+    assert all(f["failed"] and f["missed_by"] == pytest.approx(f["required"] - f["ratio"]) for f in failed.values())
     # The served fallback is a champion like any other: a second run keeps it (the fallback never
     # replaces a champion), and a candidate that the gate accepts replaces it.
     again = run(params)
