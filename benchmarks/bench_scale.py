@@ -9,6 +9,10 @@ with the default params; peak RSS is the process's own (ru_maxrss).
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 1000 10000 100000] [--skip-ml100k]
                                                [--samples 250 500] [--workdir /tmp/recmoo-scale]
+                                               [--comparison-only]
+
+--comparison-only re-runs just the sampled-vs-full comparison on the ML-100K project an earlier run
+left in the workdir (its pipeline's artifacts are reused as they are).
 """
 from __future__ import annotations
 
@@ -113,8 +117,14 @@ def main() -> None:
     parser.add_argument("--skip-ml100k", action="store_true")
     parser.add_argument("--samples", type=int, nargs="*", default=[250, 500])
     parser.add_argument("--workdir", default="/tmp/recmoo-scale")
+    parser.add_argument("--comparison-only", action="store_true")
     args = parser.parse_args()
     work, rows = Path(args.workdir), []
+    if args.comparison_only:
+        if not (work / "ml-100k" / "reports" / "search" / "front.csv").exists():
+            raise SystemExit(f"--comparison-only: no ML-100K project in {work}: run the benchmark without it first")
+        print_comparison(sampled_against_full(work / "ml-100k", [*args.samples, None]))
+        return
     for users in args.sizes:
         print(f"synthetic {users:,} users: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
         root = project(work / f"synthetic-{users}", {"data": {"source": "synthetic", "synthetic": {
@@ -126,6 +136,12 @@ def main() -> None:
         root = project(work / "ml-100k", {})
         rows.append(pipeline("MovieLens-100K", root))
         comparison = sampled_against_full(root, [*args.samples, None])
+    print_rows(rows)
+    if comparison:
+        print_comparison(comparison)
+
+
+def print_rows(rows: list[dict]) -> None:
     header = f"{'log':<18}{'users':>8}" + "".join(f"{name:>11}" for name in STAGES) + f"{'total':>9}{'peak GB':>9}"
     print("\nseconds per stage (own process); peak RSS of the largest stage")
     print(header + "\n" + "-" * len(header))
@@ -134,18 +150,20 @@ def main() -> None:
         peak = max(rss for _, rss in row["stages"].values())
         print(f"{row['log']:<18}{row['users']:>8,}" + "".join(f"{t:>11.1f}" for t in times)
               + f"{sum(times):>9.0f}{peak:>9.2f}")
-    if comparison:
-        print("\nML-100K: the search on a user sample vs on all users (test split; deployed vs accuracy-only)")
-        print(f"{'searched':>9}{'seconds':>9}{'SE sample':>11}{'SE all':>8}{'HV test':>9}{'vs all':>8}"
-              f"{'vs thinned':>11}{'NDCG':>8}{'cov':>8}{'ILD':>8}")
-        full, thinned = comparison[-1]["hv_test"], comparison[-1]["hv_test_thinned"]
-        print(f"(the full search's front thinned as a sample's verdict is: HV test {thinned:.4f}; 'vs thinned' compares"
-              " with it)")
-        for c in comparison:
-            gain = lambda key, c=c: c["deployed"][key] / c["accuracy_only"][key] - 1
-            print(f"{c['users']:>9}{c['seconds']:>9.1f}{c['se_searched']:>11.1%}{c['se_all']:>8.1%}{c['hv_test']:>9.4f}"
-                  f"{c['hv_test'] / full - 1:>+8.1%}{c['hv_test'] / thinned - 1:>+11.1%}{gain('ndcg@10'):>+8.1%}{gain('coverage@10'):>+8.1%}"
-                  f"{gain('ild@10'):>+8.1%}" + ("  (fallback)" if c["fallback"] else ""))
+
+
+def print_comparison(comparison: list[dict]) -> None:
+    print("\nML-100K: the search on a user sample vs on all users (test split; deployed vs accuracy-only)")
+    print(f"{'searched':>9}{'seconds':>9}{'SE sample':>11}{'SE all':>8}{'HV test':>9}{'vs all':>8}"
+          f"{'vs thinned':>11}{'NDCG':>8}{'cov':>8}{'ILD':>8}")
+    full, thinned = comparison[-1]["hv_test"], comparison[-1]["hv_test_thinned"]
+    print(f"(the full search's front thinned as a sample's verdict is: HV test {thinned:.4f}; 'vs thinned' compares"
+          " with it)")
+    for c in comparison:
+        gain = lambda key, c=c: c["deployed"][key] / c["accuracy_only"][key] - 1
+        print(f"{c['users']:>9}{c['seconds']:>9.1f}{c['se_searched']:>11.1%}{c['se_all']:>8.1%}{c['hv_test']:>9.4f}"
+              f"{c['hv_test'] / full - 1:>+8.1%}{c['hv_test'] / thinned - 1:>+11.1%}{gain('ndcg@10'):>+8.1%}"
+              f"{gain('coverage@10'):>+8.1%}{gain('ild@10'):>+8.1%}" + ("  (fallback)" if c["fallback"] else ""))
 
 
 if __name__ == "__main__":
