@@ -39,14 +39,20 @@ def _column(name: str) -> int:
     return OBJECTIVES.index(name)
 
 
+def judged(F: np.ndarray, min_ratio: dict[str, float], ndcg_lower: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each bounded objective's values as the bounds judge them: F's column, or for NDCG the lower
+    confidence bound ndcg_lower (P,) when given. F (P, m) -> {name: (P,)} in min_ratio's order."""
+    return {name: ndcg_lower if name == "ndcg" and ndcg_lower is not None else F[:, _column(name)]
+            for name in min_ratio}
+
+
 def feasible(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
              ndcg_lower: np.ndarray | None = None) -> np.ndarray:
     """Which policies meet every bound f_j >= ratio_j x accuracy-only_j: F (P, m) -> (P,) bool.
     ndcg_lower (P,): judge NDCG by this lower confidence bound instead of F's value."""
     ok = np.ones(len(F), dtype=bool)
-    for name, ratio in min_ratio.items():
-        judged = ndcg_lower if name == "ndcg" and ndcg_lower is not None else F[:, _column(name)]
-        ok &= judged >= ratio * reference[_column(name)]
+    for name, values in judged(F, min_ratio, ndcg_lower).items():
+        ok &= values >= min_ratio[name] * reference[_column(name)]
     return ok
 
 
@@ -57,11 +63,10 @@ def nearest_to_bounds(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str,
     them all at once. Several bounds each met by a different policy are no joint success, and the
     policy nearest to one says by how much the others are missed. F (P, m) -> a row index."""
     misses = np.zeros(len(F))
-    for name, ratio in min_ratio.items():
-        judged = ndcg_lower if name == "ndcg" and ndcg_lower is not None else F[:, _column(name)]
+    for name, values in judged(F, min_ratio, ndcg_lower).items():
         scale = reference[_column(name)]
         if scale > 0:
-            misses = np.maximum(misses, ratio - judged / scale)
+            misses = np.maximum(misses, min_ratio[name] - values / scale)
     return int(np.argmin(misses))
 
 

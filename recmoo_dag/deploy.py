@@ -33,7 +33,7 @@ from recmoo_dag.bundle import MANIFEST_FILE, Bundle, read_bundle, write_bundle
 from recmoo_dag.candidates import top_n
 from recmoo_dag.config import DeployParams, Params
 from recmoo_dag.data import find_log_files
-from recmoo_dag.decision import GateDecision, choose, gate, ndcg_lower_bound, nearest_to_bounds
+from recmoo_dag.decision import GateDecision, choose, gate, judged, ndcg_lower_bound, nearest_to_bounds
 from recmoo_dag.features import Features
 from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
@@ -86,9 +86,7 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int)
     if index is not None:
         return Choice(policies[index], why, [])
     nearest = nearest_to_bounds(F, anchor, cfg.min_ratio, ndcg_lower)
-    reached = named(F[nearest])
-    if ndcg_lower is not None:
-        reached["ndcg"] = float(ndcg_lower[nearest])
+    reached = {name: float(values[nearest]) for name, values in judged(F, cfg.min_ratio, ndcg_lower).items()}
     return Choice(None, why, shortfalls(reached, named(anchor), cfg.min_ratio, k, where="valid"))
 
 
