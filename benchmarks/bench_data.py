@@ -23,7 +23,6 @@ sys.path.insert(0, str(REPO))
 
 # Only the light config import here: Linux carries a parent's peak RSS into children it execs,
 # so this process must stay small (the synthetic log is written by a child, too).
-from recmoo_dag.config import Params
 
 STAGES = ("ingest", "validate", "features")
 # Runs one stage in-process and reports this process's peak RSS (ru_maxrss is KiB on Linux).
@@ -43,8 +42,8 @@ def run_stage(stage: str, workdir: Path) -> tuple[float, float]:
 
 
 def prepare(workdir: Path, raw_dir: Path) -> None:
-    params = Params().model_dump(by_alias=True)
-    params["data"]["raw_dir"] = str(raw_dir)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["raw_dir"] = params["data"]["dataset_dir"] = str(raw_dir)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
 
 

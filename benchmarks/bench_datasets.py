@@ -25,6 +25,10 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recmoo_dag.results import DeployReport, SearchMetrics, TrainReport
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 STAGES = ("fetch", "ingest", "validate", "features", "item_text", "tune", "train", "candidates", "search", "deploy")
@@ -39,13 +43,13 @@ LOGS = {
                             "generic": {"pattern": "user_taggedartists.dat", "sep": "\t", "user_col": "userID",
                                         "item_col": "artistID", "timestamp_col": ["year", "month", "day"],
                                         "timestamp_unit": "strptime", "timestamp_format": "%Y-%m-%d",
-                                        "rating_col": None, "items_pattern": "artists.dat", "items_sep": "\t",
-                                        "item_id_col": "id", "title_col": "name", "categories_col": None,
-                                        "tags_pattern": "user_taggedartists.dat", "tags_sep": "\t",
-                                        "tags_item_col": "artistID", "tags_col": "tagID",
-                                        "tags_names_pattern": "tags.dat", "tags_names_sep": "\t",
-                                        "tags_names_id_col": "tagID", "tags_names_col": "tagValue",
-                                        "tags_names_encoding": "latin-1"}},
+                                        "rating_col": None,
+                                        "items": {"pattern": "artists.dat", "sep": "\t", "item_id_col": "id",
+                                                  "title_col": "name", "categories_col": None},
+                                        "tags": {"pattern": "user_taggedartists.dat", "sep": "\t",
+                                                 "item_col": "artistID", "tag_col": "tagID"},
+                                        "tag_names": {"pattern": "tags.dat", "sep": "\t", "id_col": "tagID",
+                                                      "name_col": "tagValue", "encoding": "latin-1"}}},
                    # 5 tag dates of 1956-1979 predate Last.fm (readme): kept as those users' oldest events.
                    "validate": {"min_timestamp": -631152000}}, "lastfm-2k"),
     "synthetic": ({"data": {"source": "synthetic", "synthetic": {"users": 1000, "items": 500, "events": 50000,
@@ -111,20 +115,22 @@ def run(root: Path) -> dict[str, float]:
 
 def row(name: str, root: Path, seconds: dict[str, float]) -> dict:
     read = lambda path: json.loads((root / path).read_text())
-    features, train, search, deploy = (read(f"metrics/{n}.json") for n in ("features", "train", "search", "deploy"))
+    features = read("metrics/features.json")
+    train = TrainReport.from_json(read("metrics/train.json")).comparison
+    search = SearchMetrics.from_json(read("metrics/search.json"))
+    deploy = DeployReport.from_json(read("metrics/deploy.json"))
     tuned = read("models/tuned.json")
-    test = lambda report: (report["test"]["ndcg@10"], report["test"]["hr@10"])
-    gain = lambda key: deploy["test"]["deployed"][key] / deploy["test"]["accuracy_only"][key] - 1
+    test = lambda evaluation: (evaluation.test.ndcg, evaluation.test.hr)
+    gain = lambda name: deploy.deployed[name] / deploy.accuracy_only[name] - 1
     return {
         "log": name, "users": features["n_users"], "items": features["n_items"],
         "tuned": {**tuned["model"], **tuned["train"]} if tuned.get("enabled") else "off",
-        "model": test(train["model"]), "blend": test(train["blend"]), "ease": test(train["baselines"]["ease"]),
-        "pop": test(train["baselines"]["pop"]), "generator": train["generator"],
+        "model": test(train.model), "blend": test(train.blend), "ease": test(train.ease),
+        "pop": test(train.pop), "generator": train.generator,
         "tune_train_s": seconds["tune"] + seconds["train"], "total_s": sum(seconds.values()),
-        "hv_nsga": search["hypervolume_test"]["nsga"], "hv_random": search["hypervolume_test"]["random"],
-        "served": deploy["version"], "fallback": bool(deploy.get("fallback")),
-        "served_vs_accuracy_only": {"ndcg@10": gain("ndcg@10"), "coverage@10": gain("coverage@10"),
-                                    "ild@10": gain("ild@10")},
+        "hv_nsga": search.hypervolume_test["nsga"], "hv_random": search.hypervolume_test["random"],
+        "served": deploy.version, "fallback": bool(deploy.fallback),
+        "served_vs_accuracy_only": {"ndcg": gain("ndcg"), "coverage": gain("coverage"), "ild": gain("ild")},
     }
 
 
@@ -141,7 +147,7 @@ def print_table(rows: list[dict]) -> None:
         print(f"{r['log']:<16}{r['users']:>6}{r['items']:>6} | {pair(r['model']):>13}{pair(r['blend']):>13}"
               f"{pair(r['ease']):>13}{pair(r['pop']):>13} | {r['generator']:>9}{r['tune_train_s']:>7.0f}"
               f"{r['total_s']:>7.0f} | {r['hv_nsga'] / max(r['hv_random'], 1e-12):>11.3f} | {served:>7}"
-              f"{s['ndcg@10']:>+7.1%}{s['coverage@10']:>+7.1%}{s['ild@10']:>+7.1%}")
+              f"{s['ndcg']:>+7.1%}{s['coverage']:>+7.1%}{s['ild']:>+7.1%}")
     print("(NDCG@10/HR@10 pairs; * = the accuracy-only fallback is served)")
     for r in rows:
         print(f"tuned values, {r['log']}: {r['tuned']}")

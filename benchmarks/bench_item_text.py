@@ -40,6 +40,7 @@ from recmoo_dag.evaluate import left_padded
 from recmoo_dag.features import build_features, load_features, write_features
 from recmoo_dag.item_text import embed, item_texts
 from recmoo_dag.metrics import hit_rate_at_k, ndcg_at_k
+from recmoo_dag.results import DeployReport, TrainReport
 from recmoo_dag.train import fit
 
 VARIANTS = ("none", "init", "fuse")
@@ -67,8 +68,8 @@ def variants(root: Path) -> dict:
     for variant in VARIANTS:
         set_params(root, model__item_text=variant, tune__enabled=False)
         stages(root, "tune", "train")
-        report = json.loads((root / "metrics" / "train.json").read_text())["model"]
-        out[variant] = {context: (report[context]["ndcg@10"], report[context]["hr@10"]) for context in ("valid", "test")}
+        model = TrainReport.from_json(json.loads((root / "metrics" / "train.json").read_text())).comparison.model
+        out[variant] = {window: (getattr(model, window).ndcg, getattr(model, window).hr) for window in ("valid", "test")}
         print(f"  {variant:<5} valid NDCG@10 {out[variant]['valid'][0]:.4f}  test {out[variant]['test'][0]:.4f}",
               flush=True)
     return out
@@ -89,7 +90,7 @@ def cold_start(root: Path) -> dict:
     write_features(tables, folder)
     features = load_features(folder)
     new = np.flatnonzero(np.isin(features.item_ids, list(new_ids)))  # (C,) item indices of the new items
-    texts = item_texts(tables["catalog"], params.item_text.fields, params.item_text.max_tags)
+    texts = item_texts(tables.catalog, params.item_text.fields, params.item_text.max_tags)
     vectors, _ = embed(texts, params.item_text.model, params.item_text.batch_size, params.item_text.threads, "auto")
     user_index = {user: u for u, user in enumerate(features.user_ids)}
     item_index = {item: i for i, item in enumerate(features.item_ids)}
@@ -104,7 +105,7 @@ def cold_start(root: Path) -> dict:
         model = params.model.model_copy(update={"item_text": variant})
         train = params.train.model_copy(update={"checkpoint_dir": str(folder / "ckpt"),
                                                 "steps_log": str(folder / f"steps_{variant}.csv")})
-        net = fit(features, model, train, params.seed, f"cold-{variant}", text_vectors=vectors).model
+        net = fit(features, model, train, params.policy.k, params.seed, f"cold-{variant}", text_vectors=vectors).model
         ranks = []
         for rows in np.array_split(np.arange(len(users)), max(1, len(users) // 256)):
             seq = left_padded(features.indptr, features.items, users[rows], net.max_len)
@@ -139,9 +140,9 @@ def main() -> None:
         best = max(VARIANTS, key=lambda v: row["variants"][v]["valid"][0])
         set_params(root, model__item_text=best, policy__similarity="text")
         stages(root, "tune", "train", "candidates", "search", "deploy")
-        deployed = json.loads((root / "metrics" / "deploy.json").read_text())["test"]
-        row.update(chosen=best, ild_text={"deployed": deployed["deployed"]["ild@10"],
-                                          "accuracy_only": deployed["accuracy_only"]["ild@10"]},
+        deployed = DeployReport.from_json(json.loads((root / "metrics" / "deploy.json").read_text()))
+        row.update(chosen=best, ild_text={"deployed": deployed.deployed["ild"],
+                                          "accuracy_only": deployed.accuracy_only["ild"]},
                    cold=cold_start(root), seconds=time.perf_counter() - start)
         rows.append(row)
         (Path(args.workdir) / "results.jsonl").open("a").write(json.dumps(row) + "\n")

@@ -74,17 +74,17 @@ def thinned_hypervolume(root: Path) -> float:
     import pandas as pd
 
     from recmoo_dag.config import load_params
-    from recmoo_dag.objectives import NAMES
-    from recmoo_dag.search import OBJECTIVES, hypervolume, nondominated, thin_to
-    from recmoo_dag.stages.search import contexts
+    from recmoo_dag.objectives import OBJECTIVES
+    from recmoo_dag.pareto import hypervolume, nondominated, thin_to
+    from recmoo_dag.stages.search import yardsticks_of
 
     with contextlib.chdir(root):  # params hold paths relative to the project
         params = load_params(root / "params.yaml")
-        valid, test = contexts(params)
+        valid, test = yardsticks_of(params)
         front = pd.read_csv(params.search.front)
     columns = [OBJECTIVES.index(name) for name in params.search.objectives]
-    losses_valid = valid.losses(front[[f"valid_{o}" for o in NAMES]].to_numpy())[:, columns]
-    losses_test = test.losses(front[[f"test_{o}" for o in NAMES]].to_numpy())[:, columns]
+    losses_valid = valid.losses(front[[f"valid_{o}" for o in OBJECTIVES]].to_numpy())[:, columns]
+    losses_test = test.losses(front[[f"test_{o}" for o in OBJECTIVES]].to_numpy())[:, columns]
     kept = thin_to(losses_valid, params.search.front_epsilon, params.search.rescore_policies)
     kept = kept[nondominated(losses_valid[kept])]
     return hypervolume(losses_test[kept], params.search.reference_point)
@@ -100,12 +100,13 @@ def sampled_against_full(root: Path, samples: list[int | None]) -> list[dict]:
         shutil.rmtree(root / params["deploy"]["store"], ignore_errors=True)
         seconds = stage(root, "search")[0]
         stage(root, "deploy")
-        search = json.loads((root / "metrics" / "search.json").read_text())
-        deploy = json.loads((root / "metrics" / "deploy.json").read_text())
-        rows.append({"users": search["users"]["searched"], "seconds": seconds,
-                     "se_searched": search["users"]["paired_se_searched"], "se_all": search["users"]["paired_se_all"],
-                     "hv_test": search["hypervolume_test"]["nsga"], "deployed": deploy["test"]["deployed"],
-                     "accuracy_only": deploy["test"]["accuracy_only"], "fallback": bool(deploy["fallback"])})
+        from recmoo_dag.results import DeployReport, SearchMetrics
+
+        search = SearchMetrics.from_json(json.loads((root / "metrics" / "search.json").read_text()))
+        deploy = DeployReport.from_json(json.loads((root / "metrics" / "deploy.json").read_text()))
+        rows.append({"users": search.users_searched, "seconds": seconds, "se_searched": search.paired_se_searched,
+                     "se_all": search.paired_se_all, "hv_test": search.hypervolume_test["nsga"],
+                     "deployed": deploy.deployed, "accuracy_only": deploy.accuracy_only, "fallback": bool(deploy.fallback)})
         print(f"  search.users {users}: {seconds:.1f}s, HV test {rows[-1]['hv_test']:.4f}", flush=True)
     rows[-1]["hv_test_thinned"] = thinned_hypervolume(root)
     return rows
@@ -162,8 +163,8 @@ def print_comparison(comparison: list[dict]) -> None:
     for c in comparison:
         gain = lambda key, c=c: c["deployed"][key] / c["accuracy_only"][key] - 1
         print(f"{c['users']:>9}{c['seconds']:>9.1f}{c['se_searched']:>11.1%}{c['se_all']:>8.1%}{c['hv_test']:>9.4f}"
-              f"{c['hv_test'] / full - 1:>+8.1%}{c['hv_test'] / thinned - 1:>+11.1%}{gain('ndcg@10'):>+8.1%}"
-              f"{gain('coverage@10'):>+8.1%}{gain('ild@10'):>+8.1%}" + ("  (fallback)" if c["fallback"] else ""))
+              f"{c['hv_test'] / full - 1:>+8.1%}{c['hv_test'] / thinned - 1:>+11.1%}{gain('ndcg'):>+8.1%}"
+              f"{gain('coverage'):>+8.1%}{gain('ild'):>+8.1%}" + ("  (fallback)" if c["fallback"] else ""))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recmoo_dag.config import load_params
 from recmoo_dag.front import best_within, front_table
+from recmoo_dag.objectives import OBJECTIVES
+from recmoo_dag.pareto import hypervolume, nondominated
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
@@ -35,12 +37,13 @@ from recmoo_dag.policy import (
     POOL,
     TEMPERATURE,
     VARIABLES,
-    Context,
-    accuracy_only,
+    Requests,
+    accuracy_only_policy,
     rerank,
 )
-from recmoo_dag.search import OBJECTIVES, bounds, hypervolume, nondominated, random_policies, run_nsga, search
-from recmoo_dag.stages.search import contexts
+from recmoo_dag.results import METHODS
+from recmoo_dag.search import bounds, random_policies, run_nsga, search
+from recmoo_dag.stages.search import yardsticks_of
 
 POOLS = (10, 25, 50, 75, 100, 150, 200)
 
@@ -56,14 +59,14 @@ def best_of(fn, repeats: int = 3) -> tuple[float, float]:
 
 
 def throughput(valid, n_policies: int = 256) -> list[tuple[str, float, float]]:
-    low, high = bounds(valid.k, valid.ctx.n_candidates)
+    low, high = bounds(valid.k, valid.requests.n_candidates)
     policies = random_policies(n_policies, low, high, seed=0)
-    policies[:, POOL] = min(100, valid.ctx.n_candidates)
+    policies[:, POOL] = min(100, valid.requests.n_candidates)
     rows = []
     for threads in (1, 2):
         yard = dataclasses.replace(valid, threads=threads)
         yard.objectives(policies[:4])  # similarity block, groups: built once per context
-        wall, cpu = best_of(lambda yard=yard, threads=threads: rerank(yard.ctx, policies, yard.k, threads))
+        wall, cpu = best_of(lambda yard=yard, threads=threads: rerank(yard.requests, policies, yard.k, threads))
         rows.append((f"rerank only, {threads} thread(s)", n_policies / wall, n_policies / cpu))
         wall, cpu = best_of(lambda yard=yard: yard.objectives(policies))
         rows.append((f"rerank + 6 objectives, {threads} thread(s)", n_policies / wall, n_policies / cpu))
@@ -73,20 +76,20 @@ def throughput(valid, n_policies: int = 256) -> list[tuple[str, float, float]]:
 def fit_latency(valid, n_users: int = 100, repeats: int = 5) -> tuple[float, float, list]:
     """Latency (ms) of one request (one user, one policy) per pool: the median over users of each
     user's fastest of `repeats` runs; and the least-squares line a + b * pool through them."""
-    policy = accuracy_only(valid.k)
+    policy = accuracy_only_policy(valid.k)
     policy[[TEMPERATURE, DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY]] = [0.3, 0.5, 0.3, 0.3, 0.3, 0.3]  # every term
-    ctx, measured = valid.ctx, []
-    for pool in (p for p in POOLS if p <= ctx.n_candidates):
+    requests, measured = valid.requests, []
+    for pool in (p for p in POOLS if p <= requests.n_candidates):
         x = policy.copy()
         x[POOL] = pool
         per_user = []
-        for u in range(min(n_users, ctx.n_users)):
+        for u in range(min(n_users, requests.n_users)):
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()  # a request: its candidates' terms -> context -> list
-                one = Context(ctx.items[u:u + 1, :pool], ctx.logits[u:u + 1, :pool], ctx.log_pop[u:u + 1, :pool],
-                              ctx.novelty[u:u + 1, :pool], ctx.fit[u:u + 1, :pool], ctx.dither[u:u + 1, :pool],
-                              ctx.item_sim)
+                one = Requests(requests.items[u:u + 1, :pool], requests.logits[u:u + 1, :pool], requests.log_pop[u:u + 1, :pool],
+                              requests.novelty[u:u + 1, :pool], requests.fit[u:u + 1, :pool], requests.dither[u:u + 1, :pool],
+                              requests.item_sim)
                 rerank(one, x, valid.k)
                 times.append(time.perf_counter() - start)
             per_user.append(min(times))  # the fastest repeat: what the code costs, not the neighbours
@@ -102,17 +105,17 @@ def study(valid, test, params, n_evals: int) -> None:
     result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, ("n_eval", n_evals),
                     cfg.reference_point, cfg.mmr_pool, params.seed)
     total = time.perf_counter() - start
-    hv, hv_test = result["hypervolume"], result["hypervolume_test"]
-    print(f"\nsearch: {result['n_evals']} NSGA evaluations in {result['seconds']:.1f} s "
-          f"({result['n_evals'] / result['seconds']:.0f} evals/s); whole study with baselines and test "
+    hv, hv_test = result.hypervolume, result.hypervolume_test
+    print(f"\nsearch: {result.n_evals} NSGA evaluations in {result.seconds:.1f} s "
+          f"({result.n_evals / result.seconds:.0f} evals/s); whole study with baselines and test "
           f"re-evaluation {total:.0f} s")
     print(f"{'method':<12}{'front':>8}{'HV valid':>11}{'HV test':>10}{'NSGA/x valid':>14}{'NSGA/x test':>13}")
-    for method in ("nsga", "mmr_sweep", "random", "grid"):
-        print(f"{method:<12}{len(result['fronts'][method]['x']):>8}{hv[method]:>11.4f}{hv_test[method]:>10.4f}"
+    for method in METHODS:
+        print(f"{method:<12}{len(result.fronts[method].x):>8}{hv[method]:>11.4f}{hv_test[method]:>10.4f}"
               f"{hv['nsga'] / hv[method]:>14.3f}{hv_test['nsga'] / hv_test[method]:>13.3f}")
-    acc = result["accuracy_only"]
-    nsga = result["fronts"]["nsga"]
-    best = best_within(front_table(nsga["x"], nsga), acc["valid"], 0.98)
+    acc = result.accuracy_only
+    nsga = result.fronts["nsga"]
+    best = best_within(front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}), acc["valid"], 0.98, valid.k)
     print(f"\naccuracy-only (model top-{valid.k}): valid NDCG {acc['valid'][0]:.4f}, coverage {acc['valid'][3]:.3f}; "
           f"test NDCG {acc['test'][0]:.4f}, coverage {acc['test'][3]:.3f}")
     if best["found"]:
@@ -132,7 +135,7 @@ def ablation(valid, test, params, n_evals: int, variable: str) -> None:
     coverage on valid, and what it gives on test."""
     cfg = params.search
     columns = [OBJECTIVES.index(name) for name in cfg.objectives]
-    low, high = bounds(valid.k, valid.ctx.n_candidates)
+    low, high = bounds(valid.k, valid.requests.n_candidates)
     off = np.array([v.name == variable for v in VARIABLES])
     print(f"\nablation of {variable!r}: NSGA, {n_evals} evaluations each; per valid NDCG@10 floor, the front "
           "policy with the most valid coverage")
@@ -171,8 +174,8 @@ def main() -> None:
     params = load_params(args.params)
     if args.candidates:
         params = params.model_copy(update={"candidates": params.candidates.model_copy(update={"path": args.candidates})})
-    valid, test = contexts(params)
-    print(f"data: {valid.ctx.n_users} users, {valid.n_items} items, {valid.ctx.n_candidates} candidates; "
+    valid, test = yardsticks_of(params)
+    print(f"data: {valid.requests.n_users} users, {valid.n_items} items, {valid.requests.n_candidates} candidates; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (timings are best of 3)")
     if args.fit_latency:
         intercept, slope, measured = fit_latency(valid)

@@ -140,7 +140,7 @@ def scratch_deployment(params_file: Path, workdir: Path) -> Path:
     from recmoo_dag import candidates, deploy
     from recmoo_dag.features import load_features
     from recmoo_dag.model import SeqRecModel, save_model
-    from recmoo_dag.policy import NAMES
+    from recmoo_dag.policy import VARIABLE_NAMES
 
     raw = load_params(params_file).model_dump(by_alias=True, mode="json")  # every key, defaults included
     for section, key in (("data", "raw_dir"), ("data", "dataset_dir"), ("data", "incoming_dir"),
@@ -161,7 +161,7 @@ def scratch_deployment(params_file: Path, workdir: Path) -> Path:
     candidates.run(params)
     front = deploy.front_path(params)
     front.parent.mkdir(parents=True, exist_ok=True)
-    policy = dict(zip(NAMES, [0.0, 0.5, 0.2, 0.2, 0.5, 100.0]))  # a diversified mid-pool policy
+    policy = dict(zip(VARIABLE_NAMES, [0.0, 0.5, 0.2, 0.2, 0.5, 100.0]))  # a diversified mid-pool policy
     pd.DataFrame([policy]).to_csv(front, index=False)
     deploy.run(params)
     os.chdir(REPO)

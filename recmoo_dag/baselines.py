@@ -1,8 +1,8 @@
 """The bars the transformer must clear: most-popular and EASE, ranked like the model (full ranking).
 
-Both are fit on the history of the context they are scored in (train for valid, train + valid for
+Both are fit on the history before the window they are scored on (train for valid, train + valid for
 test): everything known before the held-out item, which is the strongest fair version of each.
-EASE's only hyper-parameter, the L2 strength λ, is chosen on valid NDCG@10; test is never looked at.
+EASE's only hyper-parameter, the L2 strength λ, is chosen on valid NDCG@k; test is never looked at.
 """
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import sparse
 
-from recmoo_dag.evaluate import REPORT_K, Scorer, evaluate, full_ranking_ranks
+from recmoo_dag.evaluate import Scorer, evaluate, full_ranking_ranks
 from recmoo_dag.features import Features
 from recmoo_dag.metrics import ndcg_at_k
+from recmoo_dag.results import Evaluation
 
 
 def history_matrix(indptr: np.ndarray, items: np.ndarray, n_items: int) -> sparse.csr_array:
@@ -60,31 +61,28 @@ def fit_ease(indptr: np.ndarray, items: np.ndarray, n_items: int, lam: float) ->
     return ease_weights(history_matrix(indptr, items, n_items), lam)
 
 
-def tune_ease(features: Features, lambdas: Sequence[float], batch_size: int) -> tuple[float, dict[float, float]]:
-    """λ with the best valid NDCG@10 (ties: the smaller λ), and the valid NDCG@10 of every λ tried."""
-    indptr, items = features.history("valid")
+def tune_ease(features: Features, lambdas: Sequence[float], batch_size: int, k: int) -> tuple[float, dict[float, float]]:
+    """λ with the best valid NDCG@k (ties: the smaller λ), and the valid NDCG@k of every λ tried."""
+    indptr, items = features.history_before("valid")
     x = history_matrix(indptr, items, features.n_items)
     tried = {}
     for lam in sorted(lambdas):
         ranks = full_ranking_ranks(ease_scorer(x, ease_weights(x, lam)), indptr, items,
                                    features.valid_targets, features.n_items, batch_size)
-        tried[float(lam)] = ndcg_at_k(ranks, REPORT_K)
+        tried[float(lam)] = ndcg_at_k(ranks, k)
     best = max(tried, key=lambda lam: (tried[lam], -lam))
     return best, tried
 
 
-def evaluate_baselines(features: Features, lambdas: Sequence[float],
-                       batch_size: int) -> tuple[dict[str, dict], float, dict[float, float]]:
-    """({"pop": {"valid": ..., "test": ...}, "ease": {...}}, EASE's λ, its valid NDCG@10 per λ tried)."""
+def evaluate_baselines(features: Features, lambdas: Sequence[float], batch_size: int,
+                       k: int) -> tuple[Evaluation, Evaluation, float, dict[float, float]]:
+    """Popularity and EASE on both windows, EASE's λ (chosen on valid) and its valid NDCG@k per λ tried."""
     n_items = features.n_items
-    lam, tried = tune_ease(features, lambdas, batch_size)
+    lam, tried = tune_ease(features, lambdas, batch_size, k)
 
     def make_ease(indptr: np.ndarray, items: np.ndarray) -> Scorer:
         x = history_matrix(indptr, items, n_items)
         return ease_scorer(x, ease_weights(x, lam))
 
-    report = {
-        "pop": evaluate(lambda indptr, items: popularity_scorer(indptr, items, n_items), features, batch_size),
-        "ease": evaluate(make_ease, features, batch_size),
-    }
-    return report, lam, tried
+    pop = evaluate(lambda indptr, items: popularity_scorer(indptr, items, n_items), features, batch_size, k)
+    return pop, evaluate(make_ease, features, batch_size, k), lam, tried

@@ -1,6 +1,6 @@
 """A deployed version's folder: everything the service needs, written by `deploy`, read by `serve`.
 
-    policy.json      the decision variables (policy.NAMES), the list length k, the rule that chose it
+    policy.json      the decision variables (policy.VARIABLE_NAMES), the list length k, the rule that chose it
     model/           model.safetensors + config.json + generator.json, copied from the train stage
     ease.safetensors EASE's weights fit on every user's whole sequence (when the generator uses EASE)
     catalog.npz      item_ids, titles (I + 1,) str; train_counts (I + 1,); item_vectors (I + 1, d);

@@ -1,4 +1,4 @@
-"""Every user's N best unseen items by the generator's scores, in two contexts: what the candidates stage writes.
+"""Every user's N best unseen items by the generator's scores, in two windows: what the candidates stage writes.
 
 "valid" ranks from the train history (the re-ranking search tunes policies against the valid item);
 "test" ranks from train + valid (the held-out report and the service's offline view). Seen items
@@ -9,7 +9,7 @@ temperature and popularity terms operate on them.
 On disk: one `np.savez` archive of plain arrays (no pickle):
   valid_items, test_items    (U, N) int32 item index, best first (ties: lower index first)
   valid_scores, test_scores  (U, N) float32
-  valid_targets, test_targets (U,) int32 the held-out item of each context
+  valid_targets, test_targets (U,) int32 the held-out item of each window
 A user with fewer than N unseen items gets trailing item 0 (padding) with score -inf.
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from recmoo_dag.errors import InputError
-from recmoo_dag.evaluate import CONTEXTS, Scorer, masked_scores, targets_of
+from recmoo_dag.evaluate import WINDOWS, Scorer, masked_scores, targets_of
 from recmoo_dag.features import PADDING_ITEM, Features
 from recmoo_dag.io import atomic_write
 
-KEYS = tuple(f"{context}_{part}" for context in CONTEXTS for part in ("items", "scores", "targets"))
+KEYS = tuple(f"{window}_{part}" for window in WINDOWS for part in ("items", "scores", "targets"))
 
 
 def best_of(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,13 +57,13 @@ def top_n(scorer: Scorer, indptr: np.ndarray, items: np.ndarray, n_items: int, n
 
 def build_candidates(scorer_for: Callable[[np.ndarray, np.ndarray], Scorer], features: Features, n: int,
                      batch_size: int) -> dict[str, np.ndarray]:
-    """All arrays of candidates.npz; scorer_for(indptr, items) scores from a context's history."""
+    """All arrays of candidates.npz; scorer_for(indptr, items) scores from a window's history."""
     arrays = {}
-    for context in CONTEXTS:
-        indptr, items = features.history(context)
-        arrays[f"{context}_items"], arrays[f"{context}_scores"] = top_n(
+    for window in WINDOWS:
+        indptr, items = features.history_before(window)
+        arrays[f"{window}_items"], arrays[f"{window}_scores"] = top_n(
             scorer_for(indptr, items), indptr, items, features.n_items, n, batch_size)
-        arrays[f"{context}_targets"] = targets_of(features, context).astype(np.int32)
+        arrays[f"{window}_targets"] = targets_of(features, window).astype(np.int32)
     return arrays
 
 

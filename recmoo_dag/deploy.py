@@ -1,18 +1,18 @@
 """Deploying a policy of the front, as three pure steps that the deploy stage composes.
 
 1. choose (`choose_policy`): every front policy is measured with the search's own yardstick on the
-   context the rule selects on (valid by default), next to the accuracy-only policy (the model's own
+   window the rule selects on (valid by default), next to the accuracy-only policy (the model's own
    top-k); the rule of decision.py picks one that meets the bounds.
 2. judge (`judge`): the chosen policy, the accuracy-only policy and the champion (the served
    version's policy *and model*, re-scored on today's test histories, `champion_yardstick`) are
-   measured on the test context; the gate of decision.py promotes or keeps the champion. When
+   measured on the test window; the gate of decision.py promotes or keeps the champion. When
    nothing is served yet and no policy qualifies (none met the bounds on valid, or the chosen one
    misses them on test), `deploy.fallback: accuracy_only` serves the generator's own top-k instead,
    and the record says which bound failed, where and by how much: a first run always serves.
 3. publish (`build_version`, run inside `store.publish`): a self-contained version folder
    (bundle.py) with its lineage manifest; CURRENT switches to it atomically.
 
-metrics/deploy.json (`payload`) describes what is served after the run: its version, its policy and
+metrics/deploy.json (`report`) describes what is served after the run: its version, its policy and
 its test figures next to accuracy-only's, and the gate's decision (when the gate keeps the champion,
 the reason carries the rejected candidate's numbers; `fallback` says why the accuracy-only policy is
 served, when it is; when nothing is served, with `deploy.fallback: none`, policy and figures are the
@@ -39,18 +39,19 @@ from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.lineage import Artifact, build_lineage
-from recmoo_dag.objectives import QUALITY, label, labelled
-from recmoo_dag.policy import POOL, VARIABLES, accuracy_only, id_keys, policy_vector
+from recmoo_dag.objectives import JUDGED, label, labelled
+from recmoo_dag.policy import POOL, VARIABLES, accuracy_only_policy, id_keys, policy_vector
+from recmoo_dag.results import DeployReport
 from recmoo_dag.yardstick import Yardstick
 
 
 def measure(yard: Yardstick, policies: np.ndarray) -> np.ndarray:
-    """The QUALITY objectives of each policy, by the search's own Yardstick: (B, d) -> (B, 5)."""
-    return yard.objectives(np.atleast_2d(policies))[:, :len(QUALITY)]
+    """The JUDGED objectives of each policy, by the search's own Yardstick: (B, d) -> (B, 5)."""
+    return yard.objectives(np.atleast_2d(policies))[:, :len(JUDGED)]
 
 
 def named(values: np.ndarray) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(QUALITY, values)}
+    return {name: float(v) for name, v in zip(JUDGED, values)}
 
 
 def clamp_pools(policies: np.ndarray, k: int, n_candidates: int) -> np.ndarray:
@@ -75,19 +76,19 @@ class Choice:
 
 
 def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int) -> Choice:
-    """The rule's pick among the front's policies (P, d), measured on `yard` (the select_on context)."""
-    policies = clamp_pools(front, k, yard.ctx.n_candidates)
-    reference = accuracy_only(k)
+    """The rule's pick among the front's policies (P, d), measured on `yard` (the select_on window)."""
+    policies = clamp_pools(front, k, yard.requests.n_candidates)
+    baseline = accuracy_only_policy(k)
     ndcg_lower = None  # confidence 0.5 judges the point estimates themselves
     if cfg.confidence > 0.5:
-        ndcg_lower = ndcg_lower_bound(yard.user_ndcg(policies), yard.user_ndcg(reference)[0], cfg.confidence)
-    F, anchor = measure(yard, policies), measure(yard, reference)[0]
-    index, why = choose(cfg.rule, F, anchor, cfg.min_ratio, cfg.maximize, cfg.weights, k, ndcg_lower)
+        ndcg_lower = ndcg_lower_bound(yard.user_ndcg(policies), yard.user_ndcg(baseline)[0], cfg.confidence)
+    F, accuracy_only = measure(yard, policies), measure(yard, baseline)[0]
+    index, why = choose(cfg.rule, F, accuracy_only, cfg.min_ratio, cfg.maximize, cfg.weights, k, ndcg_lower)
     if index is not None:
         return Choice(policies[index], why, [])
-    nearest = nearest_to_bounds(F, anchor, cfg.min_ratio, ndcg_lower)
+    nearest = nearest_to_bounds(F, accuracy_only, cfg.min_ratio, ndcg_lower)
     reached = {name: float(values[nearest]) for name, values in judged(F, cfg.min_ratio, ndcg_lower).items()}
-    return Choice(None, why, shortfalls(reached, named(anchor), cfg.min_ratio, k, where="valid"))
+    return Choice(None, why, shortfalls(reached, named(accuracy_only), cfg.min_ratio, k, where="valid"))
 
 
 # -------------------------------------------------------------------------------------------- 2. judge
@@ -123,9 +124,9 @@ def champion_yardstick(champion: Champion, test: Yardstick, features: Features, 
                   and np.array_equal(champion.bundle.item_ids, features.item_ids))
     if same_model:
         return test
-    items, scores = champion_candidates(champion.bundle, features, test.ctx.n_candidates, batch_size)
-    indptr, history = features.history("test")
-    return replace(test, ctx=terms.context(items, scores, terms.profiles(indptr, history), id_keys(features.user_ids)))
+    items, scores = champion_candidates(champion.bundle, features, test.requests.n_candidates, batch_size)
+    indptr, history = features.history_before("test")
+    return replace(test, requests=terms.requests(items, scores, terms.profiles(indptr, history), id_keys(features.user_ids)))
 
 
 def champion_candidates(bundle: Bundle, features: Features, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +140,7 @@ def champion_candidates(bundle: Bundle, features: Features, n: int, batch_size: 
     theirs = {item: idx for idx, item in enumerate(bundle.item_ids) if idx}
     to_theirs = np.array([theirs.get(item, 0) for item in features.item_ids], dtype=np.int64)  # (I + 1,)
     shared = np.array([(ours[i], theirs[i]) for i in theirs if i in ours], dtype=np.int64).reshape(-1, 2)
-    indptr, items = features.history("test")
+    indptr, items = features.history_before("test")
     theirs_scorer = generator.scorer(indptr, to_theirs[items], ease=bundle.ease)  # scores in the champion's ids
 
     def score(users: np.ndarray) -> np.ndarray:
@@ -153,7 +154,7 @@ def champion_candidates(bundle: Bundle, features: Features, n: int, batch_size: 
 @dataclass(frozen=True)
 class Verdict:
     decision: GateDecision
-    reference: dict[str, float]  # accuracy-only on test, by objective name
+    accuracy_only: dict[str, float]  # accuracy-only on test, by objective name
     candidate: dict[str, float] | None  # the chosen policy on test
     champion: dict[str, float] | None  # the champion on test
     policy: np.ndarray | None  # what a promotion publishes: the chosen policy, or the fallback
@@ -163,37 +164,37 @@ class Verdict:
 
 def judge(choice: Choice, test: Yardstick, champion: Champion | None, champion_yard: Yardstick | None,
           generator_and_data: dict, cfg: DeployParams, k: int) -> Verdict:
-    """The gate's decision on the test context (decision.gate). With nothing served yet and
+    """The gate's decision on the test window (decision.gate). With nothing served yet and
     `deploy.fallback: accuracy_only`, a refused or missing candidate makes way for the accuracy-only
     policy (the generator's own top-k), recording which bound failed, where and by how much."""
-    reference = named(measure(test, accuracy_only(k))[0])
+    accuracy_only = named(measure(test, accuracy_only_policy(k))[0])
     candidate = named(measure(test, choice.policy)[0]) if choice.policy is not None else None
     served = None
     if champion is not None:
-        policy = clamp_pools(policy_vector(champion.bundle.variables), k, test.ctx.n_candidates)
+        policy = clamp_pools(policy_vector(champion.bundle.variables), k, test.requests.n_candidates)
         served = named(measure(champion_yard, policy)[0])
     today = {**generator_and_data, "policy": policy_dict(choice.policy) if choice.policy is not None else None}
-    decision = gate(candidate, reference, served, cfg.min_ratio, cfg.tolerance, k,
+    decision = gate(candidate, accuracy_only, served, cfg.min_ratio, cfg.tolerance, k,
                     champion.version if champion else None,
                     identical=champion is not None and champion.manifest.get("identity") == today,
                     no_candidate_reason=choice.reason)
     if decision.promoted or champion is not None or cfg.fallback == "none":
-        return Verdict(decision, reference, candidate, served, choice.policy, today, None)
-    failed = choice.shortfalls if candidate is None else shortfalls(candidate, reference, cfg.min_ratio, k, "test")
-    fallback = accuracy_only(k)
+        return Verdict(decision, accuracy_only, candidate, served, choice.policy, today, None)
+    failed = choice.shortfalls if candidate is None else shortfalls(candidate, accuracy_only, cfg.min_ratio, k, "test")
+    fallback = accuracy_only_policy(k)
     why = f"fallback to the accuracy-only policy (deploy.fallback): {decision.reason.removesuffix('; nothing deployed')}"
-    return Verdict(GateDecision(True, why), reference, candidate, served, fallback,
+    return Verdict(GateDecision(True, why), accuracy_only, candidate, served, fallback,
                    {**generator_and_data, "policy": policy_dict(fallback)},
                    {"policy": "accuracy_only", "failed": [f for f in failed if f["failed"]] or failed})
 
 
-def shortfalls(values: dict[str, float], reference: dict[str, float], min_ratio: dict[str, float], k: int,
+def shortfalls(values: dict[str, float], accuracy_only: dict[str, float], min_ratio: dict[str, float], k: int,
                where: str) -> list[dict]:
     """Each bound as measured: the ratio to accuracy-only reached, the one required, and by how much
     it is missed (0 when met)."""
     out = []
     for name, required in min_ratio.items():
-        ratio = values[name] / reference[name] if reference[name] else float("inf")
+        ratio = values[name] / accuracy_only[name] if accuracy_only[name] else float("inf")
         out.append({"objective": label(name, k), "where": where, "ratio": round(float(ratio), 6),
                     "required": required, "failed": bool(ratio < required),
                     "missed_by": round(float(max(required - ratio, 0.0)), 6)})
@@ -218,11 +219,11 @@ def lineage_chain(params: Params) -> list[Artifact]:
 
 def record(choice: Choice, verdict: Verdict, champion: Champion | None, cfg: DeployParams, k: int) -> dict:
     """The decision half of a new version's manifest."""
-    deployed = verdict.reference if verdict.fallback else verdict.candidate
+    deployed = verdict.accuracy_only if verdict.fallback else verdict.candidate
     return {"rule": f"{cfg.rule} on {cfg.select_on}: {choice.reason}", "policy": verdict.identity["policy"],
             "identity": verdict.identity, "fallback": verdict.fallback,
             "gate": {"promoted": verdict.decision.promoted, "reason": verdict.decision.reason},
-            "test": {"accuracy_only": labelled(verdict.reference.values(), k),
+            "test": {"accuracy_only": labelled(verdict.accuracy_only.values(), k),
                      "deployed": labelled(deployed.values(), k)},
             "champion": {"version": champion.version if champion else None,
                          "test": labelled(verdict.champion.values(), k) if verdict.champion else None}}
@@ -259,16 +260,14 @@ def decision_log(served: str | None, choice: Choice, verdict: Verdict, champion:
             "fallback": verdict.fallback, "champion": champion.version if champion else None}
 
 
-def payload(served: str | None, verdict: Verdict, champion: Champion | None, k: int) -> dict:
+def report(served: str | None, verdict: Verdict, champion: Champion | None, k: int) -> DeployReport:
     """metrics/deploy.json: what is served after the run (see the module docstring)."""
     if verdict.decision.promoted:
         policy = verdict.identity["policy"]
-        figures = verdict.reference if verdict.fallback else verdict.candidate
+        figures = verdict.accuracy_only if verdict.fallback else verdict.candidate
     elif champion is not None:
         policy, figures = champion.bundle.variables, verdict.champion
     else:  # nothing served: describe the rejected candidate (or nothing at all)
         policy, figures = verdict.identity["policy"] or {}, verdict.candidate
-    deployed = labelled(figures.values(), k) if figures else {label(name, k): None for name in QUALITY}
-    return {"version": served, "policy": policy, "fallback": verdict.fallback,
-            "test": {"accuracy_only": labelled(verdict.reference.values(), k), "deployed": deployed},
-            "gate": {"promoted": verdict.decision.promoted, "reason": verdict.decision.reason}}
+    return DeployReport(k, served, policy, verdict.fallback, verdict.accuracy_only,
+                        figures or dict.fromkeys(JUDGED), verdict.decision.promoted, verdict.decision.reason)

@@ -3,7 +3,7 @@
 A scorer maps a batch of user indices (B,) to scores of every item (B, I + 1). Training (every
 epoch), the baselines, the final report and the candidates stage all go through the helpers here,
 so they rank the same catalog with the same exclusions: the padding item and everything in the
-user's history of that context ("valid": train; "test": train + valid) never get recommended.
+user's history of that window ("valid": train; "test": train + valid) never get recommended.
 """
 from __future__ import annotations
 
@@ -14,18 +14,15 @@ import torch
 
 from recmoo_dag.features import PADDING_ITEM, Features
 from recmoo_dag.metrics import accuracy, rank_of_targets
+from recmoo_dag.results import Evaluation
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # users (B,) -> scores (B, I + 1)
-CONTEXTS = ("valid", "test")
-# The cutoff of every accuracy report of a scorer (metrics/train.json: "ndcg@10", "hr@10") and of
-# early stopping: SASRec's and RecBole's tables report @10, so the figures compare with theirs. It is
-# not the served list length, which is policy.k and can differ.
-REPORT_K = 10
+WINDOWS = ("valid", "test")
 
 
-def targets_of(features: Features, context: str) -> np.ndarray:
-    """(U,) the held-out item of every user in `context`."""
-    return {"valid": features.valid_targets, "test": features.test_targets}[context]
+def targets_of(features: Features, window: str) -> np.ndarray:
+    """(U,) the held-out item of every user in `window`."""
+    return {"valid": features.valid_targets, "test": features.test_targets}[window]
 
 
 def left_padded(indptr: np.ndarray, items: np.ndarray, users: np.ndarray, max_len: int) -> np.ndarray:
@@ -63,16 +60,16 @@ def full_ranking_ranks(scorer: Scorer, indptr: np.ndarray, items: np.ndarray, ta
     return np.concatenate(ranks)
 
 
-def evaluate(make_scorer: Callable[[np.ndarray, np.ndarray], Scorer], features: Features,
-             batch_size: int) -> dict[str, dict[str, float]]:
-    """{"valid": {"ndcg@10", "hr@10", "mrr"}, "test": {...}}; make_scorer(indptr, items) gets each context's history."""
+def evaluate(make_scorer: Callable[[np.ndarray, np.ndarray], Scorer], features: Features, batch_size: int,
+             k: int) -> Evaluation:
+    """A scorer's NDCG@k, HR@k and MRR on both windows; make_scorer(indptr, items) gets each window's history."""
     report = {}
-    for context in CONTEXTS:
-        indptr, items = features.history(context)
-        ranks = full_ranking_ranks(make_scorer(indptr, items), indptr, items, targets_of(features, context),
+    for window in WINDOWS:
+        indptr, items = features.history_before(window)
+        ranks = full_ranking_ranks(make_scorer(indptr, items), indptr, items, targets_of(features, window),
                                    features.n_items, batch_size)
-        report[context] = accuracy(ranks, REPORT_K)
-    return report
+        report[window] = accuracy(ranks, k)
+    return Evaluation(**report)
 
 
 def model_scorer(model: torch.nn.Module, indptr: np.ndarray, items: np.ndarray, chunk: int = 128) -> Scorer:

@@ -15,7 +15,7 @@ On disk (`features.dir`), all Parquet/JSON:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +60,48 @@ class Features:
     def test_targets(self) -> np.ndarray:  # (U,) the last item of every user
         return self.items[self.indptr[1:] - 1]
 
-    def history(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
-        """(indptr, items) of what is known before predicting `stage`: train for valid, train+valid for test."""
-        drop = {"train": 2, "valid": 2, "test": 1}[stage]
+    def history_before(self, window: str) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr, items) of what is known before `window`: the train events before valid, train and
+        valid before test."""
+        drop = {"valid": 2, "test": 1}[window]
         lengths = np.diff(self.indptr) - drop
         keep = np.ones(len(self.items), dtype=bool)
         for back in range(1, drop + 1):
             keep[self.indptr[1:] - back] = False
         return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), self.items[keep]
+
+
+@dataclass(frozen=True)
+class FeaturesMeta:
+    """meta.json: sizes, category names and the parameters the features were built with."""
+
+    n_users: int
+    n_items: int
+    n_interactions: int
+    n_train: int
+    n_dropped_by_k_core: int
+    category_names: list[str]
+    density: float
+    params: dict
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def stats(self) -> dict:
+        """metrics/features.json."""
+        return {"n_users": self.n_users, "n_items": self.n_items, "n_interactions": self.n_interactions,
+                "n_train": self.n_train, "density": self.density}
+
+
+@dataclass(frozen=True)
+class FeatureTables:
+    """What `build_features` returns and `write_features` writes: the tables of the module docstring."""
+
+    sequences: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    catalog: pd.DataFrame
+    meta: FeaturesMeta
 
 
 def k_core(user_codes: np.ndarray, item_codes: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
@@ -82,8 +116,7 @@ def k_core(user_codes: np.ndarray, item_codes: np.ndarray, min_user: int, min_it
         keep = new_keep
 
 
-def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None,
-                   params: FeaturesParams) -> dict[str, pd.DataFrame | dict]:
+def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None, params: FeaturesParams) -> FeatureTables:
     """Filter, index and split; returns the tables written to `features.dir`."""
     # sort=True makes codes follow the string order of ids: id maps do not depend on row order.
     user_codes, user_ids = pd.factorize(interactions["user_id"], sort=True)
@@ -128,11 +161,11 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None,
     })
     category_names: list[str] = []
     if items is not None and len(items):
-        meta = items.drop_duplicates("item_id", keep="last").set_index("item_id")
-        titles = meta["title"].reindex(item_table["item_id"]).fillna("").astype(str).to_numpy()
-        cats = meta["categories"].reindex(item_table["item_id"])
+        metadata = items.drop_duplicates("item_id", keep="last").set_index("item_id")
+        titles = metadata["title"].reindex(item_table["item_id"]).fillna("").astype(str).to_numpy()
+        cats = metadata["categories"].reindex(item_table["item_id"])
         cats = [sorted(c) if isinstance(c, (list, np.ndarray)) else [] for c in cats]
-        tags = meta["tags"].reindex(item_table["item_id"]) if "tags" in meta else [None] * (n_items + 1)
+        tags = metadata["tags"].reindex(item_table["item_id"]) if "tags" in metadata else [None] * (n_items + 1)
         tags = [list(t) if isinstance(t, (list, np.ndarray)) else [] for t in tags]
         category_names = sorted({c for row in cats for c in row})
     else:
@@ -144,25 +177,25 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None,
     sequences = pd.DataFrame({"user_idx": user_idx, "item_idx": item_idx, "timestamp": timestamps, "split": split})
     users = pd.DataFrame({"user_idx": np.arange(len(kept_users), dtype=np.int32),
                           "user_id": np.asarray(user_ids[kept_users], dtype=object).astype(str)})
-    meta = {
-        "n_users": len(kept_users),
-        "n_items": int(n_items),
-        "n_interactions": len(sequences),
-        "n_train": int((split == TRAIN).sum()),
-        "n_dropped_by_k_core": int((~keep).sum()),
-        "category_names": category_names,
-        "density": float(len(sequences) / (len(kept_users) * max(n_items, 1))),
-        "params": params.model_dump(exclude={"dir", "stats"}),
-    }
-    return {"sequences": sequences, "users": users, "items": item_table, "catalog": catalog_table, "meta": meta}
+    meta = FeaturesMeta(
+        n_users=len(kept_users),
+        n_items=int(n_items),
+        n_interactions=len(sequences),
+        n_train=int((split == TRAIN).sum()),
+        n_dropped_by_k_core=int((~keep).sum()),
+        category_names=category_names,
+        density=float(len(sequences) / (len(kept_users) * max(n_items, 1))),
+        params=params.model_dump(exclude={"dir", "stats"}),
+    )
+    return FeatureTables(sequences, users, item_table, catalog_table, meta)
 
 
-def write_features(tables: dict, out_dir: Path) -> None:
+def write_features(tables: FeatureTables, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("sequences", "users", "items", "catalog"):
-        tables[name].to_parquet(out_dir / f"{name}.parquet", index=False, compression="zstd")
-    (out_dir / "meta.json").write_text(json.dumps(tables["meta"], indent=2, sort_keys=True) + "\n")
+        getattr(tables, name).to_parquet(out_dir / f"{name}.parquet", index=False, compression="zstd")
+    (out_dir / "meta.json").write_text(json.dumps(tables.meta.to_json(), indent=2, sort_keys=True) + "\n")
 
 
 def load_features(directory: str | Path) -> Features:

@@ -1,7 +1,7 @@
 """front.csv, the Pareto front the search stage writes and the deploy stage chooses from.
 
-One row per policy: its decision variables (policy.NAMES; the pool an integer), then
-valid_<objective> and test_<objective> for every objective (objectives.NAMES, natural values).
+One row per policy: its decision variables (policy.VARIABLE_NAMES; the pool an integer), then
+valid_<objective> and test_<objective> for every objective (objectives.OBJECTIVES, natural values).
 Rows are sorted by valid NDCG, then by the variables, so the same front gives the same bytes.
 """
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recmoo_dag.decision import choose
 from recmoo_dag.errors import InputError
-from recmoo_dag.objectives import NAMES as OBJECTIVES
-from recmoo_dag.policy import NAMES, VARIABLES
+from recmoo_dag.objectives import JUDGED, OBJECTIVES
+from recmoo_dag.policy import VARIABLE_NAMES, VARIABLES
 
 
 def front_table(x: np.ndarray, natural: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -22,7 +23,7 @@ def front_table(x: np.ndarray, natural: dict[str, np.ndarray]) -> pd.DataFrame:
     for context in ("valid", "test"):
         columns.update({f"{context}_{name}": natural[context][:, j] for j, name in enumerate(OBJECTIVES)})
     table = pd.DataFrame(columns)
-    return table.sort_values(["valid_ndcg", *NAMES], ascending=[False] + [True] * len(NAMES),
+    return table.sort_values(["valid_ndcg", *VARIABLE_NAMES], ascending=[False] + [True] * len(VARIABLE_NAMES),
                              kind="mergesort").reset_index(drop=True)
 
 
@@ -32,27 +33,29 @@ def front_csv(table: pd.DataFrame) -> str:
 
 
 def read_front(path: str | Path) -> np.ndarray:
-    """The decision variables of the front's policies, in policy.NAMES order: (P, d)."""
+    """The decision variables of the front's policies, in policy.VARIABLE_NAMES order: (P, d)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no front here (run `recmoo search`)")
     front = pd.read_csv(path)
-    missing = [name for name in NAMES if name not in front.columns]
+    missing = [name for name in VARIABLE_NAMES if name not in front.columns]
     if missing:
-        raise InputError(f"{path}: columns {missing} missing; expected the decision variables {list(NAMES)}")
+        raise InputError(f"{path}: columns {missing} missing; expected the decision variables {list(VARIABLE_NAMES)}")
     if front.empty:
         raise InputError(f"{path}: the front is empty: re-run `recmoo search`")
-    return front[list(NAMES)].to_numpy(dtype=np.float64)
+    return front[list(VARIABLE_NAMES)].to_numpy(dtype=np.float64)
 
 
-def best_within(table: pd.DataFrame, accuracy_only: np.ndarray, ratio: float) -> dict:
-    """The front policy with the most valid coverage among those keeping ratio x accuracy-only NDCG."""
-    ndcg, coverage = OBJECTIVES.index("ndcg"), OBJECTIVES.index("coverage")
-    ok = table[table["valid_ndcg"] >= ratio * accuracy_only[ndcg]]
-    if ok.empty:
+def best_within(table: pd.DataFrame, accuracy_only: np.ndarray, ratio: float, k: int) -> dict:
+    """The front policy with the most valid coverage among those keeping ratio x accuracy-only NDCG:
+    the decision rule `constrained` with that one bound (decision.choose)."""
+    valid = table[[f"valid_{name}" for name in JUDGED]].to_numpy()
+    index, _ = choose("constrained", valid, accuracy_only[:len(JUDGED)], {"ndcg": ratio}, "coverage", {}, k)
+    if index is None:
         return {"found": False}
-    row = ok.sort_values(["valid_coverage", "valid_ndcg"], ascending=False, kind="mergesort").iloc[0]
-    return {"found": True, "policy": {name: float(row[name]) for name in NAMES},
+    row = table.iloc[index]
+    ndcg, coverage = OBJECTIVES.index("ndcg"), OBJECTIVES.index("coverage")
+    return {"found": True, "policy": {name: float(row[name]) for name in VARIABLE_NAMES},
             "valid_ndcg_ratio": round(float(row["valid_ndcg"] / accuracy_only[ndcg]), 4),
             "valid_coverage_gain": round(float(row["valid_coverage"] / accuracy_only[coverage] - 1), 4),
             "test_ndcg": round(float(row["test_ndcg"]), 6), "test_coverage": round(float(row["test_coverage"]), 6)}

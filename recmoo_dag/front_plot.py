@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recmoo_dag.objectives import NAMES as OBJECTIVES
-from recmoo_dag.objectives import label
+from recmoo_dag.objectives import OBJECTIVES, label
+from recmoo_dag.search import SearchResult
 
 UNITS = {"novelty": " (bits)", "cost": " (ms)"}
 STYLE = {"grid": ("#2ca02c", "s", 10), "random": ("#7f7f7f", ".", 8),
@@ -25,7 +25,7 @@ def frontier_2d(x: np.ndarray, y: np.ndarray, maximize_y: bool) -> tuple[np.ndar
     return x[keep], y[keep]
 
 
-def plot_fronts(result: dict, path: Path, k: int) -> None:
+def plot_fronts(result: SearchResult, path: Path, k: int) -> None:
     """NDCG (x) against each other objective (y) on valid: every method's non-dominated policies
     (faint) and their 2-D frontier in that plane (line). One PNG, stable bytes."""
     import matplotlib
@@ -34,16 +34,16 @@ def plot_fronts(result: dict, path: Path, k: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), constrained_layout=True)
-    reference = result["accuracy_only"]["valid"]
+    accuracy_only = result.accuracy_only["valid"]
     for ax, name in zip(axes.ravel(), OBJECTIVES[1:]):
         j = OBJECTIVES.index(name)
         for method, (color, marker, size) in STYLE.items():
-            points = result["fronts"][method]["valid"]
+            points = result.fronts[method].valid
             ax.scatter(points[:, 0], points[:, j], s=size, c=color, marker=marker, alpha=0.25, linewidths=0)
             fx, fy = frontier_2d(points[:, 0], points[:, j], maximize_y=name != "cost")
             ax.step(fx, fy, where="post", color=color, lw=2.4 if method == "nsga" else 1.4,
                     label=f"{method} ({len(points)} policies)")
-        ax.scatter([reference[0]], [reference[j]], s=160, c="#d62728", marker="*", label="accuracy-only", zorder=5)
+        ax.scatter([accuracy_only[0]], [accuracy_only[j]], s=160, c="#d62728", marker="*", label="accuracy-only", zorder=5)
         ax.set_xlabel(label("ndcg", k) + " (valid)")
         ax.set_ylabel(label(name, k) + UNITS.get(name, ""))
         ax.grid(alpha=0.3)

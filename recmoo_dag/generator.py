@@ -1,4 +1,4 @@
-"""The candidate generator: what ranks the whole catalog for the re-ranker, chosen on valid NDCG@10.
+"""The candidate generator: what ranks the whole catalog for the re-ranker, chosen on valid NDCG@k.
 
 Three kinds: the transformer ("model"), EASE ("ease", Steck 2019) and a blend of the two. The blend
 standardizes each user's scores over the real items (z-scores: the transformer's logits and EASE's
@@ -7,7 +7,7 @@ regression outputs live on unrelated scales) and mixes them with a weight w on t
     s(u, i) = w z_model(u, i) + (1 - w) z_ease(u, i)
 
 w is tuned on valid over BLEND_WEIGHTS (strictly between 0 and 1: the ends are the two parts), and
-the kind with the best valid NDCG@10 is the generator; ties go to the simpler one (model, then EASE,
+the kind with the best valid NDCG@k is the generator; ties go to the simpler one (model, then EASE,
 then the blend). Test is reported for all three and looked at for no choice.
 
 EASE is fit on the histories its scores are for (train for valid, train + valid for test, every
@@ -17,18 +17,19 @@ transformer in train.model_dir: generator.json {"kind", "blend_weight", "ease_la
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from recmoo_dag.baselines import ease_scorer, evaluate_baselines, fit_ease, history_matrix
 from recmoo_dag.errors import InputError
-from recmoo_dag.evaluate import REPORT_K, Scorer, evaluate, masked_scores, model_scorer
+from recmoo_dag.evaluate import Scorer, evaluate, masked_scores, model_scorer
 from recmoo_dag.features import Features
 from recmoo_dag.io import atomic_write
 from recmoo_dag.metrics import ndcg_at_k, rank_of_targets
 from recmoo_dag.model import SeqRecModel, load_model
+from recmoo_dag.results import Comparison
 
 GENERATOR_FILE = "generator.json"
 KINDS = ("model", "ease", "blend")
@@ -95,8 +96,8 @@ def load_generator(directory: str | Path) -> Generator:
 
 
 def tune_blend(model: SeqRecModel, ease: np.ndarray, indptr: np.ndarray, items: np.ndarray, targets: np.ndarray,
-               batch_size: int) -> dict[float, float]:
-    """Valid NDCG@10 of the blend at every weight of BLEND_WEIGHTS, each user scored once per part."""
+               batch_size: int, k: int) -> dict[float, float]:
+    """Valid NDCG@k of the blend at every weight of BLEND_WEIGHTS, each user scored once per part."""
     n_items = model.n_items
     model_part = model_scorer(model, indptr, items)
     ease_part = ease_scorer(history_matrix(indptr, items, n_items), ease)
@@ -109,36 +110,28 @@ def tune_blend(model: SeqRecModel, ease: np.ndarray, indptr: np.ndarray, items: 
             mixed = (w * z_model + (1.0 - w) * z_ease).astype(np.float32)
             scores = masked_scores(lambda _, rows=mixed: rows, indptr, items, users, n_items)
             ranks[w].append(rank_of_targets(scores, targets[users]))
-    return {w: ndcg_at_k(np.concatenate(r), REPORT_K) for w, r in ranks.items()}
+    return {w: ndcg_at_k(np.concatenate(r), k) for w, r in ranks.items()}
 
 
 def choose_kind(valid_ndcg: dict[str, float]) -> str:
-    """The kind with the best valid NDCG@10; ties to the simpler (KINDS order)."""
+    """The kind with the best valid NDCG@k; ties to the simpler (KINDS order)."""
     return max(KINDS, key=lambda kind: (valid_ndcg[kind], -KINDS.index(kind)))
 
 
-def compare(features: Features, model: SeqRecModel, ease_lambdas: list[float],
-            batch_size: int) -> tuple[dict, Generator]:
+def compare(features: Features, model: SeqRecModel, ease_lambdas: list[float], batch_size: int,
+            k: int) -> tuple[Comparison, Generator]:
     """The transformer, most-popular, EASE (λ on valid) and the blend (w on valid) on valid and test,
-    and the generator chosen among model, EASE and blend on valid NDCG@10.
-    -> ({"model", "baselines": {"pop", "ease"}, "blend", "generator", "choice"}, Generator)."""
-    baselines, lam, _ = evaluate_baselines(features, ease_lambdas, batch_size)
-    reports = {"model": evaluate(lambda indptr, items: model_scorer(model, indptr, items), features, batch_size),
-               "baselines": baselines}
-    indptr, items = features.history("valid")
+    and the generator chosen among model, EASE and blend on valid NDCG@k."""
+    pop, ease, lam, _ = evaluate_baselines(features, ease_lambdas, batch_size, k)
+    transformer = evaluate(lambda indptr, items: model_scorer(model, indptr, items), features, batch_size, k)
+    indptr, items = features.history_before("valid")
     by_weight = tune_blend(model, fit_ease(indptr, items, features.n_items, lam), indptr, items,
-                           features.valid_targets, batch_size)
+                           features.valid_targets, batch_size, k)
     weight = max(BLEND_WEIGHTS, key=lambda w: by_weight[w])  # ties: the first, i.e. the smaller weight
-    mixed = Generator("blend", model, lam, weight)
-    reports["blend"] = evaluate(mixed.scorer, features, batch_size)
-    ndcg = f"ndcg@{REPORT_K}"
-    valid = {"model": reports["model"]["valid"][ndcg], "ease": baselines["ease"]["valid"][ndcg],
-             "blend": reports["blend"]["valid"][ndcg]}
-    kind = choose_kind(valid)
-    reports["generator"] = kind
-    reports["choice"] = {"ease_lambda": lam, "blend_weight": weight, f"valid_{ndcg}": valid,
-                         f"blend_valid_{ndcg}_by_weight": {str(w): v for w, v in by_weight.items()}}
-    return reports, Generator(kind, model, lam, weight)
+    mixed = evaluate(Generator("blend", model, lam, weight).scorer, features, batch_size, k)
+    comparison = Comparison(transformer, pop, ease, mixed, "", lam, weight, by_weight)
+    kind = choose_kind(comparison.valid_ndcg)
+    return replace(comparison, generator=kind), Generator(kind, model, lam, weight)
 
 
 def sequence_scores(generator: Generator, sequence: np.ndarray, window: int, ease: np.ndarray | None) -> np.ndarray:

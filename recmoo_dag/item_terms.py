@@ -1,6 +1,6 @@
 """The per-item terms of the re-ranking policy, built in one place from the training data.
 
-The search, the deploy stage and the service all build their `policy.Context`s here, so the three
+The search, the deploy stage and the service all build their `policy.Requests`s here, so the three
 see the same numbers for the same request:
 
     vectors   the similarity space: genre multi-hots, or the model's item embeddings (`item_vectors`)
@@ -24,7 +24,7 @@ import numpy as np
 from recmoo_dag.errors import InputError
 from recmoo_dag.features import Features
 from recmoo_dag.metrics import item_similarity, self_information, unit_rows
-from recmoo_dag.policy import Context, dither, id_keys
+from recmoo_dag.policy import Requests, dither, id_keys
 
 
 def item_vectors(categories: np.ndarray | None, similarity: str, embeddings: Callable[[], np.ndarray],
@@ -91,7 +91,7 @@ class ItemTerms:
         """Each user's unit-length history profile: (U + 1,), (E,) -> (U, d)."""
         return user_profiles(indptr, history, self.unit)
 
-    def context(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray, user_keys: np.ndarray) -> Context:
+    def requests(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray, user_keys: np.ndarray) -> Requests:
         """The policy's view of a set of requests: candidate items and logits (R, N), the users'
         profiles (R, d) from `profiles` and dither keys (R,) from `policy.id_keys`."""
         items = np.asarray(items, dtype=np.int32)
@@ -99,7 +99,7 @@ class ItemTerms:
             raise ValueError(f"ItemTerms.context: candidates {items.shape}, scores {np.shape(logits)}, "
                              f"{len(profiles)} profiles and {len(user_keys)} user keys disagree")
         fit = np.einsum("und,ud->un", self.unit[items], profiles)  # (R, N) cosine to the user's profile
-        return Context(items=items, logits=np.asarray(logits, dtype=np.float32), log_pop=self.log_pop[items],
+        return Requests(items=items, logits=np.asarray(logits, dtype=np.float32), log_pop=self.log_pop[items],
                        novelty=self.novelty[items], fit=np.clip(fit, 0.0, 1.0).astype(np.float32),
                        dither=dither(user_keys, self.item_keys, items), item_sim=self.sim)
 

@@ -66,14 +66,20 @@ def environment() -> dict:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": packages}
 
 
-def dvc_lock_hashes(path: Path = Path("dvc.lock")) -> dict:
-    """{stage: {"cmd", "deps": {path: md5}, "outs": {path: md5}}} from dvc.lock ({} without one)."""
+def dvc_lock_stages(root: str | Path = Path(".")) -> dict[str, dict]:
+    """{stage: its dvc.lock entry (cmd, deps, params, outs with hashes)} of `root`/dvc.lock; {} without one.
+    The one reader of dvc.lock: lineage, Dagster's metadata and the remote workers all go through it."""
+    path = Path(root) / "dvc.lock"
     if not path.is_file():
         return {}
-    lock = yaml.safe_load(path.read_text()) or {}
+    return (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+
+
+def dvc_lock_hashes(root: Path = Path(".")) -> dict:
+    """{stage: {"cmd", "deps": {path: md5}, "outs": {path: md5}}} from dvc.lock ({} without one)."""
     entry = lambda items: {i["path"]: i.get("md5") for i in items or []}
     return {name: {"cmd": stage.get("cmd"), "deps": entry(stage.get("deps")), "outs": entry(stage.get("outs"))}
-            for name, stage in (lock.get("stages") or {}).items()}
+            for name, stage in dvc_lock_stages(root).items()}
 
 
 def build_lineage(artifacts: list[Artifact], params: dict, root: Path = Path(".")) -> dict:
@@ -94,7 +100,7 @@ def build_lineage(artifacts: list[Artifact], params: dict, root: Path = Path("."
         "params_sha256": params_digest(params),
         "git": git_state(root),
         "environment": environment(),
-        "dvc_lock": dvc_lock_hashes(root / "dvc.lock"),
+        "dvc_lock": dvc_lock_hashes(root),
     }
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from recmoo_dag.results import Accuracy
+
 # ---------------------------------------------------------------------------------------------
 # Accuracy of the full ranking (model section)
 # ---------------------------------------------------------------------------------------------
@@ -49,9 +51,9 @@ def mrr(ranks: np.ndarray) -> float:
     return float((1.0 / (np.asarray(ranks) + 1.0)).mean())
 
 
-def accuracy(ranks: np.ndarray, k: int) -> dict[str, float]:
-    """The accuracy triple every report uses: {"ndcg@k", "hr@k", "mrr"}."""
-    return {f"ndcg@{k}": ndcg_at_k(ranks, k), f"hr@{k}": hit_rate_at_k(ranks, k), "mrr": mrr(ranks)}
+def accuracy(ranks: np.ndarray, k: int) -> Accuracy:
+    """The accuracy triple every report uses: NDCG@k, HR@k and MRR."""
+    return Accuracy(k, ndcg_at_k(ranks, k), hit_rate_at_k(ranks, k), mrr(ranks))
 
 
 

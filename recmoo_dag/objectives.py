@@ -1,7 +1,7 @@
 """The objectives of a re-ranking policy, named once for the search, the decision, deploy and the reports.
 
 Every objective is measured on the policy's top-k lists, k = `policy.k`. Code and params use the
-short names; reports label the list-length metrics with their k ("ndcg@10"), derived from policy.k.
+short names (`JUDGED`: all but cost, the ones bounds and the gate judge); reports label the list-length metrics with their k ("ndcg@10"), derived from policy.k.
 
     ndcg             NDCG@k of the held-out next item (full ranking)          higher is better
     ild              intra-list diversity@k                                     higher
@@ -12,8 +12,8 @@ short names; reports label the list-length metrics with their k ("ndcg@10"), der
 """
 from __future__ import annotations
 
-NAMES = ("ndcg", "ild", "novelty", "coverage", "personalization", "cost")
-QUALITY = NAMES[:5]  # higher is better: what the decision rules, the bounds and the gate judge
+OBJECTIVES = ("ndcg", "ild", "novelty", "coverage", "personalization", "cost")  # what the search trades off
+JUDGED = OBJECTIVES[:5]  # higher is better: what the decision rules, the bounds and the gate judge
 AT_K = ("ndcg", "ild", "coverage")  # labelled with the list length in reports
 
 
@@ -22,6 +22,6 @@ def label(name: str, k: int) -> str:
     return f"{name}@{k}" if name in AT_K else name
 
 
-def labelled(values, k: int, names: tuple[str, ...] = QUALITY) -> dict[str, float]:
+def labelled(values, k: int, names: tuple[str, ...] = JUDGED) -> dict[str, float]:
     """{label: value} of values given in `names` order (an array row or a sequence)."""
     return {label(name, k): float(v) for name, v in zip(names, values)}

@@ -36,7 +36,7 @@ MIN_EXPONENT = -80.0  # rel / λ >= e^-80: relevance more than 80 τ below the b
 MIN_DIVERSITY = 1e-6  # λ below this acts as this: one code path; it then only breaks exact ties
 NEG_INF = np.float32(-np.inf)
 TILE_ROWS = 4096  # (policy, user) rows per tile: its scores (rows x pool floats) stay in L2/L3
-BLOCK_CACHE_BYTES = 1 << 30  # a context's candidate-similarity block is kept whole up to 1 GiB
+BLOCK_CACHE_BYTES = 1 << 30  # a request set's candidate-similarity block is kept whole up to 1 GiB
 DITHER_SALT = b"recmoo-dither-v1"  # part of every id's hash: a new salt re-draws every user's dither
 
 
@@ -71,11 +71,11 @@ VARIABLES = (
     Variable("pool", 10.0, 200.0, True,
              "how many of the model's candidates are re-ranked: more room, more latency"),
 )
-NAMES = tuple(v.name for v in VARIABLES)
+VARIABLE_NAMES = tuple(v.name for v in VARIABLES)
 TEMPERATURE, DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY, POOL = range(len(VARIABLES))
 
 
-def accuracy_only(k: int) -> np.ndarray:
+def accuracy_only_policy(k: int) -> np.ndarray:
     """The policy that returns the model's own top-k: no re-ranking terms, pool k. (d,)"""
     x = np.zeros(len(VARIABLES))
     x[POOL] = k
@@ -86,16 +86,16 @@ def policy_vector(variables: dict) -> np.ndarray:
     """A policy from its {name: value} form (a deployed version's record): (d,) in `VARIABLES` order.
     A variable added after the version was deployed takes 0, which switches its term off, so the
     version serves exactly the lists it was chosen for."""
-    unknown = [name for name in variables if name not in NAMES]
+    unknown = [name for name in variables if name not in VARIABLE_NAMES]
     if unknown or "pool" not in variables:
-        raise InputError(f"policy variables {sorted(variables)}: unknown {unknown} or no pool (expected {NAMES})")
-    return np.array([float(variables.get(name, 0.0)) for name in NAMES])
+        raise InputError(f"policy variables {sorted(variables)}: unknown {unknown} or no pool (expected {VARIABLE_NAMES})")
+    return np.array([float(variables.get(name, 0.0)) for name in VARIABLE_NAMES])
 
 
 @dataclass(frozen=True)
-class Context:
+class Requests:
     """What the re-ranker needs about a set of requests, computed once for every policy
-    (built by `item_terms.ItemTerms.context`)."""
+    (built by `item_terms.ItemTerms.requests`)."""
 
     items: np.ndarray  # (U, N) int32 candidate item index, model order (best first)
     logits: np.ndarray  # (U, N) float32 model scores
@@ -122,8 +122,8 @@ class Context:
         """(U, N, N) similarity among each user's candidates.
 
         The greedy step reads one contiguous row of it per list slot, several times faster than
-        gathering from the item-item matrix. Built once per context, at its full width (a search
-        context pays for it once; a live request's context holds only its pool).
+        gathering from the item-item matrix. Built once per request set, at its full width (a search
+        pays for it once; a live request holds only its pool).
         """
         return self.item_sim[self.items[:, :, None], self.items[:, None, :]]
 
@@ -193,9 +193,9 @@ def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first
             out):  # pragma: no cover
     """Greedy MMR for a tile of users and all policies. rel (B, U', W) rel / λ; terms (B, 6) from
     `policy_terms`; pools (B,); items, logits, novelty, fit, dither (U', W); block (U, N, N) from
-    Context.block, the tile starting at user `first_user` -> out (B, U', k) positions.
+    Requests.block, the tile starting at user `first_user` -> out (B, U', k) positions.
 
-    An empty block (0, W, W) means the context's block is too large to keep: a user's similarity
+    An empty block (0, W, W) means the request set's block is too large to keep: a user's similarity
     rows are then gathered from item_sim (I + 1, I + 1) when a list first needs them, once per user
     for all policies; lists pick a few dozen distinct candidates, so most of the W rows never are.
 
@@ -274,8 +274,8 @@ def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first
                 maxsim[pick] = inf
 
 
-def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
-    """Top-k positions (indices into ctx.items' columns) for every policy and user.
+def rerank(requests: Requests, policies: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
+    """Top-k positions (indices into requests.items' columns) for every policy and user.
 
     policies (B, d) in `VARIABLES` order (pool an integer in [k, N]) -> (B, U, k) int32.
     Users are cut into tiles of about TILE_ROWS (policy, user) rows; the compiled passes and NumPy's
@@ -285,29 +285,29 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
     """
     policies = np.atleast_2d(np.asarray(policies, dtype=np.float64))
     if policies.ndim != 2 or policies.shape[1] != len(VARIABLES):
-        raise ValueError(f"rerank: policies must be (B, {len(VARIABLES)}) columns {NAMES}, got {policies.shape}")
+        raise ValueError(f"rerank: policies must be (B, {len(VARIABLES)}) columns {VARIABLE_NAMES}, got {policies.shape}")
     pools = policies[:, POOL]
-    if (pools != np.round(pools)).any() or pools.min() < k or pools.max() > ctx.n_candidates:
-        raise ValueError(f"rerank: pool sizes must be integers in [k={k}, N={ctx.n_candidates}], "
+    if (pools != np.round(pools)).any() or pools.min() < k or pools.max() > requests.n_candidates:
+        raise ValueError(f"rerank: pool sizes must be integers in [k={k}, N={requests.n_candidates}], "
                          f"got {pools.min()}..{pools.max()}")
-    out = np.empty((len(policies), ctx.n_users, k), dtype=np.int32)
+    out = np.empty((len(policies), requests.n_users, k), dtype=np.int32)
     width, int_pools = int(pools.max()), pools.astype(np.int64)
     step = max(1, TILE_ROWS // len(policies))
-    tiles = [slice(u, min(u + step, ctx.n_users)) for u in range(0, ctx.n_users, step)]
+    tiles = [slice(u, min(u + step, requests.n_users)) for u in range(0, requests.n_users, step)]
 
     terms = policy_terms(policies)
-    # The whole context's block, built once and shared by the threads, while it fits in memory;
+    # The whole request set's block, built once and shared by the threads, while it fits in memory;
     # beyond that (100k users x 200 candidates would be 16 GB) the greedy gathers the rows it reads.
-    if ctx.block_bytes <= BLOCK_CACHE_BYTES:
-        block, item_sim = np.ascontiguousarray(ctx.block), np.empty((0, 0), np.float32)
+    if requests.block_bytes <= BLOCK_CACHE_BYTES:
+        block, item_sim = np.ascontiguousarray(requests.block), np.empty((0, 0), np.float32)
     else:
-        block, item_sim = np.empty((0, width, width), np.float32), np.ascontiguousarray(ctx.item_sim)
+        block, item_sim = np.empty((0, width, width), np.float32), np.ascontiguousarray(requests.item_sim)
 
     def run(users: slice) -> None:
         # Contiguous copies of the tile: the compiled functions then see one array layout only, so
         # they are specialized (and cached on disk) once, never in the middle of serving a request.
         items, logits, log_pop, novelty, fit, dit = (np.ascontiguousarray(a[users, :width]) for a in (
-            ctx.items, ctx.logits, ctx.log_pop, ctx.novelty, ctx.fit, ctx.dither))
+            requests.items, requests.logits, requests.log_pop, requests.novelty, requests.fit, requests.dither))
         rel = np.empty((len(policies), users.stop - users.start, width), dtype=np.float32)
         _exponents(terms, int_pools, logits, log_pop, rel)
         np.exp(rel, out=rel)  # NumPy's SIMD exp: a scalar libm exp would cost more than the greedy
@@ -324,7 +324,7 @@ def rerank(ctx: Context, policies: np.ndarray, k: int, threads: int = 1) -> np.n
     return out
 
 
-def recommended_items(ctx: Context, positions: np.ndarray) -> np.ndarray:
+def recommended_items(requests: Requests, positions: np.ndarray) -> np.ndarray:
     """Item indices of re-ranked positions: (B, U, k) -> (B, U, k) int32."""
-    rows = (np.arange(ctx.n_users, dtype=np.int32) * np.int32(ctx.n_candidates))[:, None]  # (U, 1) user offsets
-    return ctx.items.ravel()[positions + rows]
+    rows = (np.arange(requests.n_users, dtype=np.int32) * np.int32(requests.n_candidates))[:, None]  # (U, 1) user offsets
+    return requests.items.ravel()[positions + rows]

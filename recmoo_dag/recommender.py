@@ -138,8 +138,8 @@ class Recommender:
         policy[0, POOL] = self.pool
         for start in range(0, len(full), PRECOMPUTE_ROWS):  # bounded memory: rows x pool x pool similarities
             rows = full[start:start + PRECOMPUTE_ROWS]
-            ctx = self.terms.context(items[rows, :self.pool], logits[rows, :self.pool], profiles[rows], keys[rows])
-            out[rows] = rerank(ctx, policy, self.pool)[0]
+            requests = self.terms.requests(items[rows, :self.pool], logits[rows, :self.pool], profiles[rows], keys[rows])
+            out[rows] = rerank(requests, policy, self.pool)[0]
         return out
 
     def _score_session(self, sequence: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +160,7 @@ class Recommender:
             return np.zeros(0, dtype=np.int64)
         policy = self.policy.copy()
         policy[0, POOL] = np.clip(np.round(policy[0, POOL]), k, n)  # a longer list needs a larger pool
-        return rerank(self.terms.context(items[None], logits[None], profile[None], key), policy, k)[0, 0]
+        return rerank(self.terms.requests(items[None], logits[None], profile[None], key), policy, k)[0, 0]
 
 
 class LiveRecommender:

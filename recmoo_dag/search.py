@@ -30,20 +30,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-from moocore import hv_approx, is_nondominated
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.core.termination import Termination
-from pymoo.indicators.hv import HV
 from pymoo.optimize import minimize
 from pymoo.termination import get_termination
 from pymoo.util.ref_dirs import get_reference_directions
 
-from recmoo_dag.objectives import NAMES as OBJECTIVES
+from recmoo_dag.objectives import OBJECTIVES
+from recmoo_dag.pareto import epsilon_thin, hypervolume, nondominated, thin_to
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
@@ -53,12 +53,10 @@ from recmoo_dag.policy import (
     POOL,
     TEMPERATURE,
     VARIABLES,
-    accuracy_only,
+    accuracy_only_policy,
 )
+from recmoo_dag.results import SearchMetrics
 from recmoo_dag.yardstick import Yardstick
-
-HV_EXACT_MAX = 600  # larger non-dominated sets get the approximation (see `hypervolume`)
-HV_SAMPLES = 2 ** 18
 
 
 def bounds(k: int, n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,81 +201,51 @@ def grid_policies(n: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     return x
 
 
-def nondominated(losses: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated rows (minimization), duplicates kept once: (n, m) -> (p,)."""
-    return np.flatnonzero(is_nondominated(losses, keep_weakly=False))
+@dataclass(frozen=True)
+class MethodFront:
+    """One method's front as reported: its policies and their natural objectives on both windows."""
+
+    x: np.ndarray  # (P, d) decision variables
+    valid: np.ndarray  # (P, 6) natural objectives (OBJECTIVES order) on every validation user
+    test: np.ndarray  # (P, 6) on test
 
 
-def epsilon_thin(losses: np.ndarray, epsilon: float) -> np.ndarray:
-    """Indices of an ε-Pareto subset of non-dominated rows (Laumanns et al. 2002, "Combining
-    convergence and diversity in evolutionary multiobjective optimization"): the loss space is cut
-    into boxes of side ε, only boxes that no other occupied box dominates are kept, and each keeps
-    its row closest to the box's best corner (ties: the first row). Every dropped row is within ε
-    of a kept one in every objective; the size no longer grows with the budget. (n, m) -> (p,) sorted.
-    """
-    boxes = np.floor(losses / epsilon)
-    corner_distance = np.linalg.norm(losses - boxes * epsilon, axis=1)
-    order = np.lexsort((np.arange(len(losses)), corner_distance))  # best row of each box first
-    unique_boxes, first = np.unique(boxes[order], axis=0, return_index=True)
-    kept = order[first][nondominated(unique_boxes)]
-    return np.sort(kept)
+@dataclass(frozen=True)
+class SearchResult:
+    """The whole study: every method's front and hypervolumes, on valid and on test."""
 
+    n_evals: int  # evaluations each method got (what NSGA used)
+    seconds: float  # NSGA's wall time
+    users_searched: int  # the validation users policies were scored on (a sample, or all)
+    fronts: dict[str, MethodFront]  # method -> its ε-thinned front (results.METHODS)
+    front_size_before_thinning: dict[str, int]
+    hypervolume: dict[str, float]  # on every validation user, every non-dominated policy
+    hypervolume_test: dict[str, float]
+    hypervolume_searched: dict[str, float]  # as the search saw it: the sample, before thinning
+    accuracy_only: dict[str, np.ndarray]  # window -> (6,) natural objectives of the accuracy-only policy
+    paired_se_searched: float  # `paired_se` of NSGA's front on the users searched
+    paired_se_all: float  # and on every validation user
 
-def thin_to(losses: np.ndarray, epsilon: float, limit: int) -> np.ndarray:
-    """An ε-Pareto subset (epsilon_thin) of at most `limit` rows at the finest ε that allows it, so the
-    subset keeps as much of the front's spread as the limit does. The count falls as ε grows (not
-    strictly), so ε is bracketed by doubling and then bisected to within 1/1000 of the bracket: mere
-    doubling can fall from several times the limit to a fraction of it (a dense 6-D front of 16k
-    policies went from over 128 boxes to 21), and the subset's hypervolume with it."""
-    epsilon = epsilon if epsilon > 0 else 1.0 / limit
-    kept = epsilon_thin(losses, epsilon)
-    if len(kept) <= limit:
-        return kept
-    fine, coarse = epsilon, 2 * epsilon
-    kept = epsilon_thin(losses, coarse)
-    while len(kept) > limit:
-        fine, coarse = coarse, 2 * coarse
-        kept = epsilon_thin(losses, coarse)
-    for _ in range(10):
-        middle = (fine + coarse) / 2
-        trial = epsilon_thin(losses, middle)
-        if len(trial) <= limit:
-            coarse, kept = middle, trial
-        else:
-            fine = middle
-    return kept
-
-
-def hypervolume(losses: np.ndarray, reference: float) -> float:
-    """Hypervolume of the rows inside the reference box: exact (pymoo's HV) up to HV_EXACT_MAX
-    non-dominated rows, else moocore's deterministic approximation (Rphi-FWE+, 2^18 directions).
-
-    Exact 6-objective hypervolume costs O(n^(m-2)): ~6 s for 1,000 points, minutes for 3,000,
-    and a 6-objective archive of 20k evaluations keeps thousands. On 6-D test sets of 500 and
-    1,000 points the approximation is within 0.05% of the exact value, far below the gaps compared.
-    """
-    inside = losses[(losses < reference).all(axis=1)]
-    if len(inside) == 0:
-        return 0.0
-    inside = inside[nondominated(inside)]
-    ref = np.full(losses.shape[1], reference)
-    if len(inside) <= HV_EXACT_MAX:
-        return float(HV(ref_point=ref)(inside))
-    return float(hv_approx(inside, ref=ref, nsamples=HV_SAMPLES, method="Rphi-FWE+"))
+    def metrics(self, front_size: int) -> SearchMetrics:
+        """metrics/search.json; `front_size`: the policies front.csv holds."""
+        return SearchMetrics(
+            self.n_evals, self.seconds, front_size, self.front_size_before_thinning["nsga"], self.hypervolume,
+            self.hypervolume_test, self.hypervolume_searched,
+            {window: dict(zip(OBJECTIVES, map(float, values))) for window, values in self.accuracy_only.items()},
+            self.users_searched, self.paired_se_searched, self.paired_se_all)
 
 
 def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: str, pop_size: int,
            termination: tuple[str, int], reference: float, mmr_pool: int, seed: int,
-           front_epsilon: float = 0.0, sample: np.ndarray | None = None,
-           stall: tuple[int, float] | None = None, rescore_policies: int = 128) -> dict:
+           front_epsilon: float = 0.0, users: np.ndarray | None = None,
+           stall: tuple[int, float] | None = None, rescore_policies: int = 128) -> SearchResult:
     """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
-    and (front policies re-scored) on test. `sample`: the validation users the search scores
-    policies on (None: all), each method's sample front then thinned to at most `rescore_policies`
-    for the full-set verdict; `stall`: (generations, tolerance) of the early stop. Returns plain
-    arrays and numbers."""
+    and (front policies re-scored) on test. `users`: the validation users the search scores
+    policies on (search.users of them, sampled by features.sample_users; None: all), each method's sample front then thinned to at most `rescore_policies`
+    for the full-set verdict; `stall`: (generations, tolerance) of the early stop."""
     columns = [OBJECTIVES.index(name) for name in objectives]
-    low, high = bounds(valid.k, valid.ctx.n_candidates)
-    searched = valid if sample is None or len(sample) >= valid.ctx.n_users else valid.subset(sample)
+    low, high = bounds(valid.k, valid.requests.n_candidates)
+    searched = valid if users is None or len(users) >= valid.requests.n_users else valid.subset(users)
     stop = HypervolumeStall(termination, reference, *stall) if stall else termination
     start = time.perf_counter()
     nsga_x, nsga_natural = run_nsga(searched.objectives, searched.losses, columns, low, high, algorithm, pop_size,
@@ -290,15 +258,13 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
         "random": random_policies(budget, low, high, seed),
         "grid": grid_policies(budget, low, high),
     }
-    out = {"n_evals": budget, "seconds": seconds, "hypervolume": {}, "hypervolume_test": {},
-           "hypervolume_searched": {}, "fronts": {}, "front_size_before_thinning": {},
-           "users_searched": searched.ctx.n_users}
+    fronts, before_thinning, volume, volume_test, volume_searched = {}, {}, {}, {}, {}
     for method, found in candidates.items():
         x, natural = found if isinstance(found, tuple) else (found, searched.objectives(found))
         losses_all = searched.losses(natural)
         front = nondominated(losses_all[:, columns])
         x_front, natural_valid, losses_valid = x[front], natural[front], losses_all[front][:, columns]
-        out["front_size_before_thinning"][method] = len(front)
+        before_thinning[method] = len(front)
         shown = epsilon_thin(losses_valid, front_epsilon) if front_epsilon > 0 else np.arange(len(front))
         if searched is not valid:  # the thinned sample front, measured on everyone: its non-dominated part
             x_front = x_front[thin_to(losses_valid, front_epsilon, rescore_policies)]
@@ -308,47 +274,26 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
             x_front, natural_valid, losses_valid = x_front[kept], natural_valid[kept], losses_valid[kept]
             shown = np.arange(len(kept))
         natural_test = test.objectives(x_front)
-        out["hypervolume"][method] = hypervolume(losses_valid, reference)
+        volume[method] = hypervolume(losses_valid, reference)
         # What the search itself saw, every policy it evaluated, before any thinning or verdict.
-        out["hypervolume_searched"][method] = out["hypervolume"][method] if searched is valid else \
+        volume_searched[method] = volume[method] if searched is valid else \
             hypervolume(losses_all[front][:, columns], reference)
-        out["hypervolume_test"][method] = hypervolume(test.losses(natural_test)[:, columns], reference)
+        volume_test[method] = hypervolume(test.losses(natural_test)[:, columns], reference)
         # Hypervolumes above use every non-dominated policy; what is reported and chosen from is
         # an ε-Pareto subset, whose size does not grow with the budget (6-D fronts hold thousands).
-        out["fronts"][method] = {"x": x_front[shown], "valid": natural_valid[shown], "test": natural_test[shown]}
-    out["accuracy_only"] = {"valid": valid.accuracy_only, "test": test.accuracy_only}
-    out["paired_se"] = {"searched": paired_se(searched, out["fronts"]["nsga"]["x"]),
-                        "all": paired_se(valid, out["fronts"]["nsga"]["x"])}
-    return out
+        fronts[method] = MethodFront(x_front[shown], natural_valid[shown], natural_test[shown])
+    return SearchResult(budget, seconds, searched.requests.n_users, fronts, before_thinning, volume, volume_test,
+                        volume_searched, {"valid": valid.accuracy_only, "test": test.accuracy_only},
+                        paired_se(searched, fronts["nsga"].x), paired_se(valid, fronts["nsga"].x))
 
 
 def paired_se(yard: Yardstick, policies: np.ndarray) -> float:
     """The standard error of a policy's NDCG difference with the accuracy-only lists, paired user by
     user, as a share of accuracy-only NDCG: the noise of these users' verdicts (mean over up to 64
     of `policies`)."""
-    if len(policies) == 0 or yard.ctx.n_users < 2:
+    if len(policies) == 0 or yard.requests.n_users < 2:
         return float("nan")
     policies = policies[np.linspace(0, len(policies) - 1, min(len(policies), 64)).round().astype(int)]
-    difference = yard.user_ndcg(policies) - yard.user_ndcg(accuracy_only(yard.k))[0]  # (P, U)
+    difference = yard.user_ndcg(policies) - yard.user_ndcg(accuracy_only_policy(yard.k))[0]  # (P, U)
     error = difference.std(axis=1, ddof=1).mean() / np.sqrt(difference.shape[1])
     return float(error / max(yard.accuracy_only[0], 1e-12))
-
-
-def summary(result: dict, front_size: int) -> dict:
-    """metrics/search.json: budget, speed, front sizes, hypervolumes and the accuracy-only policy's
-    objectives (short names) on valid and test."""
-    return {
-        "n_evals": int(result["n_evals"]),
-        "seconds": round(result["seconds"], 3),
-        "evals_per_second": round(result["n_evals"] / result["seconds"], 1),
-        "front_size": front_size,
-        "front_size_before_thinning": int(result["front_size_before_thinning"]["nsga"]),
-        "hypervolume": {m: round(v, 6) for m, v in result["hypervolume"].items()},
-        "hypervolume_test": {m: round(v, 6) for m, v in result["hypervolume_test"].items()},
-        "hypervolume_searched": {m: round(v, 6) for m, v in result["hypervolume_searched"].items()},
-        "accuracy_only": {context: {name: round(float(v), 6) for name, v in zip(OBJECTIVES, values)}
-                          for context, values in result["accuracy_only"].items()},
-        "users": {"searched": int(result["users_searched"]),
-                  "paired_se_searched": round(result["paired_se"]["searched"], 6),
-                  "paired_se_all": round(result["paired_se"]["all"], 6)},
-    }

@@ -3,9 +3,9 @@
 The model learns from the train split only (every position of every user's sequence, a causal
 language-model loss) for a budget of optimizer steps, with a linear learning-rate warm-up. Every
 `train.eval_every_steps` steps (a "round": what Lightning calls an epoch here) it is scored on valid
-NDCG@10 over all users (full ranking). A validation only counts as an improvement when its gain over
+NDCG@k (k = policy.k) over all users (full ranking). A validation only counts as an improvement when its gain over
 the best so far, paired user by user, exceeds `train.min_improvement_se` standard errors of that
-gain: on ~1k users NDCG@10 moves by several percent between rounds by chance alone, and a lucky
+gain: on ~1k users NDCG@k moves by several percent between rounds by chance alone, and a lucky
 round must neither be crowned nor reset the patience. Training stops after `train.patience` rounds
 without an improvement (or at the budget), and the last improvement's weights are what downstream
 uses. Test is touched once, by the final report.
@@ -37,20 +37,22 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Sampler
 
+from recmoo_dag.batches import SequenceData
 from recmoo_dag.config import ModelParams, TrainParams
 from recmoo_dag.errors import InputError
-from recmoo_dag.evaluate import REPORT_K, left_padded, seen_mask
 from recmoo_dag.features import PADDING_ITEM, Features, sample_users
 from recmoo_dag.io import atomic_write
 from recmoo_dag.metrics import accuracy, rank_of_targets
 from recmoo_dag.model import SeqRecModel, pca_initialization
 
-MONITOR = f"valid/ndcg@{REPORT_K}"
 SELECTED = "valid/improvements"  # how many validations were significant improvements: what checkpoints follow
 LAST, BEST = "last", "best"
-BUCKET_BATCHES = 32  # length-sorting span: ML-100K's ~18 batches of 64 pad to 1.06x its real tokens
+
+
+def monitor(k: int) -> str:
+    """The logged metric early stopping, checkpoints and tuning's pruner follow: valid NDCG@k."""
+    return f"valid/ndcg@{k}"
 # Params that change the trajectory of training: a checkpoint written under others cannot be resumed.
 # (max_steps is one: it sets the length of the cosine schedule.) Paths, threads, the stopping rule and
 # evaluation batch sizes may change between a run and its resumption.
@@ -59,147 +61,17 @@ TRAJECTORY_KEYS = ("batch_size", "lr", "lr_schedule", "warmup_steps", "max_steps
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: next-item examples for every position, batched by similar length
-# ---------------------------------------------------------------------------------------------
-
-def training_windows(indptr: np.ndarray, items: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Causal-LM examples of every sequence: inputs s_0..s_{n-2} predict targets s_1..s_{n-1}.
-
-    Sequences longer than max_len + 1 are cut into windows from the end, so every event is a target
-    exactly once and the most recent window has the longest context. Left-padded with 0.
-    -> inputs (W, max_len) int64, targets (W, max_len) int64 (0 where there is nothing to predict).
-    """
-    n_targets = np.diff(indptr) - 1  # (U,) events after each user's first
-    n_windows = -(-np.maximum(n_targets, 0) // max_len)  # (U,) ceil; users with a single event give none
-    user = np.repeat(np.arange(len(n_targets)), n_windows)  # (W,)
-    back = np.arange(len(user)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # (W,) 0 = most recent
-    end = indptr[user + 1] - back * max_len  # (W,) one past the last target of each window
-    positions = end[:, None] - max_len + np.arange(max_len)  # (W, L) absolute positions of the targets
-    real = positions >= (indptr[user] + 1)[:, None]  # (W, L) a user's first event is never a target
-    targets = np.where(real, items[np.maximum(positions, 0)], PADDING_ITEM)
-    inputs = np.where(real, items[np.maximum(positions - 1, 0)], PADDING_ITEM)
-    return inputs.astype(np.int64), targets.astype(np.int64)
-
-
-class Round:
-    """The round counter Lightning advances: it calls set_epoch on a batch sampler's `sampler`
-    attribute (never on the batch sampler itself), so StepStream keeps its round here."""
-
-    def __init__(self) -> None:
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-
-class StepStream(Sampler[list[int]]):
-    """Batches of windows for `steps` optimizer steps per round, cut from an endless stream of passes.
-
-    Pass p over the windows is shuffled from (seed, p) alone: the shuffled order is sorted by length
-    inside chunks of `bucket` batches (a batch then pads to its longest row, not max_len), cut into
-    batches, and the batches are shuffled again. Round r (Lightning's epoch r, set through
-    `sampler.set_epoch`) is the stream's batches [r * steps, (r + 1) * steps) per process: with
-    several processes the stream holds full batches only and each takes every world_size-th one. A
-    round is thus a fixed number of steps whatever the data's size, and it depends on (seed, r) alone.
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, bucket: int, steps: int, seed: int, rank: int,
-                 world_size: int):
-        self.lengths, self.batch_size, self.bucket, self.steps = lengths, batch_size, bucket, steps
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.sampler = Round()
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def batches_of_pass(self, p: int) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, p])
-        order = rng.permutation(len(self.lengths))  # (n,)
-        chunk = self.batch_size * self.bucket
-        order = np.concatenate([part[np.argsort(-self.lengths[part], kind="stable")]
-                                for part in np.split(order, np.arange(chunk, len(order), chunk))])
-        batches = np.split(order, np.arange(self.batch_size, len(order), self.batch_size))
-        if self.world_size > 1:  # equal, full batches on every process, or DDP hangs
-            batches = [b for b in batches if len(b) == self.batch_size]
-        return [batches[i] for i in rng.permutation(len(batches))]
-
-    def __iter__(self):
-        per_pass = len(self.batches_of_pass(0))
-        first = self.sampler.epoch * self.steps * self.world_size + self.rank  # this process's first stream index
-        indices = range(first, first + self.steps * self.world_size, self.world_size)
-        passes = {p: self.batches_of_pass(p) for p in {i // per_pass for i in indices}}
-        return iter([passes[i // per_pass][i % per_pass].tolist() for i in indices])
-
-    def __len__(self) -> int:
-        return self.steps
-
-
-class SequenceData(L.LightningDataModule):
-    """Train windows from the train split, `round_steps` batches per round; validation = each
-    user's train history -> valid item."""
-
-    def __init__(self, features: Features, max_len: int, batch_size: int, round_steps: int, eval_batch_size: int,
-                 seed: int, eval_users: np.ndarray):
-        super().__init__()
-        self.features, self.max_len, self.seed, self.round_steps = features, max_len, seed, round_steps
-        self.eval_users = eval_users  # the validation users early stopping reads (all, or a sample)
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.history = features.history("valid")  # (indptr, items) of the train split
-        self.inputs, self.targets = training_windows(*self.history, max_len)  # (W, L) each
-        self.lengths = (self.inputs != PADDING_ITEM).sum(axis=1)  # (W,)
-
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world_size = self._rank()
-        stream = StepStream(self.lengths, self.batch_size, BUCKET_BATCHES, self.round_steps, self.seed, rank,
-                            world_size)
-        if self.trainer:
-            # Lightning builds a resumed run's first iterator before it calls set_epoch: start from the
-            # restored round counter (the one set_epoch passes), or round 0's batches would be replayed.
-            stream.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
-        # Own generator: creating an iterator would otherwise draw from the global RNG that dropout uses,
-        # and a resumed run creates its first iterator at another moment than an uninterrupted one.
-        return DataLoader(range(len(self.inputs)), batch_sampler=stream, collate_fn=self._train_batch,
-                          generator=torch.Generator())
-
-    def _train_batch(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = np.asarray(rows)
-        width = self.lengths[rows].max()  # trim the padding no row of this batch needs
-        return (torch.from_numpy(self.inputs[rows, -width:]),  # (B, width)
-                torch.from_numpy(self.targets[rows, -width:]))  # (B, width)
-
-    def val_dataloader(self) -> DataLoader:
-        rank, world_size = self._rank()
-        users = self.eval_users[rank::world_size]  # each process scores its share of users
-        # Longest histories first: each batch then trims to its own longest row (metrics are order-free).
-        users = users[np.argsort(-np.diff(self.history[0])[users], kind="stable")]
-        return DataLoader(users, batch_size=self.eval_batch_size, collate_fn=self._valid_batch,
-                          generator=torch.Generator())
-
-    def _valid_batch(self, users: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        users = np.asarray(users)
-        indptr, items = self.history
-        seq = left_padded(indptr, items, users, self.max_len)  # (B, L)
-        seq = seq[:, -max(1, (seq != PADDING_ITEM).sum(axis=1).max()):]  # (B, width)
-        return (torch.from_numpy(seq), torch.from_numpy(self.features.valid_targets[users].astype(np.int64)),
-                torch.from_numpy(seen_mask(indptr, items, users, self.features.n_items)))  # (B, I + 1)
-
-
-# ---------------------------------------------------------------------------------------------
 # The LightningModule: loss, validation metric, optimizer
 # ---------------------------------------------------------------------------------------------
 
 class SeqRecModule(L.LightningModule):
-    def __init__(self, n_items: int, d_model: int, n_heads: int, n_layers: int, dropout: float, max_len: int,
-                 lr: float, lr_schedule: str, warmup_steps: int, total_steps: int, weight_decay: float,
-                 label_smoothing: float, min_improvement_se: float, seed: int, compile: bool,
-                 item_text: str = "none", text_dim: int = 0, id_dropout: float = 0.0):
+    """The transformer's training: loss, validation metric and optimizer around a `SeqRecModel`."""
+
+    def __init__(self, model: SeqRecModel, k: int, lr: float, lr_schedule: str, warmup_steps: int, total_steps: int,
+                 weight_decay: float, label_smoothing: float, min_improvement_se: float, seed: int, compile: bool):
         super().__init__()
-        self.save_hyperparameters()
-        self.model = SeqRecModel(n_items, d_model, n_heads, n_layers, dropout, max_len, item_text, text_dim,
-                                 id_dropout)
+        self.save_hyperparameters(ignore=["model"])  # the architecture travels in the weights, not here
+        self.model = model
         # A compiled forward kept out of the module tree, so checkpoints hold one copy of the weights.
         self._compiled = torch.compile(self.model.forward, dynamic=True) if compile else None
         self._ranks: list[np.ndarray] = []
@@ -231,8 +103,9 @@ class SeqRecModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         ranks = np.concatenate(self._ranks)
         self._ranks.clear()
-        report, n = accuracy(ranks, REPORT_K), len(ranks)
-        gains = np.where(ranks < REPORT_K, 1.0 / np.log2(ranks + 2.0), 0.0)  # (n,) each user's NDCG@10
+        k = self.hparams.k
+        report, n = accuracy(ranks, k).to_json(), len(ranks)
+        gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)  # (n,) each user's NDCG@k
         gain = gains - (self.best_gains if self.best_gains is not None else 0.0)  # (n,) paired with the best
         # Sums, not means, are added across processes: their user shards differ in size.
         local = torch.tensor([*(v * n for v in report.values()), n, float(self._loss_sum), self._loss_count,
@@ -241,7 +114,7 @@ class SeqRecModule(L.LightningModule):
         metrics = {f"valid/{name}": total[i] / total[3] for i, name in enumerate(report)}
         metrics["train/loss"] = total[4] / max(total[5], 1.0)
         if not self.trainer.sanity_checking and self._improves(total[6], total[7], total[3]):
-            self.best_gains, self.best_ndcg = gains, metrics[MONITOR]
+            self.best_gains, self.best_ndcg = gains, metrics[monitor(k)]
             self.improvements += 1
         metrics[SELECTED] = float(self.improvements)
         self.log_dict(metrics, sync_dist=False)
@@ -294,28 +167,27 @@ class ValidationLog(Callback):
     exact log of an uninterrupted one, even when it was killed after a row but before a checkpoint.
     """
 
-    COLUMNS = ("step", "train_loss", f"valid_ndcg@{REPORT_K}", f"valid_hr@{REPORT_K}", "valid_mrr", "improvements")
-
-    def __init__(self, path: str | Path, run: str):
-        self.path, self.run, self.rows = Path(path), run, []
+    def __init__(self, path: str | Path, run: str, k: int):
+        self.path, self.run, self.k, self.rows = Path(path), run, k, []
+        self.columns = ("step", "train_loss", f"valid_ndcg@{k}", f"valid_hr@{k}", "valid_mrr", "improvements")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        row = [trainer.global_step, m["train/loss"], m[MONITOR], m[f"valid/hr@{REPORT_K}"], m["valid/mrr"],
+        row = [trainer.global_step, m["train/loss"], m[monitor(self.k)], m[f"valid/hr@{self.k}"], m["valid/mrr"],
                int(m[SELECTED])]
         improved = not self.rows or row[-1] > self.rows[-1][-1]
         self.rows = [r for r in self.rows if r[0] < row[0]] + [row]
         if trainer.is_global_zero:
             self._write()
-            print(f"step {row[0]:5d}  train loss {row[1]:.4f}  valid ndcg@{REPORT_K} {row[2]:.4f}  "
-                  f"hr@{REPORT_K} {row[3]:.4f}  mrr {row[4]:.4f}{'  improved' if improved else ''}", flush=True)
+            print(f"step {row[0]:5d}  train loss {row[1]:.4f}  valid ndcg@{self.k} {row[2]:.4f}  "
+                  f"hr@{self.k} {row[3]:.4f}  mrr {row[4]:.4f}{'  improved' if improved else ''}", flush=True)
 
     def _write(self) -> None:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.COLUMNS)
+        writer.writerow(self.columns)
         writer.writerows([r[0], *(f"{v:.6f}" for v in r[1:-1]), r[-1]] for r in self.rows)
         atomic_write(self.path, lambda tmp: tmp.write_text(buffer.getvalue()))
 
@@ -333,7 +205,7 @@ class ValidationLog(Callback):
 @dataclass(frozen=True)
 class FitResult:
     model: SeqRecModel  # the weights of the last significant improvement on valid, on CPU, eval mode
-    best_valid_ndcg: float  # valid NDCG@10 of those weights
+    best_valid_ndcg: float  # valid NDCG@k of those weights
     steps: int  # optimizer steps run, a resumed run's earlier ones included
     best_step: int  # the step of those weights
     seconds: float  # wall time of this process's trainer.fit
@@ -354,9 +226,9 @@ def run_fingerprint(model: ModelParams, train: TrainParams, seed: int, data_hash
     return hashlib.sha256(json.dumps(trajectory, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, run: str, resume: bool = False,
+def fit(features: Features, model: ModelParams, train: TrainParams, k: int, seed: int, run: str, resume: bool = False,
         callbacks: tuple[Callback, ...] = (), text_vectors: np.ndarray | None = None) -> FitResult | None:
-    """Train from scratch (checkpoints cleared) or from `last.ckpt`; None in DDP processes other than rank 0.
+    """Train from scratch, validating on valid NDCG@k, (checkpoints cleared) or from `last.ckpt`; None in DDP processes other than rank 0.
     `callbacks` join Lightning's (the tuning stage's pruning); `text_vectors` (I + 1, T), the
     item_text stage's, are needed by model.item_text init and fuse."""
     if model.item_text != "none" and text_vectors is None:
@@ -380,20 +252,20 @@ def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, r
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     L.seed_everything(seed, workers=True, verbose=False)
     rounds = -(-train.max_steps // train.eval_every_steps)  # the budget, in whole rounds between validations
-    module = SeqRecModule(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout,
-                          model.max_len, train.lr, train.lr_schedule, train.warmup_steps,
-                          rounds * train.eval_every_steps, train.weight_decay, train.label_smoothing,
-                          train.min_improvement_se, seed, train.compile, model.item_text, text_dim, model.id_dropout)
+    net = SeqRecModel(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout, model.max_len,
+                      model.item_text, text_dim, model.id_dropout)
+    module = SeqRecModule(net, k, train.lr, train.lr_schedule, train.warmup_steps, rounds * train.eval_every_steps,
+                          train.weight_decay, train.label_smoothing, train.min_improvement_se, seed, train.compile)
     with torch.no_grad():
         if model.item_text == "init":
-            module.model.item_embedding.weight.copy_(pca_initialization(text_vectors, model.d_model))
+            net.item_embedding.weight.copy_(pca_initialization(text_vectors, model.d_model))
         elif model.item_text == "fuse":
-            module.model.text_vectors.copy_(torch.from_numpy(np.asarray(text_vectors, dtype=np.float32)))
-            module.model.trained.copy_(torch.from_numpy((features.train_counts > 0).astype(np.float32)))
-    eval_users = sample_users(np.diff(features.history("valid")[0]), train.eval_users, seed)
+            net.text_vectors.copy_(torch.from_numpy(np.asarray(text_vectors, dtype=np.float32)))
+            net.trained.copy_(torch.from_numpy((features.train_counts > 0).astype(np.float32)))
+    eval_users = sample_users(np.diff(features.history_before("valid")[0]), train.eval_users, seed)
     data = SequenceData(features, model.max_len, train.batch_size, train.eval_every_steps, train.eval_batch_size, seed,
                         eval_users)
-    log = ValidationLog(train.steps_log, run)
+    log = ValidationLog(train.steps_log, run, k)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename=BEST, monitor=SELECTED, mode="max", save_top_k=1,
                            save_last=True, enable_version_counter=False)
     stop = EarlyStopping(monitor=SELECTED, mode="max", patience=train.patience, min_delta=0.5)
@@ -411,10 +283,8 @@ def fit(features: Features, model: ModelParams, train: TrainParams, seed: int, r
     if not trainer.is_global_zero:
         return None
     checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-    net = SeqRecModel(features.n_items, model.d_model, model.n_heads, model.n_layers, model.dropout, model.max_len,
-                      model.item_text, text_dim, model.id_dropout)
     net.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
-    return FitResult(net.eval(), checkpoint["selection"]["best_ndcg"], trainer.global_step,
+    return FitResult(net.cpu().eval(), checkpoint["selection"]["best_ndcg"], trainer.global_step,
                      int(checkpoint["global_step"]), seconds)
 
 

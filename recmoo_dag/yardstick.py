@@ -1,8 +1,8 @@
-"""Yardsticks: the objectives of many policies measured on one context's users (valid or test).
+"""Yardsticks: the objectives of many policies measured on one window's users (valid or test).
 
-A Yardstick holds a set of users' candidates (a `policy.Context`), their held-out items and the item
+A Yardstick holds a set of users' candidates (a `policy.Requests`), their held-out items and the item
 terms, and turns a population of policies into the natural values of every objective
-(objectives.NAMES) and into the normalized losses the search minimizes. The search, the deploy
+(objectives.OBJECTIVES) and into the normalized losses the search minimizes. The search, the deploy
 stage and the benchmarks all measure through it, so a policy gets the same numbers everywhere.
 
 `Yardstick.subset` measures on some users only (the search's `search.users` sample,
@@ -19,8 +19,8 @@ import numpy as np
 from recmoo_dag.features import Features
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.metrics import list_metrics, serving_cost, similarity_groups, user_ndcg
-from recmoo_dag.objectives import NAMES as OBJECTIVES
-from recmoo_dag.policy import POOL, Context, accuracy_only, id_keys, recommended_items, rerank
+from recmoo_dag.objectives import OBJECTIVES
+from recmoo_dag.policy import POOL, Requests, accuracy_only_policy, id_keys, recommended_items, rerank
 
 CHUNKS_PER_THREAD = 4  # small chunks even out the threads' work when pool sizes differ
 CHUNK = 256  # policies scored at once: their lists (CHUNK x U x k int32) stay ~10 MB at 1k users
@@ -28,9 +28,9 @@ CHUNK = 256  # policies scored at once: their lists (CHUNK x U x k int32) stay ~
 
 @dataclass(frozen=True)
 class Yardstick:
-    """One context (valid or test) and everything its objectives are measured against."""
+    """One window (valid or test) and everything its objectives are measured against."""
 
-    ctx: Context
+    requests: Requests
     targets: np.ndarray  # (U,) held-out item
     terms: ItemTerms  # sim (ILD) and info (novelty bits) among them
     n_items: int
@@ -63,51 +63,51 @@ class Yardstick:
         return out
 
     def _score(self, chunk: np.ndarray) -> np.ndarray:
-        positions = rerank(self.ctx, chunk, self.k)  # (b, U, k)
+        positions = rerank(self.requests, chunk, self.k)  # (b, U, k)
         groups, group_sim = self._groups
-        lists = list_metrics(positions, self.ctx.items, self.targets, self.terms.info, group_sim, groups, self.n_items)
+        lists = list_metrics(positions, self.requests.items, self.targets, self.terms.info, group_sim, groups, self.n_items)
         return np.column_stack([lists, serving_cost(chunk[:, POOL], *self.latency)])
 
     def user_ndcg(self, policies: np.ndarray) -> np.ndarray:
         """Each user's NDCG@k under each policy: (B, d) -> (B, U)."""
         policies = np.atleast_2d(policies)
-        return np.concatenate([user_ndcg(recommended_items(self.ctx, rerank(self.ctx, chunk, self.k, self.threads)),
+        return np.concatenate([user_ndcg(recommended_items(self.requests, rerank(self.requests, chunk, self.k, self.threads)),
                                          self.targets) for chunk in np.array_split(policies, -(-len(policies) // CHUNK))])
 
     @cached_property
     def accuracy_only(self) -> np.ndarray:
         """Natural objectives of the model's own top-k: (6,)."""
-        return self.objectives(accuracy_only(self.k))[0]
+        return self.objectives(accuracy_only_policy(self.k))[0]
 
     def subset(self, users: np.ndarray) -> Yardstick:
-        """The same context on some of its users: (S,) sorted indices."""
-        c = self.ctx
-        ctx = Context(items=c.items[users], logits=c.logits[users], log_pop=c.log_pop[users],
+        """The same window on some of its users: (S,) sorted indices."""
+        c = self.requests
+        requests = Requests(items=c.items[users], logits=c.logits[users], log_pop=c.log_pop[users],
                       novelty=c.novelty[users], fit=c.fit[users], dither=c.dither[users], item_sim=c.item_sim)
-        return replace(self, ctx=ctx, targets=self.targets[users])
+        return replace(self, requests=requests, targets=self.targets[users])
 
     def losses(self, natural: np.ndarray) -> np.ndarray:
         """Natural objective values -> the normalized losses of the module docstring: (B, 6)."""
-        anchor = self.accuracy_only
+        accuracy_only = self.accuracy_only
         best = np.array([np.nan, 1.0, self.terms.info.max(), 1.0, 1.0])  # best possible ILD, novelty, coverage, pers.
-        span = np.maximum(best[1:] - anchor[1:5], 1e-12)  # the model already at the best: any shortfall is huge
-        cheapest, dearest = serving_cost(np.array([self.k, self.ctx.n_candidates]), *self.latency)
+        span = np.maximum(best[1:] - accuracy_only[1:5], 1e-12)  # the model already at the best: any shortfall is huge
+        cheapest, dearest = serving_cost(np.array([self.k, self.requests.n_candidates]), *self.latency)
         return np.column_stack([
-            1.0 - natural[:, 0] / max(anchor[0], 1e-12),
+            1.0 - natural[:, 0] / max(accuracy_only[0], 1e-12),
             (best[1:] - natural[:, 1:5]) / span,
             (natural[:, 5] - cheapest) / max(dearest - cheapest, 1e-12)])
 
 
 def yardsticks(features: Features, candidates: dict[str, np.ndarray], terms: ItemTerms, k: int,
                latency: tuple[float, float], threads: int) -> tuple[Yardstick, Yardstick]:
-    """The valid and test contexts of the re-ranker (candidates.npz's arrays), with what their
-    objectives are measured against: each context's own history builds its users' profiles."""
+    """The valid and test windows of the re-ranker (candidates.npz's arrays), with what their
+    objectives are measured against: each window's own history builds its users' profiles."""
     user_keys = id_keys(features.user_ids)
 
     def yard(name: str) -> Yardstick:
-        indptr, history = features.history(name)
-        ctx = terms.context(candidates[f"{name}_items"], candidates[f"{name}_scores"],
+        indptr, history = features.history_before(name)
+        requests = terms.requests(candidates[f"{name}_items"], candidates[f"{name}_scores"],
                             terms.profiles(indptr, history), user_keys)
-        return Yardstick(ctx, candidates[f"{name}_targets"], terms, features.n_items, k, latency, threads)
+        return Yardstick(requests, candidates[f"{name}_targets"], terms, features.n_items, k, latency, threads)
 
     return yard("valid"), yard("test")

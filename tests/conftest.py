@@ -1,6 +1,7 @@
 """Shared fixtures: tiny projects in a temp folder, built from synthetic logs."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,24 @@ def deep_update(base: dict, overrides: dict) -> dict:
     return base
 
 
+def repo_params() -> dict:
+    """The project's own params.yaml, the one place every default is written, as a dict."""
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def section(path: str, **overrides):
+    """One section of the project's params ("features", "data.generic", ...) with `overrides` merged in,
+    validated by its schema: FeaturesParams, GenericFormat, ..."""
+    params = Params.model_validate(repo_params())
+    part = params
+    for key in path.split("."):
+        part = getattr(part, "validation" if key == "validate" else key)
+    return type(part).model_validate(deep_update(part.model_dump(), overrides))
+
+
 def write_params(directory: Path, overrides: dict | None = None) -> Path:
-    """params.yaml in `directory`: the defaults, with `overrides` merged in (relative paths)."""
-    raw = Params().model_dump(by_alias=True)
+    """params.yaml in `directory`: the project's, with `overrides` merged in (relative paths)."""
+    raw = repo_params()
     deep_update(raw, overrides or {})
     path = directory / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -46,3 +62,49 @@ def project(tmp_path, monkeypatch):
 def small_log():
     """(interactions, items) of a small synthetic log in the canonical schema."""
     return synthesize(n_users=120, n_items=80, n_events=4000, n_categories=6, seed=7)
+
+
+def shared_folder(tmp_path_factory, name: str, build) -> Path:
+    """A folder built once per test run by `build(folder)` and then only read, shared by every pytest-xdist
+    worker of the run (they wait on a file lock while one builds it)."""
+    import fcntl
+    import os
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent / f"shared-{run}" if run else base / "shared"
+    root.mkdir(parents=True, exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def repro_project(tmp_path_factory):
+    """The tiny synthetic project (tests/defs_support.py) after one `dvc repro` from the command line:
+    read-only, shared by the whole run; copy it (shutil.copytree(..., symlinks=True)) to change anything."""
+    from tests.defs_support import dvc, make_project
+
+    def build(folder: Path) -> None:
+        make_project(folder)
+        dvc(folder, "repro")
+
+    return shared_folder(tmp_path_factory, "repro_project", build)
+
+
+def pytest_collection_modifyitems(items):
+    """Order for pytest-xdist: the tests that share the slow fixtures last, but for one test per
+    fixture (one that needs only it) first, so that one worker builds each fixture while the others
+    run everything that needs neither."""
+    slow_fixtures = ("repro_project", "materialized_project")
+    uses = {id(item): {name for name in slow_fixtures if name in getattr(item, "fixturenames", ())} for item in items}
+    builders = [next(item for item in items if uses[id(item)] == {name}) for name in slow_fixtures
+                if any(uses[id(item)] == {name} for item in items)]
+    chosen = {id(item) for item in builders}
+    rest = [item for item in items if id(item) not in chosen]
+    items[:] = builders + [item for item in rest if not uses[id(item)]] + [item for item in rest if uses[id(item)]]

@@ -27,7 +27,7 @@ TINY = {
     "train": {"max_steps": 40, "eval_every_steps": 10, "warmup_steps": 5, "patience": 4, "batch_size": 32,
               "lr": 0.005, "ease_lambdas": [10.0, 100.0],
               "eval_batch_size": 64},
-    "tune": {"trials": 3, "trial_steps": 20, "startup_trials": 1,
+    "tune": {"trials": 1, "trial_steps": 20, "startup_trials": 1,
              "space": {"d_model": [16, 32], "n_layers": [1], "max_len": [10, 20], "batch_size": [32, 64]}},
     "candidates": {"n": 40, "batch_size": 64},
     "search": {"n_evals": 240, "pop_size": 24, "mmr_pool": 20, "threads": 1},

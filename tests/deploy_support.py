@@ -17,7 +17,7 @@ import torch
 from recmoo_dag.config import Params
 from recmoo_dag.generator import save_generator
 from recmoo_dag.model import SeqRecModel, save_model
-from recmoo_dag.policy import NAMES, accuracy_only
+from recmoo_dag.policy import VARIABLE_NAMES, accuracy_only_policy
 from recmoo_dag.stages import candidates, features, ingest
 from recmoo_dag.synth import write_synthetic_log
 from tests.conftest import write_params
@@ -35,12 +35,12 @@ SMALL = {
 
 def front_rows(rows: list[dict]) -> pd.DataFrame:
     """A front.csv with the decision variables (other columns of the real front are not read)."""
-    return pd.DataFrame([{name: float(row.get(name, 0.0)) for name in NAMES} for row in rows])
+    return pd.DataFrame([{name: float(row.get(name, 0.0)) for name in VARIABLE_NAMES} for row in rows])
 
 
 # Three policies spanning accuracy-only to strongly diversified, on the pool sizes of a tiny catalog.
 FRONT = [
-    dict(zip(NAMES, accuracy_only(10))),
+    dict(zip(VARIABLE_NAMES, accuracy_only_policy(10))),
     {"log10_temperature": 0.0, "debias": 0.5, "novelty": 0.2, "calibration": 0.1, "dither": 0.5, "diversity": 0.3,
      "pool": 20},
     {"log10_temperature": 0.5, "debias": 1.0, "novelty": 0.8, "calibration": 0.0, "dither": 0.3, "diversity": 1.0,

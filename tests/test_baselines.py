@@ -9,14 +9,14 @@ from recmoo_dag.baselines import (
     popularity_scorer,
     tune_ease,
 )
-from recmoo_dag.config import FeaturesParams
 from recmoo_dag.features import build_features, load_features, write_features
+from tests.conftest import section
 
 
 @pytest.fixture(scope="module")
 def features(small_log, tmp_path_factory):
     directory = tmp_path_factory.mktemp("features")
-    write_features(build_features(*small_log, FeaturesParams()), directory)
+    write_features(build_features(*small_log, section("features")), directory)
     return load_features(directory)
 
 
@@ -47,19 +47,17 @@ def test_ease_equals_a_ridge_regression_of_each_item_on_all_others():
 
 
 def test_tuning_picks_the_best_valid_lambda(features):
-    best, tried = tune_ease(features, [1.0, 30.0, 3000.0], batch_size=50)
+    best, tried = tune_ease(features, [1.0, 30.0, 3000.0], batch_size=50, k=10)
     assert set(tried) == {1.0, 30.0, 3000.0}
     assert tried[best] == max(tried.values())
 
 
 def test_baselines_report_and_ease_beats_popularity(features):
-    report, lam, tried = evaluate_baselines(features, [10.0, 100.0], batch_size=50)
+    pop, ease, lam, tried = evaluate_baselines(features, [10.0, 100.0], batch_size=50, k=10)
     assert lam in tried and tried[lam] == max(tried.values())
-    assert set(report) == {"pop", "ease"}
-    for name in report:
-        assert set(report[name]) == {"valid", "test"}
-        for context in ("valid", "test"):
-            assert set(report[name][context]) == {"ndcg@10", "hr@10", "mrr"}
-            assert 0.0 < report[name][context]["ndcg@10"] <= report[name][context]["hr@10"] <= 1.0
+    for evaluation in (pop, ease):
+        for accuracy in (evaluation.valid, evaluation.test):
+            assert accuracy.k == 10 and 0.0 < accuracy.ndcg <= accuracy.hr <= 1.0
+            assert set(accuracy.to_json()) == {"ndcg@10", "hr@10", "mrr"}
     # Users in the synthetic log keep to their favourite categories: item-item beats global popularity.
-    assert report["ease"]["valid"]["ndcg@10"] > report["pop"]["valid"]["ndcg@10"]
+    assert ease.valid.ndcg > pop.valid.ndcg

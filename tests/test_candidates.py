@@ -1,4 +1,4 @@
-"""Candidates: top-N unseen items per user and context, the npz contract, agreement with the model."""
+"""Candidates: top-N unseen items per user and window, the npz contract, agreement with the model."""
 import numpy as np
 import pytest
 import torch
@@ -12,6 +12,8 @@ from recmoo_dag.model import load_model
 from recmoo_dag.stages import candidates as candidates_stage
 from recmoo_dag.stages import train as train_stage
 from tests.model_support import tiny_project
+
+pytestmark = pytest.mark.xdist_group("candidates")  # one trained model for the module
 
 
 def test_top_n_sorts_excludes_seen_breaks_ties_by_index_and_pads():
@@ -58,34 +60,34 @@ def test_candidates_file_contract(trained):
     arrays = load_candidates(root / params.candidates.path)
     features = load_features(root / params.features.dir)
     n_users, n = features.n_users, params.candidates.n
-    for context in ("valid", "test"):
-        assert arrays[f"{context}_items"].shape == (n_users, n) and arrays[f"{context}_items"].dtype == np.int32
-        assert arrays[f"{context}_scores"].shape == (n_users, n)
-        assert arrays[f"{context}_scores"].dtype == np.float32
-        assert arrays[f"{context}_targets"].dtype == np.int32
-        assert np.all(np.diff(arrays[f"{context}_scores"], axis=1) <= 0)  # best first
-        assert np.all((arrays[f"{context}_items"] >= 1) & (arrays[f"{context}_items"] <= features.n_items))
+    for window in ("valid", "test"):
+        assert arrays[f"{window}_items"].shape == (n_users, n) and arrays[f"{window}_items"].dtype == np.int32
+        assert arrays[f"{window}_scores"].shape == (n_users, n)
+        assert arrays[f"{window}_scores"].dtype == np.float32
+        assert arrays[f"{window}_targets"].dtype == np.int32
+        assert np.all(np.diff(arrays[f"{window}_scores"], axis=1) <= 0)  # best first
+        assert np.all((arrays[f"{window}_items"] >= 1) & (arrays[f"{window}_items"] <= features.n_items))
     np.testing.assert_array_equal(arrays["valid_targets"], features.valid_targets)
     np.testing.assert_array_equal(arrays["test_targets"], features.test_targets)
     with np.load(root / params.candidates.path, allow_pickle=False) as archive:  # plain arrays only
         assert sorted(archive.files) == sorted(arrays)
 
 
-def test_candidates_exclude_each_contexts_history_and_follow_the_model(trained):
+def test_candidates_exclude_each_windows_history_and_follow_the_model(trained):
     root, params = trained
     arrays = load_candidates(root / params.candidates.path)
     features = load_features(root / params.features.dir)
     users = np.arange(features.n_users)
-    for context in ("valid", "test"):
-        indptr, items = features.history(context)
+    for window in ("valid", "test"):
+        indptr, items = features.history_before(window)
         seen = seen_mask(indptr, items, users, features.n_items)
-        assert not np.take_along_axis(seen, arrays[f"{context}_items"].astype(np.int64), axis=1).any()
-    # The valid item is history in the test context, never a test candidate.
+        assert not np.take_along_axis(seen, arrays[f"{window}_items"].astype(np.int64), axis=1).any()
+    # The valid item is history in the test window, never a test candidate.
     assert not (arrays["test_items"] == features.valid_targets[:, None]).any()
     # Scores are the chosen generator's: re-scoring with it reproduces them (the transformer's own
     # forward pass when the transformer was chosen).
     generator = load_generator(root / params.train.model_dir)
-    indptr, items = features.history("test")
+    indptr, items = features.history_before("test")
     scores = generator.scorer(indptr, items)(users)
     if generator.kind == "model":
         model = load_model(root / params.train.model_dir)

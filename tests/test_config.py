@@ -1,7 +1,7 @@
 import pytest
 
 from recmoo_dag.config import ConfigError, Params, load_params
-from tests.conftest import REPO
+from tests.conftest import REPO, write_params
 
 
 def test_repo_params_load_with_every_section():
@@ -11,41 +11,47 @@ def test_repo_params_load_with_every_section():
     assert params.features.min_user_interactions >= 3
 
 
-def test_repo_params_state_every_default_explicitly():
-    """params.yaml is the single source: it spells out every key the schema has."""
+def test_every_default_is_written_once_in_params_yaml():
+    """config.py holds types and bounds only: no field anywhere in the schema has a default of its own."""
+    from pydantic import BaseModel
+
+    def fields_with_defaults(model: type[BaseModel], prefix: str = ""):
+        for name, field in model.model_fields.items():
+            if not field.is_required():
+                yield prefix + name
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                yield from fields_with_defaults(annotation, f"{prefix}{name}.")
+
+    assert list(fields_with_defaults(Params)) == []
+
+
+def test_a_missing_key_is_an_error_naming_it(tmp_path):
     import yaml
 
-    written = yaml.safe_load((REPO / "params.yaml").read_text())
-    schema = Params().model_dump(by_alias=True)
-
-    def missing(schema_part, written_part, prefix=""):
-        for key, value in schema_part.items():
-            if key not in written_part:
-                yield prefix + key
-            elif isinstance(value, dict):
-                yield from missing(value, written_part[key], f"{prefix}{key}.")
-
-    assert list(missing(schema, written)) == []
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    del raw["features"]["min_item_interactions"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"features\.min_item_interactions: Field required"):
+        load_params(path)
 
 
 def test_unknown_key_is_an_error_naming_the_key(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("seed: 1\nfeatures:\n  min_user_interaction: 5\n")
+    path = write_params(tmp_path, {"features": {"min_user_interaction": 5}})
     with pytest.raises(ConfigError, match=r"features\.min_user_interaction: Extra inputs"):
         load_params(path)
 
 
 def test_wrong_type_is_an_error_naming_the_key(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("validate:\n  min_users: many\n")
+    path = write_params(tmp_path, {"validate": {"min_users": "many"}})
     with pytest.raises(ConfigError, match=r"validate\.min_users"):
         load_params(path)
 
 
 def test_strptime_without_format_is_rejected(tmp_path):
-    path = tmp_path / "params.yaml"
-    path.write_text("data:\n  format: generic\n  generic:\n    timestamp_unit: strptime\n")
-    with pytest.raises(ConfigError, match="timestamp_format"):
+    path = write_params(tmp_path, {"data": {"format": "generic", "generic": {"timestamp_unit": "strptime"}}})
+    with pytest.raises(ConfigError, match="timestamp_unit 'strptime' needs timestamp_format"):
         load_params(path)
 
 

@@ -1,15 +1,12 @@
 """Readers: every supported raw format lands in the same canonical schema."""
-import io
-import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from recmoo_dag import data
-from recmoo_dag.config import GenericFormat
-from recmoo_dag.data import drop_repeats, read_logs, record_local
+from recmoo_dag.data import drop_repeats, read_logs
 from recmoo_dag.errors import DataError
+from tests.conftest import section
 
 EXPECTED = pd.DataFrame({
     "user_id": pd.array(["1", "1", "2"], dtype="string"),
@@ -28,7 +25,7 @@ def test_recbole_atomic_files(tmp_path):
                                       "1\t10\t4\t1000000000\n1\t20\t3\t1000000060\n2\t10\t5\t1000000120\n")
     (tmp_path / "x.item").write_text("item_id:token\tmovie_title:token_seq\tclass:token_seq\n"
                                      "10\tHeat\tAction Crime\n20\tBabe\tChildren's\n")
-    log = read_logs(tmp_path, "recbole", GenericFormat())
+    log = read_logs(tmp_path, "recbole", section("data.generic"))
     assert_canonical(log.interactions)
     assert log.items["categories"].tolist() == [["Action", "Crime"], ["Children's"]]
     assert log.items["title"].tolist() == ["Heat", "Babe"]
@@ -42,7 +39,7 @@ def test_original_movielens_100k_files(tmp_path):
     (tmp_path / "u.item").write_bytes((line + "\n").encode("latin-1") +
                                       "20|Amélie (2001)|01-Jan-2001||http://y|".encode("latin-1") +
                                       ("|".join(["0"] * 18 + ["1"]) + "\n").encode("latin-1"))
-    log = read_logs(tmp_path, "movielens-100k", GenericFormat())
+    log = read_logs(tmp_path, "movielens-100k", section("data.generic"))
     assert_canonical(log.interactions)
     assert log.items["categories"].tolist() == [["Action", "Crime"], ["Western"]]
     assert log.items["title"].tolist()[1] == "Amélie (2001)"
@@ -53,7 +50,7 @@ def test_movielens_csv(tmp_path):
                                           "1,20,3.0,1000000060\n2,10,5.0,1000000120\n")
     (tmp_path / "movies.csv").write_text('movieId,title,genres\n10,"Heat, The",Action|Crime\n'
                                          "20,Babe,(no genres listed)\n")
-    log = read_logs(tmp_path, "movielens-csv", GenericFormat())
+    log = read_logs(tmp_path, "movielens-csv", section("data.generic"))
     assert_canonical(log.interactions)
     assert log.items["categories"].tolist() == [["Action", "Crime"], []]
 
@@ -79,7 +76,7 @@ def test_movielens_csv(tmp_path):
 ])
 def test_generic_reader_mappings(tmp_path, spec, content, name):
     (tmp_path / name).write_text(content)
-    log = read_logs(tmp_path, "generic", GenericFormat(**spec))
+    log = read_logs(tmp_path, "generic", section("data.generic", **spec))
     assert_canonical(log.interactions)
     assert log.items is None
 
@@ -88,7 +85,7 @@ def test_generic_parquet_and_implicit_feedback(tmp_path):
     frame = pd.DataFrame({"uid": [1, 1, 2], "iid": ["10", "20", "10"], "ts": [1_000_000_000, 1_000_000_060,
                                                                           1_000_000_120], "kind": "click"})
     frame.to_parquet(tmp_path / "log.parquet")
-    spec = GenericFormat(file_type="parquet", pattern="*.parquet", user_col="uid", item_col="iid",
+    spec = section("data.generic", file_type="parquet", pattern="*.parquet", user_col="uid", item_col="iid",
                          timestamp_col="ts", rating_col=None, event_col="kind")
     log = read_logs(tmp_path, "generic", spec)
     assert log.interactions["rating"].isna().all()
@@ -98,7 +95,7 @@ def test_generic_parquet_and_implicit_feedback(tmp_path):
 
 def test_ids_stay_strings_with_leading_zeros(tmp_path):
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,rating\n007,0010,1000000000,4\n")
-    log = read_logs(tmp_path, "generic", GenericFormat())
+    log = read_logs(tmp_path, "generic", section("data.generic"))
     assert log.interactions.loc[0, "user_id"] == "007"
     assert log.interactions.loc[0, "item_id"] == "0010"
 
@@ -109,7 +106,7 @@ def test_batches_read_in_order_and_redeliveries_dropped(tmp_path):
     (tmp_path / "a.inter").write_text(header + "1\t10\t4\t1000000000\n1\t20\t3\t1000000060\n")
     (tmp_path / "incoming" / "b.inter").write_text(header + "1\t20\t3\t1000000060\n2\t10\t5\t1000000120\n")
     (tmp_path / "incoming" / "c.inter.part").write_text(header + "9\t9\t1\t1000000000\n")  # still being written
-    log = read_logs(tmp_path, "recbole", GenericFormat())
+    log = read_logs(tmp_path, "recbole", section("data.generic"))
     assert_canonical(log.interactions)
     assert [p.name for p in log.files] == ["a.inter", "b.inter"]
 
@@ -117,79 +114,26 @@ def test_batches_read_in_order_and_redeliveries_dropped(tmp_path):
 def test_repeats_inside_one_file_are_kept_for_validation_to_judge(tmp_path):
     header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
     (tmp_path / "a.inter").write_text(header + "1\t10\t4\t1000000000\n" * 3)
-    assert len(read_logs(tmp_path, "recbole", GenericFormat()).interactions) == 3
+    assert len(read_logs(tmp_path, "recbole", section("data.generic")).interactions) == 3
 
 
 def test_no_matching_files_names_the_pattern(tmp_path):
     with pytest.raises(DataError, match=r"no interaction files matching '\*\.inter'"):
-        read_logs(tmp_path, "recbole", GenericFormat())
-
-
-def _fake_wheel(contents: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as wheel:
-        for name, payload in contents.items():
-            wheel.writestr(data.RECBOLE_MEMBER_DIR + name, payload)
-    return buffer.getvalue()
-
-
-def test_fetch_checksum_mismatch_is_an_error(tmp_path, monkeypatch):
-    def fake_pip(cmd, **kwargs):
-        target = cmd[cmd.index("-d") + 1]
-        (tmp_path / "whl").mkdir(exist_ok=True)
-        payload = _fake_wheel({name: b"tampered" for name in data.ML100K_SHA256})
-        (data.Path(target) / "recbole-1.2.1-py3-none-any.whl").write_bytes(payload)
-        return data.subprocess.CompletedProcess(cmd, 0, "", "")
-
-    monkeypatch.setattr(data.subprocess, "run", fake_pip)
-    with pytest.raises(DataError, match="does not match the pinned"):
-        data.fetch_movielens(tmp_path / "ml", "recbole")
-    assert not (tmp_path / "ml" / data.PROVENANCE_FILE).exists()
-
-
-def test_fetch_without_network_says_where_to_put_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.subprocess, "run",
-                        lambda cmd, **kw: data.subprocess.CompletedProcess(cmd, 1, "", "No route to host"))
-    with pytest.raises(DataError, match=r"put ml-100k\.inter.*by hand"):
-        data.fetch_movielens(tmp_path / "ml", "recbole")
-
-
-def test_fetch_accepts_files_placed_by_hand(tmp_path, monkeypatch):
-    digests = {}
-    for name in data.ML100K_SHA256:
-        (tmp_path / name).write_bytes(name.encode())
-        digests[name] = data.sha256_file(tmp_path / name)
-    monkeypatch.setattr(data, "ML100K_SHA256", digests)
-    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: pytest.fail("must not download"))
-    provenance = data.fetch_movielens(tmp_path, "recbole")
-    assert provenance["sha256"] == digests
-    first = (tmp_path / data.PROVENANCE_FILE).read_bytes()
-    data.fetch_movielens(tmp_path, "recbole")
-    assert (tmp_path / data.PROVENANCE_FILE).read_bytes() == first  # the fetch stage's output is reproducible
-
-
-def test_real_fetch_from_the_package_index(tmp_path):
-    """The pinned source, for real: the RecBole wheel from the index, checked by sha256."""
-    provenance = data.fetch_movielens(tmp_path, "recbole")
-    assert provenance["sha256"] == data.ML100K_SHA256
-    log = read_logs(tmp_path, "recbole", GenericFormat())
-    assert len(log.interactions) == 100_000
-    assert log.interactions["user_id"].nunique() == 943
-    assert len(log.items) == 1682
+        read_logs(tmp_path, "recbole", section("data.generic"))
 
 
 def test_a_date_spread_over_columns_is_read_as_one(tmp_path):
     """Last.fm's tagging log: day, month and year in three columns, no time of day, no rating."""
     (tmp_path / "tags.dat").write_text("userID\tartistID\ttagID\tday\tmonth\tyear\n"
                                        "2\t52\t13\t1\t4\t2009\n2\t52\t15\t1\t4\t2009\n3\t7\t1\t30\t12\t2010\n")
-    spec = GenericFormat(pattern="tags.dat", sep="\t", user_col="userID", item_col="artistID",
+    spec = section("data.generic", pattern="tags.dat", sep="\t", user_col="userID", item_col="artistID",
                          timestamp_col=["year", "month", "day"], timestamp_unit="strptime",
                          timestamp_format="%Y-%m-%d", rating_col=None)
     frame = read_logs(tmp_path, "generic", spec).interactions
     assert frame["timestamp"].tolist() == [1238544000, 1238544000, 1293667200]  # 2009-04-01, 2010-12-30 UTC
     assert frame["rating"].isna().all()
     with pytest.raises(ValueError, match="need timestamp_unit strptime"):
-        GenericFormat(timestamp_col=["year", "month", "day"])
+        section("data.generic", timestamp_col=["year", "month", "day"])
     (tmp_path / "tags.dat").write_text("userID\tartistID\ttagID\tday\tmonth\tyear\n2\t52\t13\t31\t2\t2009\n")
     with pytest.raises(DataError, match="column 'year-month-day': 1 unparseable timestamp"):
         read_logs(tmp_path, "generic", spec)
@@ -201,16 +145,3 @@ def test_repeated_user_item_events_all_first_or_last():
     assert drop_repeats(frame, "all").equals(frame)
     assert drop_repeats(frame, "first")["rating"].tolist() == [2.0, 3.0, 4.0]  # a-x at 10, not 30
     assert drop_repeats(frame, "last")["rating"].tolist() == [1.0, 3.0, 4.0]
-
-
-def test_local_source_records_the_users_files_and_refuses_an_empty_folder(tmp_path):
-    with pytest.raises(DataError, match="no such folder.*Your own logs"):
-        record_local(tmp_path / "mine")
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / ".hidden").write_text("x")
-    with pytest.raises(DataError, match="the folder is empty"):
-        record_local(tmp_path / "mine")
-    (tmp_path / "mine" / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3,4\n")
-    provenance = record_local(tmp_path / "mine")
-    assert provenance == {"source": "local", "sha256": {"ratings.csv": data.sha256_file(tmp_path / "mine" / "ratings.csv")}}
-    assert record_local(tmp_path / "mine") == provenance  # SOURCE.json itself is not recorded

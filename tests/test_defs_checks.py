@@ -16,6 +16,8 @@ from recmoo_dag.defs.checks import (
 )
 from recmoo_dag.defs.pipeline import Stage
 from recmoo_dag.defs.reports import stage_metadata
+from recmoo_dag.objectives import JUDGED, OBJECTIVES
+from recmoo_dag.results import Accuracy, Comparison, DeployReport, Evaluation, SearchMetrics
 
 PNG_1PX = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw"
                            "AAAABJRU5ErkJggg==")
@@ -31,26 +33,45 @@ def test_validation_passed():
     assert not failed.passed and failed.metadata["failed expectations"].value == 3
 
 
+def evaluation(valid_ndcg: float) -> Evaluation:
+    return Evaluation(Accuracy(10, valid_ndcg, 2 * valid_ndcg, valid_ndcg), Accuracy(10, 0.1, 0.2, 0.1))
+
+
+def comparison(pop: float, chosen: str = "ease") -> dict:
+    return Comparison(evaluation(0.04), evaluation(pop), evaluation(0.12), evaluation(0.11), chosen, 100.0, 0.5,
+                      {0.5: 0.11}).to_json()
+
+
 def test_generator_beats_popularity():
-    report = {"generator": "ease", "choice": {"valid_ndcg@10": {"model": 0.04, "ease": 0.12, "blend": 0.11}},
-              "baselines": {"pop": {"valid": {"ndcg@10": 0.05}}}}
-    checked = generator_beats_popularity(report)
+    checked = generator_beats_popularity(comparison(pop=0.05))
     assert checked.passed and checked.metadata["generator"].value == "ease"
-    report["baselines"]["pop"]["valid"]["ndcg@10"] = 0.12  # a tie is not a win
-    assert not generator_beats_popularity(report).passed
+    assert checked.metadata["generator valid ndcg@10"].value == 0.12
+    assert not generator_beats_popularity(comparison(pop=0.12)).passed  # a tie is not a win
+
+
+def search_metrics(front_size: int, nsga: float) -> dict:
+    volumes = {"nsga": nsga, "mmr_sweep": 0.3, "random": 0.35, "grid": 0.2}
+    window = dict.fromkeys(OBJECTIVES, 0.5)
+    return SearchMetrics(100, 1.0, front_size, front_size, volumes, volumes, volumes,
+                         {"valid": window, "test": window}, 50, 0.05, 0.05).to_json()
 
 
 def test_front_beats_mmr():
-    assert front_beats_mmr({"front_size": 12, "hypervolume": {"nsga": 0.4, "mmr_sweep": 0.3}}).passed
-    assert not front_beats_mmr({"front_size": 0, "hypervolume": {"nsga": 0.4, "mmr_sweep": 0.3}}).passed
-    assert not front_beats_mmr({"front_size": 12, "hypervolume": {"nsga": 0.3, "mmr_sweep": 0.3}}).passed
+    assert front_beats_mmr(search_metrics(12, 0.4)).passed
+    assert not front_beats_mmr(search_metrics(0, 0.4)).passed
+    assert not front_beats_mmr(search_metrics(12, 0.3)).passed
+
+
+def deploy_report(version: str | None, promoted: bool, reason: str) -> dict:
+    figures = dict.fromkeys(JUDGED, 0.5)
+    return DeployReport(10, version, {"pool": 10}, None, figures, figures, promoted, reason).to_json()
 
 
 def test_deploy_gate():
-    assert deploy_gate({"version": "v2", "gate": {"promoted": True, "reason": "first deployment"}}).passed
-    kept = deploy_gate({"version": "v1", "gate": {"promoted": False, "reason": "regresses; v1 kept"}})
+    assert deploy_gate(deploy_report("v2", True, "first deployment")).passed
+    kept = deploy_gate(deploy_report("v1", False, "regresses; v1 kept"))
     assert kept.passed and kept.metadata["deployed version"].value == "v1"
-    assert not deploy_gate({"version": None, "gate": {"promoted": False, "reason": "no policy"}}).passed
+    assert not deploy_gate(deploy_report(None, False, "no policy")).passed
 
 
 def test_check_reads_the_stage_report_and_names_missing_keys(tmp_path):

@@ -1,6 +1,7 @@
 """Materializing the Dagster assets runs the DVC stages: same outputs, dvc.lock true, checks block.
 
-One synthetic project is materialized in Dagster (in process); a second copy runs `dvc repro`.
+One synthetic project is materialized in Dagster (in process); the shared `repro_project` is the
+same project after `dvc repro` from a terminal.
 """
 import json
 import shutil
@@ -21,10 +22,10 @@ from recmoo_dag.defs.pipeline import data_version, downstream, load_pipeline, lo
 from recmoo_dag.synth import synthesize
 from tests import defs_support
 from tests.conftest import write_params
-from tests.defs_support import artifact_digests, digests, dvc, make_project, materialize
+from tests.defs_support import artifact_digests, digests, dvc, materialize
 
 pytestmark = pytest.mark.slow
-materialized_project = defs_support.materialized_project  # session fixture, shared with test_defs_ui.py
+materialized_project = defs_support.materialized_project  # session fixture of this module's worker
 
 
 def materialized(result) -> dict:
@@ -32,6 +33,7 @@ def materialized(result) -> dict:
             for e in result.get_asset_materialization_events()}
 
 
+@pytest.mark.xdist_group("materialized")  # the worker that materialized it holds the run's result
 def test_materialize_whole_graph(materialized_project):
     project, result, seconds = materialized_project
     print(f"\nDagster materialization of the whole graph: {seconds:.1f}s")
@@ -61,15 +63,12 @@ def test_materialize_whole_graph(materialized_project):
     assert all(check.passed for check in result.get_asset_check_evaluations())
 
 
-def test_dvc_parity(materialized_project, tmp_path):
+@pytest.mark.xdist_group("materialized")
+def test_dvc_parity(materialized_project, repro_project):
     """After Dagster: `dvc status` is clean, and every out is byte-identical to a plain `dvc repro`
-    (JSON metrics: apart from wall-clock timings, see WALL_CLOCK_KEYS)."""
-    project = materialized_project[0]
+    of the same project (JSON metrics: apart from wall-clock timings, see WALL_CLOCK_KEYS)."""
+    project, reference = materialized_project[0], repro_project
     assert "Data and pipelines are up to date" in dvc(project, "status")
-    reference = make_project(tmp_path / "reference")
-    start = time.perf_counter()
-    dvc(reference, "repro")
-    print(f"\ndvc repro of the same pipeline: {time.perf_counter() - start:.1f}s")
     outs = [out for stage in load_pipeline(project).values() for out in stage.outs]
     assert artifact_digests(project, outs) == artifact_digests(reference, outs)
     for name, stage in load_pipeline(project).items():
@@ -77,11 +76,11 @@ def test_dvc_parity(materialized_project, tmp_path):
             assert locked_outs(project, name) == locked_outs(reference, name)
 
 
-def test_bad_batch_stops_everything_downstream(materialized_project, tmp_path):
+def test_bad_batch_stops_everything_downstream(repro_project, tmp_path):
     """A batch failing validation: validate fails, nothing after it runs, its outputs stay as they
     were, and so does the deployed store (the served policy)."""
     project = tmp_path / "copy"
-    shutil.copytree(materialized_project[0], project, symlinks=True)
+    shutil.copytree(repro_project, project, symlinks=True)
     stages = load_pipeline(project)
     after = [name for name in downstream(stages, {"validate"}) if name != "validate"]
     served = load_params(project / "params.yaml").deploy.store
@@ -172,11 +171,11 @@ def test_concurrent_dvc_commands_wait_instead_of_failing(tmp_path, monkeypatch):
     assert "Data and pipelines are up to date" in dvc(tmp_path, "status")
 
 
-def test_deploy_runs_for_real_instead_of_being_restored_from_the_run_cache(materialized_project, tmp_path):
+def test_deploy_runs_for_real_instead_of_being_restored_from_the_run_cache(repro_project, tmp_path):
     """Deploy params changed and changed back: DVC's run cache knows that run, but deploy acts on
     the store, so it must run again (a restored metrics/deploy.json would describe another store)."""
     project = tmp_path / "project"
-    shutil.copytree(materialized_project[0], project, symlinks=True)
+    shutil.copytree(repro_project, project, symlinks=True)
     params = load_params(project / "params.yaml")
     runs = lambda: sum(d["event"] == "deploy" for d in store.read_decisions(project / params.deploy.store))
     before = runs()

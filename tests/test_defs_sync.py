@@ -15,17 +15,9 @@ from recmoo_dag import store
 from recmoo_dag.defs import build_defs
 from recmoo_dag.defs.pipeline import data_version, load_pipeline, locked_outs
 from recmoo_dag.defs.sync import SOURCE_TAG, sync
-from tests.defs_support import dvc, make_project
+from tests.defs_support import dvc
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def repro_project(tmp_path_factory):
-    """The tiny project after one `dvc repro` from the command line (read-only: copy it to change it)."""
-    project = make_project(tmp_path_factory.mktemp("sync") / "project")
-    dvc(project, "repro")
-    return project
 
 
 @pytest.fixture
@@ -76,20 +68,20 @@ def test_a_terminal_run_appears_once_with_its_locked_hashes(project):
 def test_a_changed_param_marks_its_stage_and_what_follows_stale_until_dvc_reruns_them(project):
     with DagsterInstance.ephemeral() as instance:
         sync(instance, project, load_pipeline(project))
-        set_param(project, "candidates", "n", 30)
+        set_param(project, "search", "mmr_pool", 10)
         stages = load_pipeline(project)
         changed = sync(instance, project, stages)
-        assert list(changed.stale) == ["candidates", "search", "deploy"]
-        assert changed.stale["candidates"] == "changed deps: params.yaml candidates (modified)"
-        observed = instance.fetch_observations(AssetKey("candidates"), limit=1).records[0].asset_observation
-        assert observed.metadata["dvc status"].value == changed.stale["candidates"]
+        assert list(changed.stale) == ["search", "deploy"]
+        assert changed.stale["search"] == "changed deps: params.yaml search (modified)"
+        observed = instance.fetch_observations(AssetKey("search"), limit=1).records[0].asset_observation
+        assert observed.metadata["dvc status"].value == changed.stale["search"]
         statuses = stale_statuses(instance, project)
         assert {name for name, status in statuses.items() if status == StaleStatus.STALE} == set(changed.stale)
         assert not sync(instance, project, stages).observed  # one observation per reason
 
         dvc(project, "repro")  # from the terminal again: DVC re-runs them, Dagster records it
         caught_up = sync(instance, project, stages)
-        assert caught_up.materialized == ["candidates", "search", "deploy"] and not caught_up.stale
+        assert caught_up.materialized == ["search", "deploy"] and not caught_up.stale
         assert set(stale_statuses(instance, project).values()) == {StaleStatus.FRESH}
 
 

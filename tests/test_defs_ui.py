@@ -20,12 +20,9 @@ import pytest
 import yaml
 
 from recmoo_dag.defs.pipeline import load_pipeline
-from recmoo_dag.synth import write_synthetic_log
-from tests import defs_support
 from tests.scaleout_support import POSTGRES_INSTANCE, postgres_server
 
-pytestmark = pytest.mark.slow
-materialized_project = defs_support.materialized_project  # session fixture (test_defs_materialize.py too)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui")]  # one worker starts each UI once
 
 CHROMIUM = os.environ.get("RECMOO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -102,13 +99,13 @@ def instance_storage(kind: str, home: Path):
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.scaleout)])
-def ui(request, tmp_path_factory, materialized_project):
-    """`recmoo ui` in a copy of the materialized tiny project: dagster dev on 127.0.0.1, DAGSTER_HOME
-    inside the project, its storage in SQLite or PostgreSQL. The UI's "Materialize all" then runs
-    every asset, and DVC finds most stages up to date: the sensor's run below recomputes everything
-    downstream of ingest for real."""
+def ui(request, tmp_path_factory, repro_project):
+    """`recmoo ui` in a copy of the tiny project that `dvc repro` ran from a terminal: dagster dev on
+    127.0.0.1, DAGSTER_HOME inside the project, its storage in SQLite or PostgreSQL. The UI's
+    "Materialize all" then runs every asset, and DVC finds every stage up to date: the sensor's run
+    below recomputes everything downstream of ingest for real."""
     project = tmp_path_factory.mktemp(f"ui-{request.param}") / "project"
-    shutil.copytree(materialized_project[0], project, symlinks=True)
+    shutil.copytree(repro_project, project, symlinks=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["orchestration"]["sensor_interval_seconds"] = 2  # not a stage param: nothing re-runs
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -204,11 +201,14 @@ def test_browser_materializes_all_assets(ui, tmp_path):
     assert "max_concurrent_runs: 1" in (ui.home / "dagster.yaml").read_text()
 
 
-def test_sensor_starts_a_run_for_a_new_batch(ui, tmp_path):
+def test_sensor_starts_a_run_for_a_new_batch(ui):
+    """A batch dropped in the incoming folder (written under a temporary name, then renamed) starts
+    one `new_logs` run. The batch re-delivers the log's own rows, which ingest drops as repeats: the
+    run goes through the whole graph and DVC finds nothing after ingest to recompute."""
     incoming = ui.project / "data" / "raw" / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
-    [batch, _] = write_synthetic_log(tmp_path, n_users=30, n_items=40, n_events=400, n_categories=4, seed=11)
-    os.replace(shutil.copy(batch, incoming / ".batch-0001.inter.part"), incoming / "batch-0001.inter")
+    [log] = sorted((ui.project / "data" / "raw" / "ml-100k").glob("*.inter"))
+    os.replace(shutil.copy(log, incoming / ".batch-0001.inter.part"), incoming / "batch-0001.inter")
     by_sensor = {"tags": [{"key": "recmoo/trigger", "value": "incoming_logs"}]}
     run = wait_for(lambda: finished_run(ui.url, by_sensor), RUN_TIMEOUT, "the sensor's run", ui.log)
     assert run["jobName"] == "new_logs"

@@ -8,12 +8,12 @@ import pytest
 from recmoo_dag import deploy, store
 from recmoo_dag.bundle import read_bundle
 from recmoo_dag.candidates import load_candidates
-from recmoo_dag.objectives import QUALITY, label
-from recmoo_dag.policy import NAMES
+from recmoo_dag.objectives import JUDGED, label
+from recmoo_dag.policy import VARIABLE_NAMES
 from recmoo_dag.stages.deploy import main as deploy_main
 from tests.deploy_support import FRONT, NO_BOUNDS, base_project, copy_project, perturb_model, write_front
 
-LABELS = {label(name, 10) for name in QUALITY}
+LABELS = {label(name, 10) for name in JUDGED}
 
 
 def run(params) -> dict:
@@ -35,7 +35,7 @@ def test_first_deploy_promotes_and_writes_exactly_the_documented_metrics(deploya
     params = deployable()
     written = run(params)
     assert set(written) == {"version", "policy", "fallback", "test", "gate"} and written["fallback"] is None
-    assert set(written["policy"]) == set(NAMES)
+    assert set(written["policy"]) == set(VARIABLE_NAMES)
     assert set(written["test"]) == {"accuracy_only", "deployed"}
     assert all(set(written["test"][side]) == LABELS for side in ("accuracy_only", "deployed"))
     assert set(written["gate"]) == {"promoted", "reason"}
@@ -75,7 +75,7 @@ def test_regression_against_the_champion_keeps_it_and_says_why(deployable):
 
 
 def test_retrained_model_is_promoted_and_rollback_restores_any_version(deployable):
-    params = deployable({"deploy": {"min_ratio": NO_BOUNDS, "tolerance": dict.fromkeys(QUALITY, 1.0)}})
+    params = deployable({"deploy": {"min_ratio": NO_BOUNDS, "tolerance": dict.fromkeys(JUDGED, 1.0)}})
     run(params)
     perturb_model(params, seed=11)  # as after retraining: the champion is re-scored with its own model
     second = run(params)
@@ -112,7 +112,7 @@ def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deploy
     assert payload["version"] == "v0001" == store.current_version(params.deploy.store)
     assert payload["gate"]["promoted"] and payload["gate"]["reason"].startswith(
         "fallback to the accuracy-only policy (deploy.fallback): no policy of the front meets the bounds")
-    assert payload["policy"] == dict(zip(NAMES, [0.0] * 6 + [10]))
+    assert payload["policy"] == dict(zip(VARIABLE_NAMES, [0.0] * 6 + [10]))
     assert payload["test"]["deployed"] == payload["test"]["accuracy_only"]
     # The figures of one policy, the front's nearest to meeting both bounds: coverage is missed.
     failed = {f["objective"]: f for f in payload["fallback"]["failed"]}
@@ -124,7 +124,7 @@ def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deploy
     again = run(params)
     assert again["version"] == "v0001" and not again["gate"]["promoted"] and again["fallback"] is None
     reachable = deployable({"deploy": {"min_ratio": NO_BOUNDS, "maximize": "novelty",
-                                       "tolerance": dict.fromkeys(QUALITY, 1.0)}})
+                                       "tolerance": dict.fromkeys(JUDGED, 1.0)}})
     replaced = run(reachable)
     assert replaced["version"] == "v0002" and replaced["fallback"] is None
     assert replaced["policy"] != payload["policy"]

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, write_params
-from tests.defs_support import make_project
+from tests.conftest import REPO, deep_update, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -71,10 +70,17 @@ def test_repro_caches_and_reruns_only_touched_stages(dvc_project):
     assert digests(dvc_project / "data" / "features") == built
 
 
-def test_any_list_length_works_end_to_end(tmp_path):
-    """policy.k: 5 through search, deploy and the service: objectives, reports and lists at 5."""
-    project = make_project(tmp_path / "k5", {"policy": {"k": 5}, "deploy": {"min_ratio": {"ndcg": 0.9, "ild": 1.0}}})
-    dvc(project, "repro")
+def test_any_list_length_works_end_to_end(repro_project, tmp_path):
+    """policy.k: 5 through tuning, training, search, deploy and the service: objectives, reports and
+    lists at 5."""
+    project = tmp_path / "k5"
+    shutil.copytree(repro_project, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    deep_update(params, {"policy": {"k": 5}, "deploy": {"min_ratio": {"ndcg": 0.9, "ild": 1.0}}})
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = ran_stages(dvc(project, "repro"))
+    assert ran == {"tune", "train", "candidates", "search", "deploy"}  # every stage reading policy.k, and after
+    assert "ndcg@5" in json.loads((project / "metrics" / "train.json").read_text())["model"]["test"]
     deployed = json.loads((project / "metrics" / "deploy.json").read_text())
     assert deployed["version"] == "v0001", deployed["gate"]
     assert set(deployed["test"]["deployed"]) == {"ndcg@5", "ild@5", "coverage@5", "novelty", "personalization"}

@@ -5,12 +5,12 @@ import pytest
 
 from recmoo_dag.errors import InputError
 from recmoo_dag.front import best_within, front_csv, front_table, read_front
-from recmoo_dag.objectives import NAMES as OBJECTIVES
-from recmoo_dag.policy import NAMES, POOL, accuracy_only
+from recmoo_dag.objectives import OBJECTIVES
+from recmoo_dag.policy import POOL, VARIABLE_NAMES, accuracy_only_policy
 
 
 def three_policies():
-    x = np.tile(accuracy_only(5), (3, 1))
+    x = np.tile(accuracy_only_policy(5), (3, 1))
     x[:, POOL] = [5.0, 20.0, 12.0]
     x[1, 1] = 0.3
     natural = {"valid": np.array([[0.10, 0.5, 3.0, 0.20, 0.5, 0.3], [0.09, 0.6, 3.2, 0.45, 0.6, 0.4],
@@ -22,19 +22,19 @@ def three_policies():
 def test_table_round_trips_the_variables_and_sorts_by_valid_ndcg(tmp_path):
     x, natural = three_policies()
     table = front_table(x, natural)
-    assert list(table.columns) == [*NAMES, *(f"{c}_{o}" for c in ("valid", "test") for o in OBJECTIVES)]
+    assert list(table.columns) == [*VARIABLE_NAMES, *(f"{c}_{o}" for c in ("valid", "test") for o in OBJECTIVES)]
     assert table["valid_ndcg"].tolist() == [0.10, 0.10, 0.09]
     assert table["pool"].tolist() == [5, 12, 20] and table["pool"].dtype.kind == "i"  # ties: by the variables
     (tmp_path / "front.csv").write_text(front_csv(table))
-    np.testing.assert_array_equal(read_front(tmp_path / "front.csv"), table[list(NAMES)].to_numpy(float))
+    np.testing.assert_array_equal(read_front(tmp_path / "front.csv"), table[list(VARIABLE_NAMES)].to_numpy(float))
 
 
 def test_best_within_is_the_most_coverage_above_the_ndcg_ratio():
     x, natural = three_policies()
     table = front_table(x, natural)
-    best = best_within(table, natural["valid"][0], 0.98)
+    best = best_within(table, natural["valid"][0], 0.98, 10)
     assert best["found"] and best["policy"]["pool"] == 12.0 and best["valid_coverage_gain"] == 0.5
-    assert best_within(table, natural["valid"][0], 1.5) == {"found": False}
+    assert best_within(table, natural["valid"][0], 1.5, 10) == {"found": False}
 
 
 def test_a_bad_front_is_a_clear_error(tmp_path):
@@ -43,6 +43,6 @@ def test_a_bad_front_is_a_clear_error(tmp_path):
     (tmp_path / "front.csv").write_text("a,b\n1,2\n")
     with pytest.raises(InputError, match=r"front.csv: columns \['log10_temperature'"):
         read_front(tmp_path / "front.csv")
-    pd.DataFrame(columns=list(NAMES)).to_csv(tmp_path / "front.csv", index=False)
+    pd.DataFrame(columns=list(VARIABLE_NAMES)).to_csv(tmp_path / "front.csv", index=False)
     with pytest.raises(InputError, match="the front is empty"):
         read_front(tmp_path / "front.csv")

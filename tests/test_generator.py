@@ -60,10 +60,10 @@ def test_a_log_where_ease_wins_on_valid_gets_eases_candidates(untrained, monkeyp
     for weights in blank.parameters():  # a transformer that scores every item alike: it cannot win
         weights.data.zero_()
     model = blank
-    reports, generator = compare(features, model, [10.0, 100.0], 64)
-    assert reports["generator"] == generator.kind == "ease"
-    assert reports["baselines"]["ease"]["valid"]["ndcg@10"] > reports["model"]["valid"]["ndcg@10"]
-    assert set(reports["blend"]) == {"valid", "test"} and 0 < reports["choice"]["blend_weight"] < 1
+    comparison, generator = compare(features, model, [10.0, 100.0], 64, k=10)
+    assert comparison.generator == generator.kind == "ease"
+    assert comparison.ease.valid.ndcg > comparison.model.valid.ndcg
+    assert 0 < comparison.blend_weight < 1 and comparison.blend.test.k == 10
     # The candidates stage then ranks with EASE, fit on each context's own history.
     architecture = {"n_items": features.n_items, "d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0,
                     "max_len": 20}
@@ -74,7 +74,7 @@ def test_a_log_where_ease_wins_on_valid_gets_eases_candidates(untrained, monkeyp
     candidates.main(params)
     with np.load(params.candidates.path) as arrays:
         got = arrays["test_items"]
-    indptr, items = features.history("test")
+    indptr, items = features.history_before("test")
     x = history_matrix(indptr, items, features.n_items)
     scores = ease_scorer(x, fit_ease(indptr, items, features.n_items, generator.ease_lambda))(np.arange(3))
     scores[x[np.arange(3)].toarray() > 0] = -np.inf
@@ -86,7 +86,7 @@ def test_a_log_where_ease_wins_on_valid_gets_eases_candidates(untrained, monkeyp
 def test_a_session_scores_like_the_batch_path(untrained, kind):
     """A live session (the service) and the batch scorer (candidates, deploy) agree for one user."""
     _, _, features, model = untrained
-    indptr, items = features.history("test")
+    indptr, items = features.history_before("test")
     ease = fit_ease(indptr, items, features.n_items, 30.0)
     generator = Generator(kind, model, 30.0, 0.4)
     batch = generator.scorer(indptr, items, ease)(np.arange(4))

@@ -37,8 +37,8 @@ def test_a_request_gets_the_terms_it_gets_inside_a_batch():
     logits = np.array([[2.0, 1.0, 0.0], [1.5, 0.5, -1.0]])
     profiles = terms.profiles(np.array([0, 1, 3]), np.array([2, 1, 3]))
     keys = id_keys(["u1", "u2"])
-    batch = terms.context(items, logits, profiles, keys)
-    one = terms.context(items[1:], logits[1:], profiles[1:], keys[1:])
+    batch = terms.requests(items, logits, profiles, keys)
+    one = terms.requests(items[1:], logits[1:], profiles[1:], keys[1:])
     for name in ("items", "logits", "log_pop", "novelty", "fit", "dither"):
         np.testing.assert_array_equal(getattr(one, name)[0], getattr(batch, name)[1], err_msg=name)
     assert (batch.fit >= 0).all() and (batch.fit <= 1).all()

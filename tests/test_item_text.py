@@ -12,14 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from recmoo_dag.config import FeaturesParams, ModelParams, TrainParams
 from recmoo_dag.errors import InputError
 from recmoo_dag.features import build_features, load_features, write_features
 from recmoo_dag.item_terms import item_vectors
 from recmoo_dag.item_text import UPSTREAM, item_texts, resolve_model
 from recmoo_dag.metrics import intra_list_diversity, item_similarity
 from recmoo_dag.train import fit
-from tests.conftest import REPO
+from tests.conftest import REPO, section, write_params
 
 
 def catalog() -> pd.DataFrame:
@@ -39,7 +38,7 @@ def test_the_stage_runs_offline_from_the_packaged_model_and_gives_the_same_bytes
     features = tmp_path / "data" / "features"
     features.mkdir(parents=True)
     catalog().to_parquet(features / "catalog.parquet", index=False)
-    (tmp_path / "params.yaml").write_text("seed: 42\n")
+    write_params(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     outputs = []
     for _ in range(2):
@@ -100,7 +99,7 @@ def test_a_never_seen_item_is_recommended_through_its_text(tmp_path):
     items = pd.DataFrame({"item_id": list(texts), "title": "", "categories": [[]] * len(texts),
                           "tags": [[]] * len(texts)})
     write_features(build_features(interactions.astype({"user_id": "string", "item_id": "string"}), items,
-                                  FeaturesParams(min_user_interactions=5, min_item_interactions=1,
+                                  section("features", min_user_interactions=5, min_item_interactions=1,
                                                  include_metadata_items=True)), tmp_path / "features")
     features = load_features(tmp_path / "features")
     new = int(np.flatnonzero(features.item_ids == "new")[0])
@@ -108,14 +107,14 @@ def test_a_never_seen_item_is_recommended_through_its_text(tmp_path):
     vectors = np.stack([np.zeros(16)] + [texts[item] for item in features.item_ids[1:]]).astype(np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     genre_0 = np.array([u for u, user in enumerate(features.user_ids) if int(user[1:]) % genres == 0])
-    indptr, history = features.history("test")
+    indptr, history = features.history_before("test")
     from recmoo_dag.evaluate import left_padded, seen_mask
 
     def new_items_rank(item_text: str) -> np.ndarray:
-        model = ModelParams(d_model=16, n_heads=2, n_layers=1, dropout=0.0, max_len=20, item_text=item_text)
-        train = TrainParams(max_steps=200, eval_every_steps=50, warmup_steps=10, lr=0.01, batch_size=32,
+        model = section("model", d_model=16, n_heads=2, n_layers=1, dropout=0.0, max_len=20, item_text=item_text)
+        train = section("train", max_steps=200, eval_every_steps=50, warmup_steps=10, lr=0.01, batch_size=32,
                             checkpoint_dir=str(tmp_path / "ckpt"), steps_log=str(tmp_path / "steps.csv"), threads=1)
-        net = fit(features, model, train, 0, item_text, text_vectors=vectors).model
+        net = fit(features, model, train, 10, 0, item_text, text_vectors=vectors).model
         scores = net.score_next(torch.from_numpy(left_padded(indptr, history, genre_0, 20))).numpy()
         scores[seen_mask(indptr, history, genre_0, features.n_items)] = -np.inf  # unseen items only
         return (scores > scores[:, [new]]).sum(axis=1)

@@ -116,4 +116,4 @@ def test_lineage_of_an_older_version_and_of_a_missing_one(deployed, capsys):
 
 
 def test_dvc_lock_hashes_without_a_lock_is_empty(tmp_path):
-    assert dvc_lock_hashes(tmp_path / "dvc.lock") == {}
+    assert dvc_lock_hashes(tmp_path) == {}

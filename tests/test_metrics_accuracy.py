@@ -29,8 +29,8 @@ def test_ndcg_hr_mrr_values():
     assert hit_rate_at_k(ranks, 10) == pytest.approx(3 / 5)
     assert hit_rate_at_k(ranks, 1) == pytest.approx(1 / 5)
     assert mrr(ranks) == pytest.approx((1 + 1 / 2 + 1 / 10 + 1 / 11 + 1 / 100) / 5)
-    assert accuracy(ranks, 10) == {"ndcg@10": ndcg_at_k(ranks, 10), "hr@10": hit_rate_at_k(ranks, 10),
-                               "mrr": mrr(ranks)}
+    assert accuracy(ranks, 10).to_json() == {"ndcg@10": ndcg_at_k(ranks, 10), "hr@10": hit_rate_at_k(ranks, 10),
+                                         "mrr": mrr(ranks)}
 
 
 def test_perfect_and_hopeless_rankings():

@@ -13,7 +13,7 @@ from recmoo_dag.policy import (
     POOL,
     TEMPERATURE,
     VARIABLES,
-    accuracy_only,
+    accuracy_only_policy,
     dither,
     id_keys,
     policy_vector,
@@ -43,9 +43,9 @@ def random_context(seed: int, n_users: int = 12, n_items: int = 60, n_cand: int 
 
 
 def build_context(items, logits, item_vectors, train_counts, n_train_users, history, user_ids, item_ids):
-    """A Context built the way the search, deploy and the service build theirs (item_terms.py)."""
+    """A Requests built the way the search, deploy and the service build theirs (item_terms.py)."""
     terms = ItemTerms.build(train_counts, n_train_users, item_vectors, item_ids)
-    return terms.context(items, logits, terms.profiles(*history), id_keys(user_ids))
+    return terms.requests(items, logits, terms.profiles(*history), id_keys(user_ids))
 
 
 def random_policies(seed: int, n: int, n_cand: int) -> np.ndarray:
@@ -56,21 +56,21 @@ def random_policies(seed: int, n: int, n_cand: int) -> np.ndarray:
     return x
 
 
-def reference_rerank(ctx, x: np.ndarray, k: int) -> np.ndarray:
+def reference_rerank(requests, x: np.ndarray, k: int) -> np.ndarray:
     """The policy written as the formula reads, one user and one slot at a time, in float64."""
     tau, lam, pool = 10.0 ** x[TEMPERATURE], max(x[DIVERSITY], MIN_DIVERSITY), int(x[POOL])
     out = []
-    for u in range(ctx.n_users):
-        a = ctx.logits[u, :pool].astype(np.float64) - x[DEBIAS] * ctx.log_pop[u, :pool]
-        z = (np.exp((a - a.max()) / tau) + x[NOVELTY] * ctx.novelty[u, :pool] + x[CALIBRATION] * ctx.fit[u, :pool]
-             + x[DITHER] * ctx.dither[u, :pool])
+    for u in range(requests.n_users):
+        a = requests.logits[u, :pool].astype(np.float64) - x[DEBIAS] * requests.log_pop[u, :pool]
+        z = (np.exp((a - a.max()) / tau) + x[NOVELTY] * requests.novelty[u, :pool] + x[CALIBRATION] * requests.fit[u, :pool]
+             + x[DITHER] * requests.dither[u, :pool])
         chosen = []
         for _ in range(k):
             best, best_score = -1, -np.inf
             for c in range(pool):
                 if c in chosen:
                     continue
-                penalty = max((ctx.item_sim[ctx.items[u, c], ctx.items[u, s]] for s in chosen), default=0.0)
+                penalty = max((requests.item_sim[requests.items[u, c], requests.items[u, s]] for s in chosen), default=0.0)
                 if z[c] - lam * penalty > best_score:
                     best, best_score = c, z[c] - lam * penalty
             chosen.append(best)
@@ -80,19 +80,19 @@ def reference_rerank(ctx, x: np.ndarray, k: int) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_vectorized_equals_reference(seed):
-    ctx, _ = random_context(seed)
-    policies = random_policies(seed, 9, ctx.n_candidates)
-    got = rerank(ctx, policies, K)
-    assert got.shape == (9, ctx.n_users, K)
+    requests, _ = random_context(seed)
+    policies = random_policies(seed, 9, requests.n_candidates)
+    got = rerank(requests, policies, K)
+    assert got.shape == (9, requests.n_users, K)
     for b, x in enumerate(policies):
-        np.testing.assert_array_equal(got[b], reference_rerank(ctx, x, K), err_msg=f"policy {b}: {x}")
+        np.testing.assert_array_equal(got[b], reference_rerank(requests, x, K), err_msg=f"policy {b}: {x}")
 
 
 def test_one_request_one_policy_matches_the_batch():
     """The service scores one user with one policy: same function, same answer as inside a batch."""
-    ctx, inputs = random_context(3)
-    policies = random_policies(3, 6, ctx.n_candidates)
-    batch = rerank(ctx, policies, K)
+    requests, inputs = random_context(3)
+    policies = random_policies(3, 6, requests.n_candidates)
+    batch = rerank(requests, policies, K)
     indptr, history = inputs["history"]
     one = build_context(**{**inputs, "items": inputs["items"][4:5], "logits": inputs["logits"][4:5],
                            "history": (indptr[4:6] - indptr[4], history[indptr[4]:indptr[5]]),
@@ -103,51 +103,51 @@ def test_one_request_one_policy_matches_the_batch():
 
 
 def test_threads_do_not_change_results():
-    ctx, _ = random_context(4, n_users=40)
-    policies = random_policies(4, 12, ctx.n_candidates)
-    np.testing.assert_array_equal(rerank(ctx, policies, K, threads=3), rerank(ctx, policies, K))
+    requests, _ = random_context(4, n_users=40)
+    policies = random_policies(4, 12, requests.n_candidates)
+    np.testing.assert_array_equal(rerank(requests, policies, K, threads=3), rerank(requests, policies, K))
 
 
 def test_accuracy_only_is_the_model_top_k():
-    ctx, _ = random_context(5)
-    np.testing.assert_array_equal(rerank(ctx, accuracy_only(K), K)[0], np.tile(np.arange(K), (ctx.n_users, 1)))
+    requests, _ = random_context(5)
+    np.testing.assert_array_equal(rerank(requests, accuracy_only_policy(K), K)[0], np.tile(np.arange(K), (requests.n_users, 1)))
 
 
 def test_lists_are_unique_and_inside_the_pool():
-    ctx, _ = random_context(6)
-    policies = random_policies(6, 10, ctx.n_candidates)
-    picks = rerank(ctx, policies, K)
+    requests, _ = random_context(6)
+    policies = random_policies(6, 10, requests.n_candidates)
+    picks = rerank(requests, policies, K)
     assert (picks < policies[:, POOL, None, None]).all()
     assert all(len(set(row)) == K for row in picks.reshape(-1, K))
-    items = recommended_items(ctx, picks)
-    np.testing.assert_array_equal(items[1, 2], ctx.items[2, picks[1, 2]])
+    items = recommended_items(requests, picks)
+    np.testing.assert_array_equal(items[1, 2], requests.items[2, picks[1, 2]])
 
 
 def test_knobs_move_the_lists_the_way_they_say():
-    ctx, _ = random_context(7, n_cand=40)
-    base = accuracy_only(K)
+    requests, _ = random_context(7, n_cand=40)
+    base = accuracy_only_policy(K)
     base[POOL] = 40
     novel, diverse = base.copy(), base.copy()
     novel[[TEMPERATURE, NOVELTY]] = [1.0, 1.0]  # flat relevance, full weight on self-information
     diverse[[TEMPERATURE, DIVERSITY]] = [1.0, 1.0]
-    picks = rerank(ctx, np.stack([base, novel, diverse]), K)
-    chosen_novelty = np.take_along_axis(ctx.novelty, picks.transpose(1, 0, 2).reshape(ctx.n_users, -1), 1)
-    chosen_novelty = chosen_novelty.reshape(ctx.n_users, 3, K).mean(axis=(0, 2))
+    picks = rerank(requests, np.stack([base, novel, diverse]), K)
+    chosen_novelty = np.take_along_axis(requests.novelty, picks.transpose(1, 0, 2).reshape(requests.n_users, -1), 1)
+    chosen_novelty = chosen_novelty.reshape(requests.n_users, 3, K).mean(axis=(0, 2))
     assert chosen_novelty[1] > chosen_novelty[0]
-    items = recommended_items(ctx, picks)
-    pair_sim = lambda lists: np.mean([ctx.item_sim[a, b] for row in lists for i, a in enumerate(row) for b in row[i + 1:]])
+    items = recommended_items(requests, picks)
+    pair_sim = lambda lists: np.mean([requests.item_sim[a, b] for row in lists for i, a in enumerate(row) for b in row[i + 1:]])
     assert pair_sim(items[2]) < pair_sim(items[0])
 
 
 def test_bad_policies_fail_loudly():
-    ctx, _ = random_context(8)
-    x = accuracy_only(K)
+    requests, _ = random_context(8)
+    x = accuracy_only_policy(K)
     with pytest.raises(ValueError, match="pool sizes"):
-        rerank(ctx, np.where(np.arange(len(x)) == POOL, K - 1, x), K)
+        rerank(requests, np.where(np.arange(len(x)) == POOL, K - 1, x), K)
     with pytest.raises(ValueError, match="pool sizes"):
-        rerank(ctx, np.where(np.arange(len(x)) == POOL, 10.5, x), K)
+        rerank(requests, np.where(np.arange(len(x)) == POOL, 10.5, x), K)
     with pytest.raises(ValueError, match="columns"):
-        rerank(ctx, np.zeros((2, 3)), K)
+        rerank(requests, np.zeros((2, 3)), K)
 
 
 def test_padding_is_listed_only_when_nothing_else_is_left():
@@ -178,14 +178,14 @@ def test_dither_is_a_fixed_uniform_number_per_user_and_item():
 
 
 def test_dither_spreads_the_lists_over_the_catalog():
-    ctx, _ = random_context(9, n_users=30, n_cand=40)
-    plain = accuracy_only(K)
+    requests, _ = random_context(9, n_users=30, n_cand=40)
+    plain = accuracy_only_policy(K)
     plain[[TEMPERATURE, POOL]] = [0.0, 40]
     dithered = plain.copy()
     dithered[DITHER] = 1.0
-    items = recommended_items(ctx, rerank(ctx, np.stack([plain, dithered]), K))
+    items = recommended_items(requests, rerank(requests, np.stack([plain, dithered]), K))
     assert len(np.unique(items[1])) > len(np.unique(items[0]))
-    np.testing.assert_array_equal(rerank(ctx, dithered, K), rerank(ctx, dithered, K))  # and stays deterministic
+    np.testing.assert_array_equal(rerank(requests, dithered, K), rerank(requests, dithered, K))  # and stays deterministic
 
 
 def test_policy_vector_switches_off_variables_a_version_predates():
@@ -200,9 +200,9 @@ def test_a_context_too_large_to_hold_its_block_gives_the_same_lists(monkeypatch)
     """Beyond BLOCK_CACHE_BYTES the greedy gathers the similarity rows it reads: same lists, bounded memory."""
     from recmoo_dag import policy
 
-    ctx, _inputs = random_context(4, n_users=300)
-    policies = random_policies(4, 40, ctx.n_candidates)  # ~100 users a tile: three tiles, two threads
-    whole = rerank(ctx, policies, K, threads=2)
+    requests, _inputs = random_context(4, n_users=300)
+    policies = random_policies(4, 40, requests.n_candidates)  # ~100 users a tile: three tiles, two threads
+    whole = rerank(requests, policies, K, threads=2)
     monkeypatch.setattr(policy, "BLOCK_CACHE_BYTES", 0)
     fresh, _ = random_context(4, n_users=300)
     np.testing.assert_array_equal(rerank(fresh, policies, K, threads=2), whole)

@@ -23,10 +23,10 @@ def test_service_answers_exactly_what_the_batch_reranker_gives_every_user(served
     folder = store.version_dir(served.deploy.store)
     bundle, recommender = read_bundle(folder), Recommender.load(folder)
     terms = ItemTerms.build(bundle.train_counts, bundle.n_users, bundle.item_vectors, bundle.item_ids)
-    ctx = terms.context(bundle.cand_items, bundle.cand_scores, terms.profiles(bundle.indptr, bundle.history),
+    requests = terms.requests(bundle.cand_items, bundle.cand_scores, terms.profiles(bundle.indptr, bundle.history),
                         id_keys(bundle.user_ids))
     policy = policy_vector(bundle.variables)[None]
-    batch = recommended_items(ctx, rerank(ctx, policy, 10))[0]  # (U, 10)
+    batch = recommended_items(requests, rerank(requests, policy, 10))[0]  # (U, 10)
     # Users with fewer than N unseen items have padding candidates, which the service drops and
     # the batch path keeps (harmless at ML-100K scale, where nobody has seen 1682 - 200 films).
     full = np.flatnonzero((bundle.cand_items != 0).all(axis=1))

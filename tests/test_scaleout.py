@@ -17,13 +17,11 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, validate_run_co
 
 from recmoo_dag.defs import build_defs
 from recmoo_dag.defs.pipeline import load_pipeline
-from tests import defs_support
 from tests.defs_support import WALL_CLOCK_KEYS, artifact_digests, dvc, make_project
 from tests.scaleout_support import POSTGRES_INSTANCE, add_remote, postgres_server, s3_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.scaleout]
-BEFORE_TRAIN = ["fetch", "ingest", "validate", "features"]
-materialized_project = defs_support.materialized_project  # session fixture (test_defs_materialize.py too)
+UP_TO_TRAIN = ["fetch", "ingest", "validate", "features", "item_text", "tune", "train"]
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -35,10 +33,10 @@ def outs(project: Path) -> list[str]:
     return [out for stage in load_pipeline(project).values() for out in stage.outs]
 
 
-def test_push_then_pull_in_a_fresh_clone_restores_every_artifact(tmp_path):
+def test_push_then_pull_in_a_fresh_clone_restores_every_artifact(repro_project, tmp_path):
     with s3_server() as s3:
-        project = make_project(tmp_path / "a")
-        dvc(project, "repro")
+        project = tmp_path / "a"
+        shutil.copytree(repro_project, project, symlinks=True)
         add_remote(dvc, project, s3)
         git(project, "add", "-A")
         git(project, "commit", "-qm", "a run")
@@ -56,15 +54,16 @@ def test_push_then_pull_in_a_fresh_clone_restores_every_artifact(tmp_path):
         assert "Data and pipelines are up to date" in dvc(clone, "status")
 
 
-def test_two_workspaces_share_one_run_through_the_remote_and_the_instance(tmp_path):
-    """Workspace A materializes up to features and pushes; workspace B, a clean clone sharing only
-    the remote and the Dagster instance, materializes the rest: the bytes of a one-workspace run."""
-    remote_mode = {"orchestration": {"remote": "shared"}}
+def test_two_workspaces_share_one_run_through_the_remote_and_the_instance(repro_project, tmp_path):
+    """Workspace A (a project that ran before) materializes up to train and pushes; workspace B, a
+    clean clone sharing only the remote and the Dagster instance, pulls what its stages read and runs
+    the rest for real: the bytes of a one-workspace run."""
     with s3_server() as s3, DagsterInstance.ephemeral() as instance:
-        single = make_project(tmp_path / "single")
-        dvc(single, "repro")
-
-        a = make_project(tmp_path / "a", remote_mode)
+        a = tmp_path / "a"
+        shutil.copytree(repro_project, a, symlinks=True)
+        params = yaml.safe_load((a / "params.yaml").read_text())
+        params["orchestration"]["remote"] = "shared"  # read by no stage: DVC still finds A up to date
+        (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         add_remote(dvc, a, s3)
         git(a, "add", "-A")
         git(a, "commit", "-qm", "the project")
@@ -73,29 +72,29 @@ def test_two_workspaces_share_one_run_through_the_remote_and_the_instance(tmp_pa
         add_remote(dvc, b, s3)
 
         job = lambda project: build_defs(project).resolve_implicit_global_asset_job_def()
-        first = job(a).execute_in_process(instance=instance, asset_selection=[AssetKey(s) for s in BEFORE_TRAIN])
+        first = job(a).execute_in_process(instance=instance, asset_selection=[AssetKey(s) for s in UP_TO_TRAIN])
         assert first.success
-        rest = [s for s in load_pipeline(b) if s not in BEFORE_TRAIN]
+        rest = [s for s in load_pipeline(b) if s not in UP_TO_TRAIN]
         second = job(b).execute_in_process(instance=instance, asset_selection=[AssetKey(s) for s in rest])
         assert second.success
-        assert not (b / "data" / "validated").exists()  # B pulled what its stages read, nothing more
+        validated = [out for out in load_pipeline(b)["validate"].outs if not out.startswith("reports/")]
+        assert not any((b / out).exists() for out in validated)  # B pulled what its stages read, nothing more
 
         theirs = [out for name in rest for out in load_pipeline(b)[name].outs]
-        mine = [out for name in BEFORE_TRAIN for out in load_pipeline(a)[name].outs]
-        assert artifact_digests(b, theirs) == artifact_digests(single, theirs)
-        assert artifact_digests(a, mine) == artifact_digests(single, mine)
-        for project, names in ((a, BEFORE_TRAIN), (b, rest)):
+        assert artifact_digests(b, theirs) == artifact_digests(repro_project, theirs)
+        for project, names in ((a, UP_TO_TRAIN), (b, rest)):
             status = dvc(project, "status", *names)
             assert "up to date" in status.lower(), (project.name, status)
     assert {"seconds", "train_seconds"} <= WALL_CLOCK_KEYS  # what the digests leave out
 
 
-def test_the_dagster_instance_on_postgres_keeps_runs_lineage_and_sensor_cursors(tmp_path, monkeypatch):
+def test_the_dagster_instance_on_postgres_keeps_runs_lineage_and_sensor_cursors(repro_project, tmp_path, monkeypatch):
     from dagster._core.test_utils import create_test_daemon_workspace_context
     from dagster._core.workspace.load_target import ModuleTarget
     from dagster._daemon.sensor import execute_sensor_iteration
 
-    project = make_project(tmp_path / "project")
+    project = tmp_path / "project"  # up to date: every asset's DVC stage is a quick no-op
+    shutil.copytree(repro_project, project, symlinks=True)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(POSTGRES_INSTANCE)
@@ -142,31 +141,32 @@ def test_executors_for_a_cluster_are_valid_job_definitions(tmp_path):
     assert build_defs(project).resolve_job_def("pipeline").executor_def.name == "multiprocess"
 
 
-def test_the_multiprocess_executor_runs_each_stage_in_its_own_process(materialized_project, tmp_path):
-    """The pipeline job launched as `dagster job execute` would on a worker: a process per step,
-    the params' stage changed so that train and everything after it re-run for real in those
+def test_the_multiprocess_executor_runs_each_stage_in_its_own_process(repro_project, tmp_path):
+    """The pipeline job launched as `dagster job execute` would on a worker, from the search on: a
+    process per step, a search param changed so that search and deploy re-run for real in those
     processes, one DVC command at a time (the workspace lock); the workspace ends up to date."""
     project = tmp_path / "project"
-    shutil.copytree(materialized_project[0], project, symlinks=True)
+    shutil.copytree(repro_project, project, symlinks=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["orchestration"]["executor"] = "multiprocess"
-    params["train"]["max_steps"] += 1  # a train param: train and its downstream are stale
+    params["search"]["n_evals"] += 24  # a search param: search and deploy are stale
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     home = tmp_path / "dagster_home"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "RECMOO_PROJECT_DIR": str(project)}
     proc = subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-m", "recmoo_dag.defs",
-                           "-j", "pipeline"], cwd=project, env=env, capture_output=True, text=True, check=False)
+                           "-j", "pipeline", "-o", "search*"], cwd=project, env=env, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with DagsterInstance.from_config(str(home)) as instance:
         (run,) = instance.get_runs()
         assert run.is_success
         starts = [record.event_log_entry for record in instance.get_records_for_run(
             run.run_id, of_type=DagsterEventType.STEP_START).records]
-    stages = list(load_pipeline(project))
-    pids = {entry.step_key: entry.dagster_event.pid for entry in starts if entry.step_key in stages}  # checks are steps too
+    stages = ["search", "deploy"]
+    pids = {entry.step_key: entry.dagster_event.pid for entry in starts if entry.step_key in load_pipeline(project)}
     assert sorted(pids) == sorted(stages)
     assert len(set(pids.values())) == len(stages)  # each stage in a process of its own
     assert "Data and pipelines are up to date" in dvc(project, "status")
-    locked = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]["params"]["params.yaml"]
-    assert locked["train"]["max_steps"] == params["train"]["max_steps"]  # train re-ran in its step process
+    locked = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["search"]["params"]["params.yaml"]
+    assert locked["search"]["n_evals"] == params["search"]["n_evals"]  # search re-ran in its step process

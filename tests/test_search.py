@@ -12,7 +12,9 @@ from recmoo_dag import search as S
 from recmoo_dag.candidates import load_candidates
 from recmoo_dag.features import load_features, sample_users
 from recmoo_dag.item_terms import training_terms
-from recmoo_dag.policy import DIVERSITY, NAMES, POOL, accuracy_only
+from recmoo_dag.objectives import OBJECTIVES
+from recmoo_dag.pareto import hypervolume, nondominated
+from recmoo_dag.policy import DIVERSITY, POOL, VARIABLE_NAMES, accuracy_only_policy
 from recmoo_dag.stages import search as search_stage
 from recmoo_dag.yardstick import yardsticks
 from tests.pareto_support import N_CANDIDATES, SMALL, make_pareto_project
@@ -23,55 +25,12 @@ def run(params) -> dict:
     return json.loads(open(params.search.metrics).read())
 
 
-def contexts_of(params):
+def yardsticks_of_project(params):
     """The search stage's contexts, built as the stage builds them (the project has genres: no model read)."""
     features = load_features(params.features.dir)
     terms = training_terms(features, params.policy.similarity, embeddings=lambda: pytest.fail("model read"))
     return yardsticks(features, load_candidates(params.candidates.path), terms, params.policy.k,
                         params.policy.latency, params.search.threads)
-
-
-def test_hypervolume_by_hand_and_approximation():
-    # 2-D, reference (1, 1): the union of [0.5, 1] x [0.2, 1] and [0.2, 1] x [0.6, 1]
-    points = np.array([[0.5, 0.2], [0.2, 0.6], [0.6, 0.7]])  # the third is dominated
-    assert S.hypervolume(points, 1.0) == pytest.approx(0.5 * 0.8 + 0.3 * 0.4)
-    assert S.hypervolume(np.array([[1.2, 0.0]]), 1.0) == 0.0  # outside the reference box
-    rng = np.random.default_rng(0)
-    sphere = rng.random((300, 5))
-    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
-    exact = S.hypervolume(sphere, 1.1)
-    S_max, S.HV_EXACT_MAX = S.HV_EXACT_MAX, 10
-    try:
-        assert S.hypervolume(sphere, 1.1) == pytest.approx(exact, rel=2e-3)
-    finally:
-        S.HV_EXACT_MAX = S_max
-
-
-def test_epsilon_thinning_keeps_one_policy_per_box_and_covers_the_front():
-    points = np.array([[0.01, 0.99], [0.02, 0.98], [0.51, 0.49], [0.99, 0.01], [0.52, 0.48]])
-    kept = S.epsilon_thin(points, 0.1)
-    np.testing.assert_array_equal(kept, [1, 3, 4])  # rows 0 and 2 share a box with a row nearer its corner
-    rng = np.random.default_rng(4)
-    cloud = rng.random((3000, 4))
-    cloud = cloud[S.nondominated(cloud)]
-    for epsilon in (0.05, 0.2):
-        kept = S.epsilon_thin(cloud, epsilon)
-        assert 0 < len(kept) < len(cloud)
-        # ε-Pareto: every front point is ε-dominated by a kept one (within one box side per objective)
-        gap = (cloud[kept][None, :, :] - cloud[:, None, :] <= epsilon + 1e-12).all(axis=2).any(axis=1)
-        assert gap.all()
-
-
-def test_thinning_to_a_limit_keeps_an_epsilon_pareto_subset_that_fits():
-    rng = np.random.default_rng(5)
-    cloud = rng.random((4000, 5))
-    cloud = cloud[S.nondominated(cloud)]
-    assert len(S.epsilon_thin(cloud, 0.02)) > 50
-    kept = S.thin_to(cloud, 0.02, 50)
-    assert 45 <= len(kept) <= 50  # the finest ε that fits: close to the limit, not a doubling's fraction of it
-    np.testing.assert_array_equal(kept, S.thin_to(cloud, 0.02, 50))
-    small = S.thin_to(cloud, 0.02, 10_000)  # the limit does not bind: plain ε-thinning
-    np.testing.assert_array_equal(small, S.epsilon_thin(cloud, 0.02))
 
 
 def test_baselines_live_in_the_box_with_the_budget():
@@ -83,7 +42,7 @@ def test_baselines_live_in_the_box_with_the_budget():
     np.testing.assert_array_equal(random, S.random_policies(500, low, high, seed=3))
     assert ((random >= low) & (random <= high)).all() and (random[:, POOL] == np.round(random[:, POOL])).all()
     start = S.initial_population(24, low, high, seed=0)
-    assert start.shape == (24, len(low)) and (start[0] == accuracy_only(5)).all()  # accuracy-only first
+    assert start.shape == (24, len(low)) and (start[0] == accuracy_only_policy(5)).all()  # accuracy-only first
     sweep = S.mmr_sweep(50, low, high, pool=20)
     assert len(np.unique(sweep[:, DIVERSITY])) == 50
     assert (np.delete(sweep, DIVERSITY, axis=1) == np.delete(sweep[:1], DIVERSITY, axis=1)).all()  # one knob
@@ -126,8 +85,8 @@ def test_stage_writes_front_plot_metrics_byte_identically(pareto_project, tmp_pa
         assert all(0 < v < 1.1 ** 6 for v in payload[key].values())
     front = pd.read_csv(tmp_path / "reports" / "search" / "front.csv")
     assert len(front) == payload["front_size"] > 0
-    assert list(front.columns[:len(NAMES)]) == list(NAMES)
-    assert {f"{c}_{o}" for c in ("valid", "test") for o in S.OBJECTIVES} <= set(front.columns)
+    assert list(front.columns[:len(VARIABLE_NAMES)]) == list(VARIABLE_NAMES)
+    assert {f"{c}_{o}" for c in ("valid", "test") for o in OBJECTIVES} <= set(front.columns)
     assert front["pool"].between(5, N_CANDIDATES).all()
     assert json.loads((tmp_path / "metrics" / "search.json").read_text())["front_size"] == len(front)
 
@@ -142,8 +101,8 @@ def test_front_policies_score_as_the_csv_says(pareto_project, tmp_path):
     """What deploy does: read the variables back and score them; the CSV's figures come out exactly."""
     run(pareto_project)
     front = pd.read_csv(tmp_path / "reports" / "search" / "front.csv")
-    valid, test = contexts_of(pareto_project)
-    policies = front[list(NAMES)].to_numpy()
+    valid, test = yardsticks_of_project(pareto_project)
+    policies = front[list(VARIABLE_NAMES)].to_numpy()
     np.testing.assert_array_equal(valid.objectives(policies), front[[f"valid_{o}" for o in S.OBJECTIVES]])
     np.testing.assert_array_equal(test.objectives(policies), front[[f"test_{o}" for o in S.OBJECTIVES]])
 
@@ -161,37 +120,37 @@ def test_the_user_sample_is_seeded_and_stratified_by_activity():
 
 @pytest.mark.slow
 def test_a_sampled_search_reports_fronts_rescored_on_everyone(pareto_project):
-    valid, test = contexts_of(pareto_project)
-    sample = sample_users(np.arange(valid.ctx.n_users) % 7, 30, seed=1)
-    result = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
-                      sample=sample, rescore_policies=12)
-    assert result["users_searched"] == 30 < valid.ctx.n_users
-    assert all(0 < len(front["x"]) <= 12 for front in result["fronts"].values())  # the re-scoring is bounded
-    for method, front in result["fronts"].items():
+    valid, test = yardsticks_of_project(pareto_project)
+    sample = sample_users(np.arange(valid.requests.n_users) % 7, 30, seed=1)
+    result = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
+                      users=sample, rescore_policies=12)
+    assert result.users_searched == 30 < valid.requests.n_users
+    assert all(0 < len(front.x) <= 12 for front in result.fronts.values())  # the re-scoring is bounded
+    for method, front in result.fronts.items():
         # The reported figures are the policies' own on all valid users and on test.
-        np.testing.assert_array_equal(valid.objectives(front["x"]), front["valid"], err_msg=method)
-        np.testing.assert_array_equal(test.objectives(front["x"]), front["test"], err_msg=method)
-        losses = valid.losses(front["valid"])
-        assert len(S.nondominated(losses)) == len(losses)  # non-dominated on everyone
-    assert 0 < result["paired_se"]["all"] < result["paired_se"]["searched"]  # more users, less noise
+        np.testing.assert_array_equal(valid.objectives(front.x), front.valid, err_msg=method)
+        np.testing.assert_array_equal(test.objectives(front.x), front.test, err_msg=method)
+        losses = valid.losses(front.valid)
+        assert len(nondominated(losses)) == len(losses)  # non-dominated on everyone
+    assert 0 < result.paired_se_all < result.paired_se_searched  # more users, less noise
     # The search's own view: every policy a method evaluated, on the sample.
-    searched, (low, high) = valid.subset(sample), S.bounds(valid.k, valid.ctx.n_candidates)
-    random = S.random_policies(result["n_evals"], low, high, 0)
-    assert result["hypervolume_searched"]["random"] == pytest.approx(
-        S.hypervolume(searched.losses(searched.objectives(random)), 1.1), rel=1e-12)
-    assert result["hypervolume_searched"]["random"] != result["hypervolume"]["random"]
+    searched, (low, high) = valid.subset(sample), S.bounds(valid.k, valid.requests.n_candidates)
+    random = S.random_policies(result.n_evals, low, high, 0)
+    assert result.hypervolume_searched["random"] == pytest.approx(
+        hypervolume(searched.losses(searched.objectives(random)), 1.1), rel=1e-12)
+    assert result.hypervolume_searched["random"] != result.hypervolume["random"]
     # Everyone as the "sample" is the plain search, to the bit.
-    plain = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02)
-    every = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
-                     sample=np.arange(valid.ctx.n_users))
-    np.testing.assert_array_equal(plain["fronts"]["nsga"]["x"], every["fronts"]["nsga"]["x"])
-    assert plain["hypervolume"] == every["hypervolume"] == every["hypervolume_searched"]
+    plain = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02)
+    every = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
+                     users=np.arange(valid.requests.n_users))
+    np.testing.assert_array_equal(plain.fronts["nsga"].x, every.fronts["nsga"].x)
+    assert plain.hypervolume == every.hypervolume == every.hypervolume_searched
 
 
 @pytest.mark.slow
 def test_a_stalled_hypervolume_stops_nsga_and_the_baselines_get_what_it_used(pareto_project):
-    valid, test = contexts_of(pareto_project)
-    result = S.search(valid, test, list(S.OBJECTIVES), "auto", 24, ("n_eval", 2400), 1.1, 20, 0, 0.02,
+    valid, test = yardsticks_of_project(pareto_project)
+    result = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 2400), 1.1, 20, 0, 0.02,
                       stall=(3, 10.0))  # "less than 1,000% gain in 3 generations": stops at once
-    assert result["n_evals"] <= 24 * 5 < 2400
-    assert all(result["front_size_before_thinning"][m] <= result["n_evals"] for m in result["fronts"])
+    assert result.n_evals <= 24 * 5 < 2400
+    assert all(result.front_size_before_thinning[m] <= result.n_evals for m in result.fronts)

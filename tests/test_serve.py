@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from recmoo_dag import store
 from recmoo_dag.bundle import read_bundle
 from recmoo_dag.cli import main
-from recmoo_dag.policy import NAMES
+from recmoo_dag.policy import VARIABLE_NAMES
 from recmoo_dag.serve import create_app
 from recmoo_dag.stages import deploy
 from tests.deploy_support import FRONT, base_project, deployed_copy, perturb_model, write_front
@@ -137,7 +137,7 @@ def test_malformed_and_oversized_bodies_are_4xx(client, served):
 def test_health_policy_and_openapi(client, served):
     assert client.get("/health").json() == {"status": "ok", "policy_version": "v0001"}
     policy = client.get("/policy").json()
-    assert policy["version"] == "v0001" and policy["policy"] == {k: FRONT[2][k] for k in NAMES}
+    assert policy["version"] == "v0001" and policy["policy"] == {k: FRONT[2][k] for k in VARIABLE_NAMES}
     assert policy["lineage"][0]["artifact"] == "front"
     assert policy["gate"]["promoted"] is True and set(policy["test"]) == {"accuracy_only", "deployed"}
     spec = client.get("/openapi.json").json()

@@ -3,7 +3,6 @@ the core never imports a shell, and every stage fails with one clean line instea
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import yaml
 
 from recmoo_dag.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, write_params
 
 PACKAGE = REPO / "recmoo_dag"
 STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
@@ -99,20 +98,20 @@ def test_stage_mains_stay_thin():
 
 
 @pytest.mark.parametrize("stage", [s for s in STAGES if s != "fetch"])
-def test_every_stage_without_its_inputs_fails_with_one_clean_line(stage, tmp_path):
+def test_every_stage_without_its_inputs_fails_with_one_clean_line(stage, tmp_path, monkeypatch, capsys):
     """In an empty project each stage exits 1 with one 'recmoo <stage>: error: ...' line."""
-    (tmp_path / "params.yaml").write_text("seed: 1\n")
-    proc = subprocess.run([sys.executable, "-m", "recmoo_dag.cli", stage], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300, check=False)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"recmoo {stage}: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main([stage]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"recmoo {stage}: error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out
 
 
 def test_a_bad_params_file_is_one_clean_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text("deploy:\n  min_ratio:\n    ndcg@10: 0.98\n")
+    write_params(tmp_path, {"deploy": {"min_ratio": {"ndcg@10": 0.98}}})
     assert main(["deploy"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("recmoo deploy: error: params.yaml: deploy.min_ratio.ndcg@10") and err.count("\n") == 1
@@ -120,7 +119,7 @@ def test_a_bad_params_file_is_one_clean_line(tmp_path, monkeypatch, capsys):
 
 def test_fetch_of_a_missing_local_log_is_one_clean_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    Path("params.yaml").write_text("data:\n  source: local\n  dataset_dir: data/raw/mine\n")
+    write_params(tmp_path, {"data": {"source": "local", "dataset_dir": "data/raw/mine"}})
     assert main(["fetch"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("recmoo fetch: error: data.dataset_dir data/raw/mine: no such folder") and err.count("\n") == 1

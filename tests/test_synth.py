@@ -1,9 +1,9 @@
 import numpy as np
 
 from recmoo_dag.cli import main
-from recmoo_dag.config import GenericFormat
 from recmoo_dag.data import read_logs
 from recmoo_dag.synth import synthesize
+from tests.conftest import section
 
 
 def test_same_seed_same_log_and_a_different_seed_differs():
@@ -33,7 +33,7 @@ def test_cli_writes_formats_that_ingest_reads(tmp_path):
         out = tmp_path / fmt
         assert main(["synth", "--users", "30", "--items", "20", "--events", "600", "--format", fmt,
                      "--out", str(out)]) == 0
-        log = read_logs(out, fmt, GenericFormat())
+        log = read_logs(out, fmt, section("data.generic"))
         assert log.interactions["user_id"].nunique() == 30
         assert len(log.items) == 20
         assert np.issubdtype(log.interactions["timestamp"].dtype, np.integer)

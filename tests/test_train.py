@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from recmoo_dag.batches import StepStream, training_windows
 from recmoo_dag.config import Params
 from recmoo_dag.errors import InputError
 from recmoo_dag.stages.train import main as run
-from recmoo_dag.train import StepStream, training_windows
 from tests.conftest import REPO
 from tests.model_support import tiny_project
 
@@ -69,9 +69,10 @@ def test_rounds_are_fixed_step_counts_of_an_endless_seeded_stream():
 
 
 def test_an_improvement_must_beat_the_noise_of_the_paired_gain():
+    from recmoo_dag.model import SeqRecModel
     from recmoo_dag.train import SeqRecModule
 
-    module = SeqRecModule(10, 8, 2, 1, 0.0, 5, lr=1e-3, lr_schedule="constant", warmup_steps=0, total_steps=10,
+    module = SeqRecModule(SeqRecModel(10, 8, 2, 1, 0.0, 5), k=10, lr=1e-3, lr_schedule="constant", warmup_steps=0, total_steps=10,
                           weight_decay=0.0, label_smoothing=0.0, min_improvement_se=1.0, seed=0, compile=False)
     assert module._improves(0.0, 0.0, 100)  # the first validation is the best so far
     module.best_gains = np.zeros(100)
@@ -84,9 +85,10 @@ def test_an_improvement_must_beat_the_noise_of_the_paired_gain():
 
 
 def test_warm_up_ramps_the_learning_rate_then_cosine_decays_it():
+    from recmoo_dag.model import SeqRecModel
     from recmoo_dag.train import SeqRecModule
 
-    module = SeqRecModule(10, 8, 2, 1, 0.0, 5, lr=1.0, lr_schedule="cosine", warmup_steps=4, total_steps=20,
+    module = SeqRecModule(SeqRecModel(10, 8, 2, 1, 0.0, 5), k=10, lr=1.0, lr_schedule="cosine", warmup_steps=4, total_steps=20,
                           weight_decay=0.0, label_smoothing=0.0, min_improvement_se=1.0, seed=0, compile=False)
     factor = module.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
     assert [round(factor(s), 3) for s in (0, 1, 3)] == [0.2, 0.4, 0.8]

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recmoo_dag.config import ValidateParams
 from recmoo_dag.validation import validate_interactions
+from tests.conftest import section
 
-RULES = ValidateParams()  # min 10 users, 10 items, 100 rows; at most 1% repeated events
+RULES = section("validate")  # min 10 users, 10 items, 100 rows; at most 1% repeated events
 DUPLICATE_COLUMN = "user_id, item_id, timestamp"
 
 

@@ -14,45 +14,46 @@ from pathlib import Path
 from dagster import AssetCheckResult, AssetChecksDefinition, Failure, MetadataValue, asset_check
 
 from recmoo_dag.defs.pipeline import Stage
+from recmoo_dag.objectives import label
+from recmoo_dag.results import Comparison, DeployReport, SearchMetrics
 
 
 def validation_passed(report: dict) -> AssetCheckResult:
     """The great-expectations suite passed (reports/validation.json)."""
     failures = report.get("failures") or []
-    return AssetCheckResult(passed=bool(_get(report, "success")), metadata={
+    return AssetCheckResult(passed=bool(report["success"]), metadata={
         "summary": MetadataValue.text(str(report.get("summary", ""))),
         "failed expectations": len(failures),
     })
 
 
 def generator_beats_popularity(metrics: dict) -> AssetCheckResult:
-    """The chosen candidate generator's NDCG@10 on valid is above the popularity baseline's
+    """The chosen candidate generator's NDCG@k on valid is above the popularity baseline's
     (metrics/train.json)."""
-    kind = str(_get(metrics, "generator"))
-    generator = float(_get(metrics, "choice.valid_ndcg@10")[kind])
-    popularity = float(_get(metrics, "baselines.pop.valid.ndcg@10"))
+    report = Comparison.from_json(metrics)
+    generator, popularity = report.valid_ndcg[report.generator], report.pop.valid.ndcg
+    ndcg = label("ndcg", report.k)
     return AssetCheckResult(passed=generator > popularity, metadata={
-        "generator": MetadataValue.text(kind), "generator valid ndcg@10": generator,
-        "popularity valid ndcg@10": popularity, "margin": generator - popularity})
+        "generator": MetadataValue.text(report.generator), f"generator valid {ndcg}": generator,
+        f"popularity valid {ndcg}": popularity, "margin": generator - popularity})
 
 
 def front_beats_mmr(search: dict) -> AssetCheckResult:
     """The Pareto front is non-empty and its hypervolume on valid beats the MMR sweep's at the same
     budget (metrics/search.json)."""
-    size = int(_get(search, "front_size"))
-    front = float(_get(search, "hypervolume.nsga"))
-    mmr = float(_get(search, "hypervolume.mmr_sweep"))
-    return AssetCheckResult(passed=size > 0 and front > mmr, metadata={
-        "front size": size, "front hypervolume": front, "MMR sweep hypervolume": mmr})
+    report = SearchMetrics.from_json(search)
+    front, mmr = report.hypervolume["nsga"], report.hypervolume["mmr_sweep"]
+    return AssetCheckResult(passed=report.front_size > 0 and front > mmr, metadata={
+        "front size": report.front_size, "front hypervolume": front, "MMR sweep hypervolume": mmr})
 
 
 def deploy_gate(deploy: dict) -> AssetCheckResult:
     """A policy that passed the gate is served: the new one promoted, or the champion kept
     (metrics/deploy.json). Fails when nothing is served."""
-    promoted, version = bool(_get(deploy, "gate.promoted")), _get(deploy, "version")
-    return AssetCheckResult(passed=promoted or version is not None, metadata={
-        "deployed version": MetadataValue.text(str(version)), "promoted": promoted,
-        "gate decision": MetadataValue.text(str(deploy["gate"].get("reason", "")))})
+    report = DeployReport.from_json(deploy)
+    return AssetCheckResult(passed=report.promoted or report.version is not None, metadata={
+        "deployed version": MetadataValue.text(str(report.version)), "promoted": report.promoted,
+        "gate decision": MetadataValue.text(report.reason)})
 
 
 # stage -> (report file among its outs, check). A stage missing from dvc.yaml gets no check.
@@ -82,7 +83,7 @@ def stage_check(project: Path, stage: Stage, filename: str,
         try:
             return check(json.loads(path.read_text()))
         except KeyError as err:
-            raise Failure(f"{report}: {err.args[0]} (written by stage {stage.name}; "
+            raise Failure(f"{report}: no key {err.args[0]!r} (written by stage {stage.name}; "
                           f"the check is {check.__name__} in recmoo_dag/defs/checks.py)") from err
 
     return _check
@@ -95,12 +96,3 @@ def report_path(stage: Stage, filename: str) -> str:
             return out
     raise ValueError(f"dvc.yaml: stage {stage.name!r} has no out named {filename!r}; its blocking check "
                      f"needs it (recmoo_dag/defs/checks.py BLOCKING_CHECKS); outs: {list(stage.outs)}")
-
-
-def _get(data: dict, dotted: str):
-    node = data
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            raise KeyError(f"no key {dotted!r}")
-        node = node[key]
-    return node

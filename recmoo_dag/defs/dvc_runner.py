@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,7 +39,8 @@ def run_dvc(context: AssetExecutionContext, project: Path, args: list[str]) -> N
     command = [sys.executable, "-m", "dvc", "--wait-for-lock", *args]
     shown = " ".join(args)
     deadline = time.monotonic() + BUSY_GIVE_UP_S
-    with workspace_lock(context, project):
+    with workspace_lock(project, on_wait=lambda: context.log.info(
+            "waiting for another Dagster step's DVC command in this workspace")):
         while True:
             context.log.info(f"$ dvc --wait-for-lock {shown}  (in {project})")
             code, output = _stream(context, command, project)
@@ -54,18 +55,23 @@ def run_dvc(context: AssetExecutionContext, project: Path, args: list[str]) -> N
 
 
 @contextmanager
-def workspace_lock(context: AssetExecutionContext, project: Path) -> Iterator[None]:
-    """Exclusive lock on the workspace for one DVC command (released if the process dies)."""
+def workspace_lock(project: Path, wait: bool = True, on_wait: Callable[[], None] = lambda: None) -> Iterator[bool]:
+    """Exclusive lock on the workspace around one DVC command or one read of its state (released if
+    the process dies). Yields whether it is held: with wait=False, False at once when another holds
+    it; otherwise `on_wait()` is called and the lock waited for."""
     path = project / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            context.log.info("waiting for another Dagster step's DVC command in this workspace")
+            if not wait:
+                yield False
+                return
+            on_wait()
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

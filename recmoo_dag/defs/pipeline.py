@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from recmoo_dag.lineage import dvc_lock_stages
+
 CODE_LIKE = (".py", ".json")  # deps that are code or settings, not data: part of the code version
 
 
@@ -94,10 +96,7 @@ def code_version(project: Path, cmd, params: dict, sources: list[str]) -> str:
 
 def locked_outs(project: str | Path, stage: str) -> dict[str, str]:
     """{out path: DVC hash} recorded in dvc.lock for `stage` ({} before its first run)."""
-    lock = Path(project) / "dvc.lock"
-    if not lock.is_file():
-        return {}
-    entry = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
+    entry = lock_entry(project, stage)
     return {out["path"]: out.get("md5") or out.get("etag") or out.get("checksum", "")
             for out in entry.get("outs", [])}
 
@@ -162,16 +161,12 @@ def would_rerun(stages: dict[str, Stage], changed: set[str]) -> list[str]:
 
 def lock_entry(project: str | Path, stage: str) -> dict:
     """The stage's entry of dvc.lock ({} before its first run): its cmd, deps, params and outs with hashes."""
-    lock = Path(project) / "dvc.lock"
-    if not lock.is_file():
-        return {}
-    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
+    return dvc_lock_stages(project).get(stage, {})
 
 
 def merge_lock_entries(project: str | Path, entries: dict[str, dict]) -> None:
     """Write other workspaces' dvc.lock entries (stage -> entry) into this one's, so DVC knows the
     hashes of outputs it did not produce and can pull them from the remote."""
     lock = Path(project) / "dvc.lock"
-    data = (yaml.safe_load(lock.read_text()) if lock.is_file() else None) or {"schema": "2.0", "stages": {}}
-    data.setdefault("stages", {}).update(entries)
+    data = {"schema": "2.0", "stages": {**dvc_lock_stages(project), **entries}}
     lock.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -16,9 +16,6 @@
 """
 from __future__ import annotations
 
-import fcntl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +30,7 @@ from dagster._core.definitions.data_version import (
 
 from recmoo_dag import store
 from recmoo_dag.config import load_params
-from recmoo_dag.defs.dvc_runner import LOCK_FILE
+from recmoo_dag.defs.dvc_runner import workspace_lock
 from recmoo_dag.defs.pipeline import Stage, data_version, dvc_status, lock_entry, locked_outs, would_rerun
 from recmoo_dag.defs.reports import stage_metadata
 
@@ -65,7 +62,8 @@ def sync(instance: DagsterInstance, project: Path, stages: dict[str, Stage]) -> 
     from dvc.lock import LockError  # imported here: loading the definitions stays cheap
 
     result = Synced()
-    with _workspace(project) as free:
+    # Reading dvc.lock while a step's `dvc repro` writes it would record half a state.
+    with workspace_lock(project, wait=False) as free:
         if not free:
             result.busy = True
             return result
@@ -147,21 +145,3 @@ def _latest_deploy_record(instance: DagsterInstance) -> str | None:
 def _latest_observation(instance: DagsterInstance, name: str) -> dict:
     records = instance.fetch_observations(AssetKey(name), limit=1).records
     return {k: v.value for k, v in records[0].asset_observation.metadata.items()} if records else {}
-
-
-@contextmanager
-def _workspace(project: Path) -> Iterator[bool]:
-    """Try-lock the workspace lock that Dagster steps hold around their DVC commands (reading dvc.lock
-    while a step's `dvc repro` writes it would record half a state); yields whether it was free."""
-    path = project / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,12 +1,12 @@
 """`recmoo candidates`: every user's top candidates.n unseen items by the chosen generator's scores,
-in the valid and test contexts."""
+in the valid and test windows."""
 from __future__ import annotations
 
 import time
 
 from recmoo_dag.candidates import build_candidates, save_candidates
 from recmoo_dag.config import Params
-from recmoo_dag.evaluate import CONTEXTS
+from recmoo_dag.evaluate import WINDOWS
 from recmoo_dag.features import load_features
 from recmoo_dag.generator import load_generator
 from recmoo_dag.model import check_catalog
@@ -20,5 +20,5 @@ def main(params: Params) -> None:
     arrays = build_candidates(generator.scorer, features, params.candidates.n, params.candidates.batch_size)
     save_candidates(params.candidates.path, arrays)
     print(f"candidates: top {params.candidates.n} of {features.n_items} items by {generator.kind} for "
-          f"{features.n_users} users x {len(CONTEXTS)} contexts in {time.perf_counter() - start:.2f}s "
+          f"{features.n_users} users x {len(WINDOWS)} windows in {time.perf_counter() - start:.2f}s "
           f"-> {params.candidates.path}")

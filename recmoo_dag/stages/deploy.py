@@ -12,8 +12,8 @@ from recmoo_dag.deploy import (
     identity,
     judge,
     load_champion,
-    payload,
     record,
+    report,
 )
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
@@ -45,9 +45,9 @@ def main(params: Params) -> None:
         if verdict.decision.promoted:
             decision = record(choice, verdict, champion, cfg, k)
             served = store.publish(cfg.store, lambda folder, name: build_version(
-                folder, name, params, features, generator, terms.vectors, verdict.policy, test.ctx.n_candidates,
+                folder, name, params, features, generator, terms.vectors, verdict.policy, test.requests.n_candidates,
                 decision))
         store.log_decision(cfg.store, decision_log(served, choice, verdict, champion, cfg, k))
-    write_json(cfg.metrics, payload(served, verdict, champion, k))
+    write_json(cfg.metrics, report(served, verdict, champion, k).to_json())
     verb = f"promoted {served}" if verdict.decision.promoted else f"kept {served or 'nothing'}"
     print(f"deploy: {verb} ({verdict.decision.reason}); rule {cfg.rule}: {choice.reason}")

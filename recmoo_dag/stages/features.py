@@ -15,7 +15,6 @@ def main(params: Params) -> None:
     items = pd.read_parquet(params.validation.items)
     tables = build_features(interactions, items if len(items) else None, params.features)
     write_features(tables, Path(params.features.dir))
-    meta = tables["meta"]
-    write_json(params.features.stats, {k: meta[k] for k in
-                                       ("n_users", "n_items", "n_interactions", "n_train", "density")})
-    print(f"features: {meta['n_users']} users, {meta['n_items']} items, {meta['n_interactions']} events")
+    meta = tables.meta
+    write_json(params.features.stats, meta.stats())
+    print(f"features: {meta.n_users} users, {meta.n_items} items, {meta.n_interactions} events")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recmoo_dag.config import Params
-from recmoo_dag.data import fetch_movielens, record_local
+from recmoo_dag.fetch import fetch_movielens, record_local
 from recmoo_dag.synth import write_synthetic_log
 
 

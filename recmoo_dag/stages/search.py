@@ -15,11 +15,11 @@ from recmoo_dag.io import atomic_write, write_json
 from recmoo_dag.item_terms import training_terms
 from recmoo_dag.item_text import text_vectors_if_any
 from recmoo_dag.model import item_embeddings, load_model
-from recmoo_dag.search import search, summary
+from recmoo_dag.search import search
 from recmoo_dag.yardstick import Yardstick, yardsticks
 
 
-def contexts(params: Params, features: Features | None = None) -> tuple[Yardstick, Yardstick]:
+def yardsticks_of(params: Params, features: Features | None = None) -> tuple[Yardstick, Yardstick]:
     """The valid and test yardsticks of the stage's inputs (also what the benchmarks measure on)."""
     features = features or load_features(params.features.dir)
     terms = training_terms(features, params.policy.similarity,
@@ -32,20 +32,20 @@ def contexts(params: Params, features: Features | None = None) -> tuple[Yardstic
 def main(params: Params) -> None:
     cfg, policy = params.search, params.policy
     features = load_features(params.features.dir)
-    valid, test = contexts(params, features)
+    valid, test = yardsticks_of(params, features)
     termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
     result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
                     cfg.mmr_pool, params.seed, cfg.front_epsilon,
-                    sample=sample_users(np.diff(features.history("valid")[0]), cfg.users, params.seed),
+                    users=sample_users(np.diff(features.history_before("valid")[0]), cfg.users, params.seed),
                     stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
                     rescore_policies=cfg.rescore_policies)
-    nsga = result["fronts"]["nsga"]
-    table = front_table(nsga["x"], nsga)
+    nsga = result.fronts["nsga"]
+    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test})
     atomic_write(cfg.front, lambda tmp: tmp.write_text(front_csv(table)))
     atomic_write(Path(cfg.report_dir) / "front.png", lambda tmp: plot_fronts(result, tmp, policy.k))
-    payload = summary(result, len(table))
-    write_json(cfg.metrics, payload)
-    hv = payload["hypervolume"]
-    print(f"search: {payload['n_evals']} evaluations on {payload['users']['searched']} of {features.n_users} "
-          f"users in {payload['seconds']:.1f}s, {payload['front_size']} policies on the front; hypervolume "
+    metrics = result.metrics(len(table))
+    write_json(cfg.metrics, metrics.to_json())
+    hv = metrics.hypervolume
+    print(f"search: {metrics.n_evals} evaluations on {metrics.users_searched} of {features.n_users} "
+          f"users in {metrics.seconds:.1f}s, {metrics.front_size} policies on the front; hypervolume "
           f"nsga {hv['nsga']:.4f}, mmr {hv['mmr_sweep']:.4f}, random {hv['random']:.4f}, grid {hv['grid']:.4f}")

@@ -1,4 +1,4 @@
-"""`recmoo tune`: Optuna over the transformer's and its training's hyper-parameters on valid NDCG@10;
+"""`recmoo tune`: Optuna over the transformer's and its training's hyper-parameters on valid NDCG@k;
 writes the chosen values (what `train` reads), the trials table and the optimization history."""
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from recmoo_dag.config import Params
 from recmoo_dag.features import load_features
 from recmoo_dag.io import atomic_write, combined_digest, hash_files, write_json
 from recmoo_dag.item_text import load_vectors
+from recmoo_dag.objectives import label
 from recmoo_dag.tune import TUNED_MODEL, TUNED_TRAIN, chosen_values, plot_history, run_study, trials_table
-
-
-def report_trial(number: int, state: str, value: float | None) -> None:
-    print(f"tune: trial {number} {state.lower()}" + (f", valid ndcg@10 {value:.4f}" if value else ""), flush=True)
 
 
 def main(params: Params) -> None:
@@ -30,12 +27,16 @@ def main(params: Params) -> None:
         uses_text = bool(set(cfg.space.item_text) - {"none"})
         texts = load_vectors(params.item_text.dir) if uses_text else None
         data = [params.features.dir, *([params.item_text.dir] if uses_text else [])]
-        study = run_study(features, params.model, params.train, cfg, params.seed, combined_digest(hash_files(data)),
-                          Path(cfg.workdir), on_trial=report_trial, text_vectors=texts)
-        chosen = {"enabled": True, **chosen_values(study)}
+        ndcg = label("ndcg", params.policy.k)
+        study = run_study(features, params.model, params.train, cfg, params.policy.k, params.seed,
+                          combined_digest(hash_files(data)), Path(cfg.workdir), text_vectors=texts,
+                          on_trial=lambda number, state, value: print(
+                              f"tune: trial {number} {state.lower()}" + (f", valid {ndcg} {value:.4f}" if value else ""),
+                              flush=True))
+        chosen = {"enabled": True, **chosen_values(study, params.policy.k)}
         table = trials_table(study)
         atomic_write(report / "trials.csv", lambda tmp: tmp.write_text(table.to_csv(index=False)))
-        atomic_write(report / "history.png", lambda tmp: plot_history(study, tmp))
+        atomic_write(report / "history.png", lambda tmp: plot_history(study, tmp, params.policy.k))
         summary = {"enabled": True, "trials": {state.lower(): int((table["state"] == state).sum())
                                                for state in ("COMPLETE", "PRUNED", "FAIL")},
                    "best_trial": study.best_trial.number, "best": chosen}
