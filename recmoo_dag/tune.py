@@ -145,6 +145,9 @@ def trials_table(study):
     """One row per trial: number, state, value (valid NDCG@k) and the suggested values; no wall
     times, so the same study gives the same bytes."""
     frame = study.trials_dataframe(attrs=("number", "value", "params", "state"))
+    # A killed trial has no params; its NaN would turn an integer column into floats ("32.0").
+    params = [c for c in frame.columns if c.startswith("params_")]
+    frame[params] = frame[params].convert_dtypes()
     return frame.rename(columns=lambda c: c.removeprefix("params_"))
 
 
