@@ -1,8 +1,9 @@
 """The bars the transformer must clear: most-popular and EASE, ranked like the model (full ranking).
 
-Both are fit on the history before the window they are scored on (train for valid, train + valid for
-test): everything known before the held-out item, which is the strongest fair version of each.
-EASE's only hyper-parameter, the L2 strength λ, is chosen on valid NDCG@k; test is never looked at.
+Both are fit on the events before the window they are scored on (train for valid, train + valid for
+test): everything known then, which is the strongest fair version of each; each case is then
+scored from its own history. EASE's only hyper-parameter, the L2 strength λ, is chosen on valid
+NDCG@k; test is never looked at.
 """
 from __future__ import annotations
 
@@ -11,28 +12,29 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import sparse
 
-from recmoo_dag.evaluate import Scorer, evaluate, full_ranking_ranks
+from recmoo_dag.config import EvaluationParams
+from recmoo_dag.evaluate import Scorer, accuracy, evaluate
 from recmoo_dag.features import Features
-from recmoo_dag.metrics import ndcg_at_k
 from recmoo_dag.results import Evaluation
+from recmoo_dag.windows import Histories
 
 
-def history_matrix(indptr: np.ndarray, items: np.ndarray, n_items: int) -> sparse.csr_array:
-    """Binary user-item matrix X of the histories: (U, I + 1) float32, column 0 (padding) empty.
+def history_matrix(history: Histories, n_items: int) -> sparse.csr_array:
+    """Binary row-item matrix X of the histories: (R, I + 1) float32, column 0 (padding) empty.
 
     Sparse: 100k users x 5k items is 4 GB dense and ~0.1% full.
     """
-    n_users = len(indptr) - 1
-    rows = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr))  # (n,) user of every event
-    cells = np.unique(rows * (n_items + 1) + np.asarray(items, dtype=np.int64))  # repeats of an item count once
+    row, position = history.positions(np.arange(history.n_rows))
+    cells = np.unique(row * (n_items + 1) + history.items[position].astype(np.int64))  # repeats count once
     return sparse.csr_array((np.ones(len(cells), dtype=np.float32), (cells // (n_items + 1), cells % (n_items + 1))),
-                            shape=(n_users, n_items + 1))
+                            shape=(history.n_rows, n_items + 1))
 
 
-def popularity_scorer(indptr: np.ndarray, items: np.ndarray, n_items: int) -> Scorer:
-    """Every user gets the same scores: how often each item occurs in the histories."""
-    counts = np.bincount(items, minlength=n_items + 1).astype(np.float32)  # (I + 1,)
-    return lambda users: np.broadcast_to(counts, (len(users), n_items + 1))
+def popularity_scorer(fit: Histories, n_items: int) -> Scorer:
+    """Every row gets the same scores: how often each item occurs in the histories fit on."""
+    _, position = fit.positions(np.arange(fit.n_rows))
+    counts = np.bincount(fit.items[position], minlength=n_items + 1).astype(np.float32)  # (I + 1,)
+    return lambda rows: np.broadcast_to(counts, (len(rows), n_items + 1))
 
 
 def ease_weights(x: sparse.csr_array | np.ndarray, lam: float) -> np.ndarray:
@@ -51,38 +53,35 @@ def ease_weights(x: sparse.csr_array | np.ndarray, lam: float) -> np.ndarray:
     return b.astype(np.float32)
 
 
-def ease_scorer(x: sparse.csr_array, weights: np.ndarray) -> Scorer:
-    """Scores X_u B for a batch of users."""
-    return lambda users: np.asarray(x[users] @ weights, dtype=np.float32)  # (B, I + 1)
+def ease_scorer(history: Histories, weights: np.ndarray, n_items: int) -> Scorer:
+    """Scores X_r B for a batch of rows of `history`."""
+    x = history_matrix(history, n_items)
+    return lambda rows: np.asarray(x[rows] @ weights, dtype=np.float32)  # (B, I + 1)
 
 
-def fit_ease(indptr: np.ndarray, items: np.ndarray, n_items: int, lam: float) -> np.ndarray:
+def fit_ease(fit: Histories, n_items: int, lam: float) -> np.ndarray:
     """EASE's weights fit on these histories: (I + 1, I + 1) float32."""
-    return ease_weights(history_matrix(indptr, items, n_items), lam)
+    return ease_weights(history_matrix(fit, n_items), lam)
 
 
-def tune_ease(features: Features, lambdas: Sequence[float], batch_size: int, k: int) -> tuple[float, dict[float, float]]:
+def tune_ease(features: Features, lambdas: Sequence[float], batch_size: int, k: int,
+              evaluation: EvaluationParams, seed: int) -> tuple[float, dict[float, float]]:
     """λ with the best valid NDCG@k (ties: the smaller λ), and the valid NDCG@k of every λ tried."""
-    indptr, items = features.history_before("valid")
-    x = history_matrix(indptr, items, features.n_items)
+    cases, x = features.cases("valid"), history_matrix(features.history_before("valid"), features.n_items)
     tried = {}
     for lam in sorted(lambdas):
-        ranks = full_ranking_ranks(ease_scorer(x, ease_weights(x, lam)), indptr, items,
-                                   features.valid_targets, features.n_items, batch_size)
-        tried[float(lam)] = ndcg_at_k(ranks, k)
+        scorer = ease_scorer(cases.history, ease_weights(x, lam), features.n_items)
+        tried[float(lam)] = accuracy(scorer, cases, features.n_items, batch_size, k, evaluation, seed).ndcg
     best = max(tried, key=lambda lam: (tried[lam], -lam))
     return best, tried
 
 
-def evaluate_baselines(features: Features, lambdas: Sequence[float], batch_size: int,
-                       k: int) -> tuple[Evaluation, Evaluation, float, dict[float, float]]:
+def evaluate_baselines(features: Features, lambdas: Sequence[float], batch_size: int, k: int,
+                       evaluation: EvaluationParams, seed: int) -> tuple[Evaluation, Evaluation, float, dict[float, float]]:
     """Popularity and EASE on both windows, EASE's λ (chosen on valid) and its valid NDCG@k per λ tried."""
     n_items = features.n_items
-    lam, tried = tune_ease(features, lambdas, batch_size, k)
-
-    def make_ease(indptr: np.ndarray, items: np.ndarray) -> Scorer:
-        x = history_matrix(indptr, items, n_items)
-        return ease_scorer(x, ease_weights(x, lam))
-
-    pop = evaluate(lambda indptr, items: popularity_scorer(indptr, items, n_items), features, batch_size, k)
-    return pop, evaluate(make_ease, features, batch_size, k), lam, tried
+    lam, tried = tune_ease(features, lambdas, batch_size, k, evaluation, seed)
+    pop = evaluate(lambda fit, history: popularity_scorer(fit, n_items), features, batch_size, k, evaluation, seed)
+    ease = evaluate(lambda fit, history: ease_scorer(history, fit_ease(fit, n_items, lam), n_items), features,
+                    batch_size, k, evaluation, seed)
+    return pop, ease, lam, tried

@@ -1,37 +1,129 @@
-"""The transformer's training data: next-item windows of every train sequence, and the seeded stream
-of length-bucketed batches Lightning draws them from (a round of a fixed number of steps depends on
-(seed, round) alone, which is what makes a resumed run replay an uninterrupted one).
+"""The transformer's training data: windows of whole baskets cut from every train sequence, and
+the seeded stream of length-bucketed batches Lightning draws them from (a round of a fixed number of
+steps depends on (seed, round) alone, which is what makes a resumed run replay an uninterrupted one).
+Validation is on held-out valid baskets (the cases of windows.py), each from its own history.
 """
 from __future__ import annotations
 
 import lightning as L
 import numpy as np
 import torch
+from numba import njit
 from torch.utils.data import DataLoader, Sampler
 
 from recmoo_dag.evaluate import left_padded, seen_mask
-from recmoo_dag.features import PADDING_ITEM, Features
+from recmoo_dag.features import Features
+from recmoo_dag.windows import Histories
 
 BUCKET_BATCHES = 32  # length-sorting span: ML-100K's ~18 batches of 64 pad to 1.06x its real tokens
 
 
-def training_windows(indptr: np.ndarray, items: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Causal-LM examples of every sequence: inputs s_0..s_{n-2} predict targets s_1..s_{n-1}.
+def training_windows(history: Histories, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Next-basket examples of every train sequence, in windows of at most max_len events.
 
-    Sequences longer than max_len + 1 are cut into windows from the end, so every event is a target
-    exactly once and the most recent window has the longest context. Left-padded with 0.
-    -> inputs (W, max_len) int64, targets (W, max_len) int64 (0 where there is nothing to predict).
+    A window is a run of whole baskets; every basket in it but the first is a target, predicted
+    from the state of the basket before it, and the next window back ends with that first basket,
+    so every basket of a user but the first is a target exactly once and the most recent window has
+    the longest context. A basket of more than max_len // 2 events enters a window with its first
+    max_len // 2 only; as a target, its other events come in windows of their own after the same
+    context. Left-padded with 0.
+    -> items (W, L) int64, baskets (W, L) int64 (-1 at padding), context (W, L) int64: the position
+    (in the window) of the last event of the basket that predicts this one, -1 where nothing is
+    predicted.
     """
-    n_targets = np.diff(indptr) - 1  # (U,) events after each user's first
-    n_windows = -(-np.maximum(n_targets, 0) // max_len)  # (U,) ceil; users with a single event give none
-    user = np.repeat(np.arange(len(n_targets)), n_windows)  # (W,)
-    back = np.arange(len(user)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # (W,) 0 = most recent
-    end = indptr[user + 1] - back * max_len  # (W,) one past the last target of each window
-    positions = end[:, None] - max_len + np.arange(max_len)  # (W, L) absolute positions of the targets
-    real = positions >= (indptr[user] + 1)[:, None]  # (W, L) a user's first event is never a target
-    targets = np.where(real, items[np.maximum(positions, 0)], PADDING_ITEM)
-    inputs = np.where(real, items[np.maximum(positions - 1, 0)], PADDING_ITEM)
-    return inputs.astype(np.int64), targets.astype(np.int64)
+    rows, positions, baskets, context = _windows(history.starts, history.ends, history.basket_starts,
+                                                 history.basket_ends, max_len)
+    n = int(rows.max()) + 1 if len(rows) else 0
+    lengths = np.bincount(rows, minlength=n)  # (W,)
+    column = max_len - np.repeat(lengths, lengths) + (np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths,
+                                                                                      lengths))  # left padding
+    out_items = np.zeros((n, max_len), dtype=np.int64)
+    out_baskets = np.full((n, max_len), -1, dtype=np.int64)
+    out_context = np.full((n, max_len), -1, dtype=np.int64)
+    out_items[rows, column] = history.items[positions]
+    out_baskets[rows, column] = baskets
+    shift = max_len - np.repeat(lengths, lengths)  # context positions are counted from the window's start
+    out_context[rows, column] = np.where(context >= 0, context + shift, -1)
+    return out_items, out_baskets, out_context
+
+
+@njit(cache=True)
+def _windows(starts, ends, basket_starts, basket_ends, max_len):  # pragma: no cover - compiled
+    """The windows of `training_windows` as flat rows: (window, event position, basket in window,
+    context position in window or -1) per event of every window. An event is in at most two main
+    windows and each chunk window holds at most max_len events for cap of them: 5 slots per event
+    bound the output."""
+    cap = max(1, max_len // 2)
+    n_events = 0
+    for u in range(len(starts)):
+        n_events += ends[u] - starts[u]
+    size = 5 * n_events + max_len
+    out_rows = np.empty(size, np.int64)
+    out_positions = np.empty(size, np.int64)
+    out_baskets = np.empty(size, np.int64)
+    out_context = np.empty(size, np.int64)
+    firsts = np.empty(max(1, n_events), np.int64)
+    used = 0
+    window = 0
+    for u in range(len(starts)):
+        n = 0  # the user's baskets, oldest first, by their first event
+        e = starts[u]
+        while e < ends[u]:
+            firsts[n] = e
+            n += 1
+            e = basket_ends[e]
+        last = n - 1
+        while last >= 1:
+            first = last  # walk back over whole (capped) baskets while they fit
+            total = min(basket_ends[firsts[last]] - firsts[last], cap)
+            while first >= 1 and total + min(basket_ends[firsts[first - 1]] - firsts[first - 1], cap) <= max_len:
+                first -= 1
+                total += min(basket_ends[firsts[first]] - firsts[first], cap)
+            column = 0
+            previous_last = -1
+            for b in range(first, last + 1):
+                size_b = min(basket_ends[firsts[b]] - firsts[b], cap)
+                for j in range(size_b):
+                    out_rows[used] = window
+                    out_positions[used] = firsts[b] + j
+                    out_baskets[used] = b - first
+                    out_context[used] = previous_last if b > first else -1
+                    used += 1
+                column += size_b
+                previous_last = column - 1
+            window += 1
+            # the rest of an oversized target basket, chunk by chunk, after the same context
+            for b in range(first + 1, last + 1):
+                full = basket_ends[firsts[b]] - firsts[b]
+                done = cap
+                while done < full:
+                    chunk = min(cap, full - done)
+                    context_first = b - 1  # whole (capped) baskets before b that fit beside the chunk
+                    room = min(basket_ends[firsts[b - 1]] - firsts[b - 1], cap)
+                    while context_first >= 1 and room + min(basket_ends[firsts[context_first - 1]]
+                                                            - firsts[context_first - 1], cap) + chunk <= max_len:
+                        context_first -= 1
+                        room += min(basket_ends[firsts[context_first]] - firsts[context_first], cap)
+                    column = 0
+                    for c in range(context_first, b):
+                        size_c = min(basket_ends[firsts[c]] - firsts[c], cap)
+                        for j in range(size_c):
+                            out_rows[used] = window
+                            out_positions[used] = firsts[c] + j
+                            out_baskets[used] = c - context_first
+                            out_context[used] = -1
+                            used += 1
+                        column += size_c
+                    for j in range(chunk):
+                        out_rows[used] = window
+                        out_positions[used] = firsts[b] + done + j
+                        out_baskets[used] = b - context_first
+                        out_context[used] = column - 1
+                        used += 1
+                    window += 1
+                    done += chunk
+            last = first
+    return out_rows[:used], out_positions[:used], out_baskets[:used], out_context[:used]
 
 
 class Round:
@@ -88,18 +180,18 @@ class StepStream(Sampler[list[int]]):
 
 
 class SequenceData(L.LightningDataModule):
-    """Train windows from the train split, `round_steps` batches per round; validation = each
-    user's train history -> valid item."""
+    """Train windows of the train events, `round_steps` batches per round; validation = the valid
+    cases of `eval_users` (each basket from its history: the train events and earlier valid baskets)."""
 
     def __init__(self, features: Features, max_len: int, batch_size: int, round_steps: int, eval_batch_size: int,
                  seed: int, eval_users: np.ndarray):
         super().__init__()
         self.features, self.max_len, self.seed, self.round_steps = features, max_len, seed, round_steps
-        self.eval_users = eval_users  # the validation users early stopping reads (all, or a sample)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.history = features.history_before("valid")  # (indptr, items) of the train split
-        self.inputs, self.targets = training_windows(*self.history, max_len)  # (W, L) each
-        self.lengths = (self.inputs != PADDING_ITEM).sum(axis=1)  # (W,)
+        self.items, self.baskets, self.context = training_windows(features.history_before("valid"), max_len)  # (W, L)
+        self.lengths = (self.baskets >= 0).sum(axis=1)  # (W,)
+        cases = features.cases("valid")
+        self.cases = cases.subset(np.flatnonzero(np.isin(cases.users, eval_users)))  # what early stopping reads
 
     def _rank(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
@@ -114,27 +206,32 @@ class SequenceData(L.LightningDataModule):
             stream.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
         # Own generator: creating an iterator would otherwise draw from the global RNG that dropout uses,
         # and a resumed run creates its first iterator at another moment than an uninterrupted one.
-        return DataLoader(range(len(self.inputs)), batch_sampler=stream, collate_fn=self._train_batch,
+        return DataLoader(range(len(self.items)), batch_sampler=stream, collate_fn=self._train_batch,
                           generator=torch.Generator())
 
-    def _train_batch(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _train_batch(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = np.asarray(rows)
         width = self.lengths[rows].max()  # trim the padding no row of this batch needs
-        return (torch.from_numpy(self.inputs[rows, -width:]),  # (B, width)
-                torch.from_numpy(self.targets[rows, -width:]))  # (B, width)
+        context = self.context[rows, -width:]  # (B, width) positions counted in the full window
+        return (torch.from_numpy(self.items[rows, -width:]),  # (B, width)
+                torch.from_numpy(self.baskets[rows, -width:]),  # (B, width)
+                torch.from_numpy(np.where(context >= 0, context - (self.max_len - width), -1)))  # (B, width)
 
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._rank()
-        users = self.eval_users[rank::world_size]  # each process scores its share of users
+        users = np.unique(self.cases.users)[rank::world_size]  # each process scores its share of users
+        rows = np.flatnonzero(np.isin(self.cases.users, users))
         # Longest histories first: each batch then trims to its own longest row (metrics are order-free).
-        users = users[np.argsort(-np.diff(self.history[0])[users], kind="stable")]
-        return DataLoader(users, batch_size=self.eval_batch_size, collate_fn=self._valid_batch,
+        rows = rows[np.argsort(-self.cases.history.lengths[rows], kind="stable")]
+        return DataLoader(rows, batch_size=self.eval_batch_size, collate_fn=self._valid_batch,
                           generator=torch.Generator())
 
-    def _valid_batch(self, users: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        users = np.asarray(users)
-        indptr, items = self.history
-        seq = left_padded(indptr, items, users, self.max_len)  # (B, L)
-        seq = seq[:, -max(1, (seq != PADDING_ITEM).sum(axis=1).max()):]  # (B, width)
-        return (torch.from_numpy(seq), torch.from_numpy(self.features.valid_targets[users].astype(np.int64)),
-                torch.from_numpy(seen_mask(indptr, items, users, self.features.n_items)))  # (B, I + 1)
+    def _valid_batch(self, rows: list[int]) -> tuple[torch.Tensor, ...]:
+        rows = np.asarray(rows)
+        seq, baskets = left_padded(self.cases.history, rows, self.max_len)  # (B, L) each
+        width = max(1, (baskets >= 0).sum(axis=1).max())
+        sub = self.cases.subset(rows)
+        return (torch.from_numpy(seq[:, -width:]), torch.from_numpy(baskets[:, -width:]),
+                torch.from_numpy(seen_mask(self.cases.history, rows, self.features.n_items)),  # (B, I + 1)
+                torch.from_numpy(sub.target_indptr), torch.from_numpy(sub.targets.astype(np.int64)),
+                torch.from_numpy(self.cases.users[rows]))

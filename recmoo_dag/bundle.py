@@ -6,13 +6,15 @@
     catalog.npz      item_ids, titles (I + 1,) str; train_counts (I + 1,); item_vectors (I + 1, d);
                      n_users (): the user count that scales novelty, as in the search
     users.npz        user_ids (U,) str; indptr (U + 1,), history (E,): every user's full sequence;
+                     opens (E,) bool: where a basket (the events of one timestamp) starts;
                      cand_items (U, N) int32, cand_scores (U, N) float32: the generator's top-N unseen
                      items after the full sequence (precomputed: known users cost no forward pass)
     manifest.json    lineage and decision (recmoo_dag/lineage.py); written last
 
 Plain arrays and JSON only: np.load(allow_pickle=False), safetensors for the weights.
 The folder never changes after publish, so a loaded Bundle is a consistent snapshot. A version
-deployed before generators existed has no generator.json: it serves with the transformer, as then.
+deployed before generators existed has no generator.json: it serves with the transformer, as then;
+one deployed before baskets has no `opens`: each event is its own basket, as then.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class Bundle:
     user_ids: np.ndarray  # (U,) str
     indptr: np.ndarray  # (U + 1,) int64
     history: np.ndarray  # (E,) int32 full time-ordered sequences
+    opens: np.ndarray  # (E,) bool True where a basket starts: what the transformer reads as one step
     cand_items: np.ndarray  # (U, N) int32, 0 = padding (fewer than N unseen items)
     cand_scores: np.ndarray  # (U, N) float32, -inf at padding
     ease: np.ndarray | None  # (I + 1, I + 1) float32 EASE fit on the full sequences, or None
@@ -66,7 +69,7 @@ class Bundle:
 
 def write_bundle(folder: Path, model_dir: str | Path, variables: dict[str, float], k: int, rule: str,
                  item_ids: np.ndarray, titles: np.ndarray, train_counts: np.ndarray, item_vectors: np.ndarray,
-                 n_users: int, user_ids: np.ndarray, indptr: np.ndarray, history: np.ndarray,
+                 n_users: int, user_ids: np.ndarray, indptr: np.ndarray, history: np.ndarray, opens: np.ndarray,
                  cand_items: np.ndarray, cand_scores: np.ndarray, ease: np.ndarray | None) -> None:
     """Everything but the manifest; `folder` is the store's staging folder (see store.publish)."""
     (folder / MODEL_DIR).mkdir(parents=True, exist_ok=True)
@@ -82,7 +85,8 @@ def write_bundle(folder: Path, model_dir: str | Path, variables: dict[str, float
                  item_vectors=np.asarray(item_vectors, dtype=np.float32), n_users=np.int64(n_users))
     with open(folder / USERS_FILE, "wb") as handle:
         np.savez(handle, user_ids=np.asarray(user_ids, dtype=str), indptr=np.asarray(indptr, dtype=np.int64),
-                 history=np.asarray(history, dtype=np.int32), cand_items=np.asarray(cand_items, dtype=np.int32),
+                 history=np.asarray(history, dtype=np.int32), opens=np.asarray(opens, dtype=bool),
+                 cand_items=np.asarray(cand_items, dtype=np.int32),
                  cand_scores=np.asarray(cand_scores, dtype=np.float32))
 
 
@@ -100,4 +104,5 @@ def read_bundle(folder: str | Path) -> Bundle:
             item_ids=catalog["item_ids"], titles=catalog["titles"], train_counts=catalog["train_counts"],
             item_vectors=catalog["item_vectors"], n_users=int(catalog["n_users"]),
             user_ids=users["user_ids"], indptr=users["indptr"], history=users["history"],
+            opens=users["opens"] if "opens" in users else np.ones(len(users["history"]), dtype=bool),
             cand_items=users["cand_items"], cand_scores=users["cand_scores"], ease=ease)

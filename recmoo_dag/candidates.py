@@ -1,16 +1,17 @@
-"""Every user's N best unseen items by the generator's scores, in two windows: what the candidates stage writes.
+"""Every held-out basket's N best unseen items by the generator's scores, in two windows: what the
+candidates stage writes.
 
-"valid" ranks from the train history (the re-ranking search tunes policies against the valid item);
-"test" ranks from train + valid (the held-out report and the service's offline view). Seen items
-never appear. Scores are the generator's (recmoo_dag/generator.py): the transformer's logits, i.e.
-log p(item | history) up to a per-user constant, EASE's, or the blend's z-scores; the re-ranker's
-temperature and popularity terms operate on them.
+"valid" ranks each valid basket from its history (the re-ranking search tunes policies against the
+valid baskets); "test" each test basket from its own (the held-out report). Seen items never appear.
+Scores are the generator's (recmoo_dag/generator.py): the transformer's logits, i.e. log p(item |
+history) up to a per-case constant, EASE's, or the blend's z-scores; the re-ranker's temperature
+and popularity terms operate on them.
 
-On disk: one `np.savez` archive of plain arrays (no pickle):
-  valid_items, test_items    (U, N) int32 item index, best first (ties: lower index first)
-  valid_scores, test_scores  (U, N) float32
-  valid_targets, test_targets (U,) int32 the held-out item of each window
-A user with fewer than N unseen items gets trailing item 0 (padding) with score -inf.
+On disk: one `np.savez` archive of plain arrays (no pickle), per window w (rows: the cases of
+`Features.cases(w)`, in that order):
+  w_items (C, N) int32 item index, best first (ties: lower index first); w_scores (C, N) float32
+  w_users (C,) int64 the user of each case; w_target_indptr (C + 1,), w_targets (T,): its relevant items
+A case with fewer than N unseen items gets trailing item 0 (padding) with score -inf.
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from recmoo_dag.errors import InputError
-from recmoo_dag.evaluate import WINDOWS, Scorer, masked_scores, targets_of
+from recmoo_dag.evaluate import WINDOWS, Scorer, masked_scores
 from recmoo_dag.features import PADDING_ITEM, Features
 from recmoo_dag.io import atomic_write
+from recmoo_dag.windows import Histories
 
-KEYS = tuple(f"{window}_{part}" for window in WINDOWS for part in ("items", "scores", "targets"))
+KEYS = tuple(f"{window}_{part}" for window in WINDOWS for part in ("items", "scores", "users", "target_indptr", "targets"))
 
 
 def best_of(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,30 +42,33 @@ def best_of(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(np.isneginf(best_scores), PADDING_ITEM, best).astype(np.int32), best_scores
 
 
-def top_n(scorer: Scorer, indptr: np.ndarray, items: np.ndarray, n_items: int, n: int,
-          batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n best unseen items of every user: -> items (U, n) int32, scores (U, n) float32."""
-    n_users = len(indptr) - 1
-    # Columns past the catalog size stay padding: the shape is (U, n) whatever the catalog.
-    out_items = np.full((n_users, n), PADDING_ITEM, dtype=np.int32)
-    out_scores = np.full((n_users, n), -np.inf, dtype=np.float32)
+def top_n(scorer: Scorer, history: Histories, n_items: int, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n best unseen items after every row of `history`: -> items (R, n) int32, scores (R, n) float32."""
+    rows_total = history.n_rows
+    # Columns past the catalog size stay padding: the shape is (R, n) whatever the catalog.
+    out_items = np.full((rows_total, n), PADDING_ITEM, dtype=np.int32)
+    out_scores = np.full((rows_total, n), -np.inf, dtype=np.float32)
     width = min(n, n_items)
-    for start in range(0, n_users, batch_size):
-        users = np.arange(start, min(start + batch_size, n_users))
-        out_items[users, :width], out_scores[users, :width] = best_of(
-            masked_scores(scorer, indptr, items, users, n_items), width)  # seen = -inf
+    for start in range(0, rows_total, batch_size):
+        rows = np.arange(start, min(start + batch_size, rows_total))
+        out_items[rows, :width], out_scores[rows, :width] = best_of(
+            masked_scores(scorer, history, rows, n_items), width)  # seen = -inf
     return out_items, out_scores
 
 
-def build_candidates(scorer_for: Callable[[np.ndarray, np.ndarray], Scorer], features: Features, n: int,
+def build_candidates(scorer_for: Callable[[Histories, Histories], Scorer], features: Features, n: int,
                      batch_size: int) -> dict[str, np.ndarray]:
-    """All arrays of candidates.npz; scorer_for(indptr, items) scores from a window's history."""
+    """All arrays of candidates.npz; scorer_for(fit, history) scores the cases' histories, fit on the
+    events before the window."""
     arrays = {}
     for window in WINDOWS:
-        indptr, items = features.history_before(window)
-        arrays[f"{window}_items"], arrays[f"{window}_scores"] = top_n(
-            scorer_for(indptr, items), indptr, items, features.n_items, n, batch_size)
-        arrays[f"{window}_targets"] = targets_of(features, window).astype(np.int32)
+        cases = features.cases(window)
+        scorer = scorer_for(features.history_before(window), cases.history)
+        arrays[f"{window}_items"], arrays[f"{window}_scores"] = top_n(scorer, cases.history, features.n_items, n,
+                                                                      batch_size)
+        arrays[f"{window}_users"] = cases.users
+        arrays[f"{window}_target_indptr"] = cases.target_indptr
+        arrays[f"{window}_targets"] = cases.targets
     return arrays
 
 

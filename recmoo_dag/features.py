@@ -1,19 +1,22 @@
 """From validated interactions to model-ready features.
 
-k-core filtering, stable id maps (item index 0 is padding), the time-ordered leave-one-out split of
-SASRec (Kang & McAuley 2018) and RecBole (per user: last event -> test, second-to-last -> valid,
-the rest -> train), item popularity from train only, and item categories when metadata exists.
+k-core filtering, stable id maps (item index 0 is padding), the held-out windows of the evaluation
+protocol (`features.split`, recmoo_dag/windows.py: a user's events with one timestamp are one
+basket, never ordered), item popularity from train only, and item categories when metadata exists.
 
 On disk (`features.dir`), all Parquet/JSON:
-  sequences.parquet  user_idx, item_idx, timestamp, split (0 train, 1 valid, 2 test), sorted by user then time
+  sequences.parquet  user_idx, item_idx, timestamp, window (0 train, 1 valid, 2 test), sorted by user,
+                     time, then a keyed hash of the item id (`basket_order_keys`: a storage order
+                     only; nothing reads an order inside a basket)
   users.parquet      user_idx, user_id
   items.parquet      item_idx, item_id, train_count (row 0 is the padding item)
   catalog.parquet    item_idx, item_id, title, categories, tags: what the metadata says (item_text reads
                      only this file, so texts are embedded again only when they change)
-  meta.json          sizes, category names, parameters and the input's hash
+  meta.json          sizes, the windows' users, baskets and events, category names, parameters
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,15 +26,24 @@ import pandas as pd
 
 from recmoo_dag.config import FeaturesParams
 from recmoo_dag.errors import FeaturesError
+from recmoo_dag.windows import (
+    TRAIN,
+    WINDOWS,
+    Cases,
+    Histories,
+    assign_windows,
+    basket_bounds,
+    check_window,
+    window_cases,
+)
 
-TRAIN, VALID, TEST = 0, 1, 2
 PADDING_ITEM = 0
-STRATA = 10  # activity groups of a user sample: deciles of history length
 
 
 @dataclass(frozen=True)
 class Features:
-    """Model-ready view of the data: every user's time-ordered item sequence in CSR form."""
+    """Model-ready view of the data: every user's time-ordered item sequence in CSR form, its
+    baskets and the window of every event."""
 
     user_ids: np.ndarray  # (U,) str
     item_ids: np.ndarray  # (I + 1,) str, item_ids[0] == "" is padding
@@ -39,7 +51,10 @@ class Features:
     indptr: np.ndarray  # (U + 1,) int64: user u's events are items[indptr[u]:indptr[u + 1]]
     items: np.ndarray  # (N,) int32 item index, time-ordered within each user
     timestamps: np.ndarray  # (N,) int64
-    train_counts: np.ndarray  # (I + 1,) int64 occurrences in the train split, 0 for padding
+    windows: np.ndarray  # (N,) int8 TRAIN, VALID or TEST
+    basket_starts: np.ndarray  # (N,) int64 the first event of each event's basket
+    basket_ends: np.ndarray  # (N,) int64 one past the last event of each event's basket
+    train_counts: np.ndarray  # (I + 1,) int64 occurrences in the train window, 0 for padding
     categories: np.ndarray | None  # (I + 1, C) bool multi-hot, None without item metadata
     category_names: list[str]
 
@@ -52,23 +67,21 @@ class Features:
         """Real items, padding excluded; valid indices are 1..n_items."""
         return len(self.item_ids) - 1
 
-    @property
-    def valid_targets(self) -> np.ndarray:  # (U,) the second-to-last item of every user
-        return self.items[self.indptr[1:] - 2]
+    def history_before(self, window: str) -> Histories:
+        """Each user's events before `window`: the train events before valid, train and valid before test."""
+        user_of = np.repeat(np.arange(self.n_users), np.diff(self.indptr))
+        before = np.bincount(user_of, weights=self.windows < WINDOWS[window], minlength=self.n_users)
+        return Histories(self.indptr[:-1], self.indptr[:-1] + before.astype(np.int64), self.items, self.basket_starts,
+                         self.basket_ends)
 
-    @property
-    def test_targets(self) -> np.ndarray:  # (U,) the last item of every user
-        return self.items[self.indptr[1:] - 1]
+    def whole(self) -> Histories:
+        """Every user's whole sequence (what a deployed version knows)."""
+        return Histories(self.indptr[:-1], self.indptr[1:], self.items, self.basket_starts, self.basket_ends)
 
-    def history_before(self, window: str) -> tuple[np.ndarray, np.ndarray]:
-        """(indptr, items) of what is known before `window`: the train events before valid, train and
-        valid before test."""
-        drop = {"valid": 2, "test": 1}[window]
-        lengths = np.diff(self.indptr) - drop
-        keep = np.ones(len(self.items), dtype=bool)
-        for back in range(1, drop + 1):
-            keep[self.indptr[1:] - back] = False
-        return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), self.items[keep]
+    def cases(self, window: str) -> Cases:
+        """The held-out baskets of `window`, each predicted from everything before it."""
+        return window_cases(window, self.indptr, self.items, self.windows, self.basket_starts, self.basket_ends,
+                            self.n_items)
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,8 @@ class FeaturesMeta:
     n_dropped_by_k_core: int
     category_names: list[str]
     density: float
+    n_baskets: int  # (user, timestamp) groups
+    windows: dict[str, dict[str, int]]  # valid / test -> users, baskets (cases), relevant items, events
     params: dict
 
     def to_json(self) -> dict:
@@ -90,7 +105,8 @@ class FeaturesMeta:
     def stats(self) -> dict:
         """metrics/features.json."""
         return {"n_users": self.n_users, "n_items": self.n_items, "n_interactions": self.n_interactions,
-                "n_train": self.n_train, "density": self.density}
+                "n_train": self.n_train, "density": self.density, "n_baskets": self.n_baskets,
+                "windows": self.windows}
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,12 @@ class FeatureTables:
     items: pd.DataFrame
     catalog: pd.DataFrame
     meta: FeaturesMeta
+
+
+def basket_order_keys(item_ids: np.ndarray) -> np.ndarray:
+    """A stable 64-bit key per item id (BLAKE2b personalized for this use): (n,) str -> (n,) uint64."""
+    return np.array([int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, person=b"basket order").digest(),
+                                    "little") for i in item_ids], dtype=np.uint64)
 
 
 def k_core(user_codes: np.ndarray, item_codes: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
@@ -134,16 +156,23 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None, param
     user_idx = np.searchsorted(kept_users, user_codes).astype(np.int32)
     item_idx = (np.searchsorted(kept_items, item_codes) + 1).astype(np.int32)  # 0 is padding
 
-    # Ties on timestamp (common: ML-100K rates many films in the same second) break by item index,
-    # which follows the id string order, so the split is deterministic whatever the file order.
-    order = np.lexsort((item_idx, timestamps, user_idx))
+    # The storage order inside a basket (one user's events with one timestamp) is a keyed hash of
+    # the item id, so the same log in any row order gives the same bytes. No model reads that order
+    # (windows.py), but where a basket is longer than an input window some of its items must be
+    # left out, and those should not follow the ids' order (real ids follow release date or entry).
+    within = basket_order_keys(np.asarray(item_ids[kept_items]).astype(str))[item_idx - 1]
+    order = np.lexsort((item_idx, within, timestamps, user_idx))
     user_idx, item_idx, timestamps = user_idx[order], item_idx[order], timestamps[order]
-
-    counts = np.bincount(user_idx, minlength=len(kept_users))
-    ends = np.cumsum(counts)
-    split = np.zeros(len(user_idx), dtype=np.int8)
-    split[ends - 1] = TEST
-    split[ends - 2] = VALID
+    windows = assign_windows(user_idx, timestamps, params.split, params.valid_quantile, params.test_quantile,
+                             params.tail_fraction, params.tail_max_baskets)
+    basket_starts, basket_ends = basket_bounds(user_idx, timestamps)
+    indptr = np.r_[0, np.cumsum(np.bincount(user_idx, minlength=len(kept_users)))].astype(np.int64)
+    window_stats = {}
+    for name in WINDOWS:
+        cases = window_cases(name, indptr, item_idx, windows, basket_starts, basket_ends, len(kept_items))
+        check_window(cases, params.min_window_users, params.split)
+        window_stats[name] = {"users": len(np.unique(cases.users)), "baskets": cases.n_cases,
+                              "relevant_items": len(cases.targets), "events": int((windows == WINDOWS[name]).sum())}
 
     catalog = np.asarray(item_ids[kept_items], dtype=object)
     if params.include_metadata_items and items is not None and len(items):
@@ -153,7 +182,7 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None, param
         cold = sorted({str(i) for i in items["item_id"].dropna()} - known)
         catalog = np.concatenate([catalog, np.asarray(cold, dtype=object)])
     n_items = len(catalog)
-    train_counts = np.bincount(item_idx[split == TRAIN], minlength=n_items + 1).astype(np.int64)
+    train_counts = np.bincount(item_idx[windows == TRAIN], minlength=n_items + 1).astype(np.int64)
     item_table = pd.DataFrame({
         "item_idx": np.arange(n_items + 1, dtype=np.int32),
         "item_id": np.concatenate([[""], catalog]),
@@ -174,17 +203,19 @@ def build_features(interactions: pd.DataFrame, items: pd.DataFrame | None, param
         tags = [[] for _ in range(n_items + 1)]
     catalog_table = item_table[["item_idx", "item_id"]].assign(title=titles.astype(str), categories=cats, tags=tags)
 
-    sequences = pd.DataFrame({"user_idx": user_idx, "item_idx": item_idx, "timestamp": timestamps, "split": split})
+    sequences = pd.DataFrame({"user_idx": user_idx, "item_idx": item_idx, "timestamp": timestamps, "window": windows})
     users = pd.DataFrame({"user_idx": np.arange(len(kept_users), dtype=np.int32),
                           "user_id": np.asarray(user_ids[kept_users], dtype=object).astype(str)})
     meta = FeaturesMeta(
         n_users=len(kept_users),
         n_items=int(n_items),
         n_interactions=len(sequences),
-        n_train=int((split == TRAIN).sum()),
+        n_train=int((windows == TRAIN).sum()),
         n_dropped_by_k_core=int((~keep).sum()),
         category_names=category_names,
         density=float(len(sequences) / (len(kept_users) * max(n_items, 1))),
+        n_baskets=int((basket_starts == np.arange(len(basket_starts))).sum()),
+        windows=window_stats,
         params=params.model_dump(exclude={"dir", "stats"}),
     )
     return FeatureTables(sequences, users, item_table, catalog_table, meta)
@@ -207,6 +238,8 @@ def load_features(directory: str | Path) -> Features:
     meta = json.loads((directory / "meta.json").read_text())
     user_idx = seq["user_idx"].to_numpy()
     indptr = np.concatenate([[0], np.cumsum(np.bincount(user_idx, minlength=len(users)))]).astype(np.int64)
+    timestamps = seq["timestamp"].to_numpy(dtype=np.int64)
+    starts, ends = basket_bounds(user_idx, timestamps)
     category_names = meta["category_names"]
     categories = None
     if category_names:
@@ -220,23 +253,11 @@ def load_features(directory: str | Path) -> Features:
         titles=catalog["title"].to_numpy(dtype=object).astype(str),
         indptr=indptr,
         items=seq["item_idx"].to_numpy(dtype=np.int32),
-        timestamps=seq["timestamp"].to_numpy(dtype=np.int64),
+        timestamps=timestamps,
+        windows=seq["window"].to_numpy(dtype=np.int8),
+        basket_starts=starts,
+        basket_ends=ends,
         train_counts=items["train_count"].to_numpy(dtype=np.int64),
         categories=categories,
         category_names=category_names,
     )
-
-
-def sample_users(activity: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a seeded sample of n users, stratified by activity: the users, ordered by
-    history length, are cut into STRATA equal groups and each group gives its share (largest
-    remainders), so heavy and light users are both in it. All users when n is None or >= U."""
-    n_users = len(activity)
-    if n is None or n >= n_users:
-        return np.arange(n_users)
-    groups = np.array_split(np.argsort(activity, kind="stable"), STRATA)
-    exact = n * np.array([len(g) for g in groups]) / n_users
-    quota = np.floor(exact).astype(int)
-    quota[np.argsort(-(exact - quota), kind="stable")[: n - quota.sum()]] += 1
-    rng = np.random.default_rng([seed, n])
-    return np.sort(np.concatenate([rng.choice(g, q, replace=False) for g, q in zip(groups, quota)]))

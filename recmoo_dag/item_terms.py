@@ -25,6 +25,7 @@ from recmoo_dag.errors import InputError
 from recmoo_dag.features import Features
 from recmoo_dag.metrics import item_similarity, self_information, unit_rows
 from recmoo_dag.policy import Requests, dither, id_keys
+from recmoo_dag.windows import Histories
 
 
 def item_vectors(categories: np.ndarray | None, similarity: str, embeddings: Callable[[], np.ndarray],
@@ -50,16 +51,28 @@ def item_vectors(categories: np.ndarray | None, similarity: str, embeddings: Cal
     return np.asarray(embeddings(), dtype=np.float32)
 
 
-def user_profiles(indptr: np.ndarray, history: np.ndarray, unit: np.ndarray) -> np.ndarray:
-    """Mean unit item vector of each user's history, at unit length: Steck 2018's genre distribution
-    p(g|u), up to scale, for genre multi-hots. indptr (U + 1,), history (E,), unit (I + 1, d) -> (U, d)
-    float32; a user without history gets zeros."""
-    lengths = np.diff(indptr)
-    sums = np.zeros((len(lengths), unit.shape[1]), dtype=np.float64)
-    np.add.at(sums, np.repeat(np.arange(len(lengths)), lengths), unit[history])
-    profiles = (sums / np.maximum(lengths, 1)[:, None]).astype(np.float32)
-    profiles /= np.maximum(np.linalg.norm(profiles, axis=1, keepdims=True), 1e-12)
-    return profiles
+def history_profiles(history: Histories, unit: np.ndarray, block_events: int = 1 << 20) -> np.ndarray:
+    """Mean unit item vector of each row's history, at unit length: Steck 2018's genre distribution
+    p(g|u), up to scale, for genre multi-hots. A row's history is a slice of the shared event arrays,
+    so its sum is a difference of running sums over the events, taken a block of rows at a time
+    (memory stays bounded however many rows share a long prefix). history (R rows), unit (I + 1, d)
+    -> (R, d) float32; an empty history gets zeros."""
+    out = np.zeros((history.n_rows, unit.shape[1]), dtype=np.float32)
+    order = np.argsort(history.starts, kind="stable")
+    first = 0
+    while first < len(order):
+        last, low, high = first + 1, history.starts[order[first]], history.ends[order[first]]
+        while last < len(order) and max(high, history.ends[order[last]]) - low <= block_events:
+            high = max(high, history.ends[order[last]])
+            last += 1
+        rows = order[first:last]
+        running = np.zeros((high - low + 1, unit.shape[1]))
+        np.cumsum(unit[history.items[low:high]], axis=0, out=running[1:])
+        sums = running[history.ends[rows] - low] - running[history.starts[rows] - low]  # (r, d)
+        out[rows] = sums / np.maximum(history.lengths[rows], 1)[:, None]
+        first = last
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,16 +100,16 @@ class ItemTerms:
                    log_pop=np.log(probability).astype(np.float32), info=info,
                    novelty=(info / info.max()).astype(np.float32), item_keys=id_keys(item_ids))
 
-    def profiles(self, indptr: np.ndarray, history: np.ndarray) -> np.ndarray:
-        """Each user's unit-length history profile: (U + 1,), (E,) -> (U, d)."""
-        return user_profiles(indptr, history, self.unit)
+    def profiles(self, history: Histories) -> np.ndarray:
+        """Each row's unit-length history profile: (R rows) -> (R, d)."""
+        return history_profiles(history, self.unit)
 
     def requests(self, items: np.ndarray, logits: np.ndarray, profiles: np.ndarray, user_keys: np.ndarray) -> Requests:
         """The policy's view of a set of requests: candidate items and logits (R, N), the users'
         profiles (R, d) from `profiles` and dither keys (R,) from `policy.id_keys`."""
         items = np.asarray(items, dtype=np.int32)
         if not items.shape[0] == len(profiles) == len(user_keys) or np.shape(logits) != items.shape:
-            raise ValueError(f"ItemTerms.context: candidates {items.shape}, scores {np.shape(logits)}, "
+            raise ValueError(f"ItemTerms.requests: candidates {items.shape}, scores {np.shape(logits)}, "
                              f"{len(profiles)} profiles and {len(user_keys)} user keys disagree")
         fit = np.einsum("und,ud->un", self.unit[items], profiles)  # (R, N) cosine to the user's profile
         return Requests(items=items, logits=np.asarray(logits, dtype=np.float32), log_pop=self.log_pop[items],

@@ -1,85 +1,94 @@
 """Evaluation metrics, vectorized over users (and over a population of policies where it matters).
 
-Two families live here: accuracy of the model's full ranking (NDCG/HR/MRR, written with the model)
-and the beyond-accuracy measures of a re-ranked top-k list that the Pareto search trades off.
-Every function takes plain arrays and returns plain arrays or floats.
+Two families live here: accuracy of a full ranking of the catalog for each held-out basket (NDCG,
+HR, recall, MRR with several relevant items) and the beyond-accuracy measures of a re-ranked top-k
+list that the Pareto search trades off. Every function takes plain arrays and returns plain arrays.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from recmoo_dag.results import Accuracy
-
 # ---------------------------------------------------------------------------------------------
-# Accuracy of the full ranking (model section)
+# Accuracy of the full ranking: one held-out basket (a case) at a time, several relevant items each
 # ---------------------------------------------------------------------------------------------
 
-def rank_of_targets(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of each user's held-out item in a full ranking of the catalog.
+def target_ranks(scores: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each relevant item in a full ranking of its row's catalog.
 
     Full ranking, not a sampled one: sampled metrics can reorder models (Krichene & Rendle 2020).
-    Callers set seen items and the padding item 0 to -inf. Ties count against the target
-    (rank = how many *other* items score >= it), so a constant scorer is not rewarded; a target
-    scored -inf (masked as seen) lands at the bottom and counts as a miss.
-    scores: (U, I + 1) float; targets: (U,) int -> (U,) int64.
+    Callers set seen items and the padding item 0 to -inf. Ties count against the target (rank = how
+    many *other* items score >= it), so a constant scorer is not rewarded; a target scored -inf lands
+    at the bottom and counts as a miss. The other relevant items of the row count like any item:
+    they take list positions too.
+    scores (B, I + 1) float; rows (t,) the row of each target; targets (t,) -> (t,) int64.
     """
     scores = np.asarray(scores)
     if np.isnan(scores).any():
-        raise ValueError("rank_of_targets: scores contain NaN (diverged model or bad masking)")
-    target_scores = scores[np.arange(len(targets)), targets]  # (U,)
-    return (scores >= target_scores[:, None]).sum(axis=1) - 1  # (U,) minus the target itself
+        raise ValueError("target_ranks: scores contain NaN (diverged model or bad masking)")
+    target_scores = scores[rows, targets]  # (t,)
+    return (scores[rows] >= target_scores[:, None]).sum(axis=1) - 1  # (t,) minus the target itself
 
 
-def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
-    """Mean NDCG@k with one relevant item per user: 1 / log2(rank + 2) if rank < k else 0 (IDCG = 1).
+def discounts(n: int) -> np.ndarray:
+    """1 / log2(position + 2) for positions 0..n-1: (n,)."""
+    return 1.0 / np.log2(np.arange(n) + 2.0)
 
-    Järvelin & Kekäläinen 2002; leave-one-out full-ranking protocol as in Krichene & Rendle 2020.
-    ranks: (U,) 0-based.
+
+def basket_accuracy(ranks: np.ndarray, target_indptr: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """NDCG@k, HR@k, recall@k and reciprocal rank of every case, all of its relevant items at once.
+
+    NDCG@k = sum over relevant items ranked < k of 1 / log2(rank + 2), over the ideal
+    sum_{p < min(n, k)} 1 / log2(p + 2) (Järvelin & Kekäläinen 2002); HR@k: any relevant item in the
+    top k; recall@k: the share of min(n, k) relevant items there (Liang et al. 2018's normalization,
+    which keeps 1 reachable); reciprocal rank: of the best-ranked relevant item (Voorhees 1999).
+    ranks (T,) grouped by case; target_indptr (C + 1,) -> {"ndcg", "hr", "recall", "rr"}: (C,) each.
     """
     ranks = np.asarray(ranks)
-    return float(np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
-
-
-def hit_rate_at_k(ranks: np.ndarray, k: int) -> float:
-    """Mean HR@k (= recall@k with one held-out item): share of users whose target ranks in the top k."""
-    return float((np.asarray(ranks) < k).mean())
-
-
-def mrr(ranks: np.ndarray) -> float:
-    """Mean reciprocal rank over the full ranking, 1 / (rank + 1), no cutoff (Voorhees 1999)."""
-    return float((1.0 / (np.asarray(ranks) + 1.0)).mean())
-
-
-def accuracy(ranks: np.ndarray, k: int) -> Accuracy:
-    """The accuracy triple every report uses: NDCG@k, HR@k and MRR."""
-    return Accuracy(k, ndcg_at_k(ranks, k), hit_rate_at_k(ranks, k), mrr(ranks))
-
+    n = np.diff(target_indptr)  # (C,) relevant items per case
+    case = np.repeat(np.arange(len(n)), n)  # (T,)
+    hits = ranks < k  # (T,)
+    gain = np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0)  # (T,)
+    ideal = np.cumsum(discounts(k))[np.minimum(n, k) - 1]  # (C,)
+    n_hits = np.bincount(case, weights=hits, minlength=len(n))
+    best = np.full(len(n), np.iinfo(np.int64).max)
+    np.minimum.at(best, case, ranks)
+    return {"ndcg": np.bincount(case, weights=gain, minlength=len(n)) / ideal, "hr": (n_hits > 0).astype(np.float64),
+            "recall": n_hits / np.minimum(n, k), "rr": 1.0 / (best + 1.0)}
 
 
 # ---------------------------------------------------------------------------------------------
-# Beyond accuracy: lists of recommended items, shape (..., U, k), leading axes = policies
+# Beyond accuracy: lists of recommended items, shape (..., C, k): one list per held-out basket (a
+# case, what a request at that moment would get), leading axes = policies. Means over cases are
+# weighted (`case_weights`: each user once, their cases equally); coverage and personalization
+# pool every list.
 # ---------------------------------------------------------------------------------------------
 
 
-def list_ndcg(recs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Mean NDCG@k of top-k lists against one held-out item per user, full-ranking semantics.
-
-    With a single relevant item, NDCG@k = 1 / log2(rank + 2) if the target sits at 0-based `rank`
-    of the list and 0 when it is absent (IDCG = 1). The list is a re-ranking of *all* unseen items,
-    so a target outside the candidate pool counts as a miss, never as skipped (Krichene & Rendle 2020).
-
-    recs: (..., U, k) item indices; targets: (U,) -> (...) mean over users.
-    """
-    return user_ndcg(recs, targets).mean(axis=-1)
+def case_weights(case_users: np.ndarray) -> np.ndarray:
+    """Each case's weight in a mean that counts every user once and a user's cases equally: (C,) ->
+    (C,) float64 summing to 1."""
+    _, compact, counts = np.unique(case_users, return_inverse=True, return_counts=True)
+    return 1.0 / (len(counts) * counts[compact.ravel()])
 
 
-def user_ndcg(recs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Each user's NDCG@k, the terms `list_ndcg` averages: (..., U, k), (U,) -> (..., U)."""
+def case_ndcg(recs: np.ndarray, target_indptr: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """NDCG@k of every list against its case's relevant items, full-ranking semantics: a relevant
+    item outside the list (or the candidate pool) is a miss, never skipped (Krichene & Rendle 2020).
+    recs (..., C, k); target_indptr (C + 1,), targets (T,) -> (..., C)."""
     k = recs.shape[-1]
-    gains = 1.0 / np.log2(np.arange(k) + 2.0)  # (k,)
-    hit = recs == targets[:, None]  # (..., U, k); items are unique in a list: at most one hit
-    return hit @ gains
+    n = np.diff(target_indptr)  # (C,)
+    span = int(np.asarray(targets).max(initial=0)) + 1
+    wanted = np.repeat(np.arange(len(n)), n) * span + targets  # (T,) (case, item) keys
+    keys = np.arange(recs.shape[-2])[:, None] * span + np.minimum(recs, span - 1)  # (..., C, k)
+    hit = np.isin(keys, wanted) & (recs < span)  # items are unique in a list
+    ideal = np.cumsum(discounts(k))[np.minimum(n, k) - 1]  # (C,)
+    return (hit @ discounts(k)) / ideal
+
+
+def list_ndcg(recs: np.ndarray, target_indptr: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean NDCG@k over cases, weighted: (..., C, k) -> (...)."""
+    return case_ndcg(recs, target_indptr, targets) @ weights
 
 
 def self_information(train_counts: np.ndarray, n_users: int) -> np.ndarray:
@@ -94,12 +103,12 @@ def self_information(train_counts: np.ndarray, n_users: int) -> np.ndarray:
     return np.log2((n_users + 1.0) / (degree + 1.0))
 
 
-def novelty(recs: np.ndarray, info: np.ndarray) -> np.ndarray:
+def novelty(recs: np.ndarray, info: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Mean self-information (bits) of recommended items (Zhou et al. 2010; Castells et al. 2011).
 
-    recs: (..., U, k); info: (I + 1,) from `self_information` -> (...).
+    recs: (..., C, k); info: (I + 1,) from `self_information`; weights (C,) -> (...).
     """
-    return info[recs].mean(axis=(-2, -1))
+    return info[recs].mean(axis=-1) @ weights
 
 
 def item_similarity(vectors: np.ndarray) -> np.ndarray:
@@ -132,35 +141,38 @@ def similarity_groups(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return groups.astype(np.int32).ravel(), np.ascontiguousarray(sim[first][:, first])
 
 
-def intra_list_diversity(recs: np.ndarray, sim: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
-    """ILD@k: mean pairwise dissimilarity 1 - sim(i, j) over the k(k-1)/2 pairs of each list,
-    averaged over users (Kaminskas & Bridge 2016, eq. for ILD; Ziegler et al. 2005).
-
-    recs: (..., U, k); sim: (I + 1, I + 1) from `item_similarity`, or the group similarity of
-    `similarity_groups` together with its `groups` -> (...).
-    """
+def case_ild(recs: np.ndarray, sim: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """ILD@k of every list: mean pairwise dissimilarity 1 - sim(i, j) over its k(k-1)/2 pairs
+    (Kaminskas & Bridge 2016, eq. for ILD; Ziegler et al. 2005). recs (..., C, k); sim (I + 1, I + 1)
+    from `item_similarity`, or the group similarity of `similarity_groups` with its `groups` -> (..., C)."""
     if groups is not None:
         recs = groups[recs]
-    lead, (n_users, k) = recs.shape[:-2], recs.shape[-2:]
-    lists = np.ascontiguousarray(recs.reshape(-1, n_users, k), dtype=np.int64)
-    summed = _pair_similarity_sums(lists, np.ascontiguousarray(sim, dtype=np.float32))  # (B,)
-    return (1.0 - summed / (n_users * (k * (k - 1) // 2))).reshape(lead)
+    lead, (n_cases, k) = recs.shape[:-2], recs.shape[-2:]
+    lists = np.ascontiguousarray(recs.reshape(-1, n_cases, k), dtype=np.int64)
+    summed = _pair_similarity_sums(lists, np.ascontiguousarray(sim, dtype=np.float32))  # (B, C)
+    return (1.0 - summed / (k * (k - 1) // 2)).reshape(*lead, n_cases)
+
+
+def intra_list_diversity(recs: np.ndarray, sim: np.ndarray, weights: np.ndarray,
+                         groups: np.ndarray | None = None) -> np.ndarray:
+    """ILD@k averaged over cases with `weights`: (..., C, k) -> (...)."""
+    return case_ild(recs, sim, groups) @ weights
 
 
 @njit(cache=True, nogil=True)
 def _pair_similarity_sums(lists, sim):  # pragma: no cover - compiled
-    """Sum of sim over every unordered pair of each list, per policy: (B, U, k) -> (B,) float64."""
-    n_policies, n_users, k = lists.shape
-    out = np.zeros(n_policies)
+    """Sum of sim over every unordered pair of each list: (B, C, k) -> (B, C) float64."""
+    n_policies, n_cases, k = lists.shape
+    out = np.zeros((n_policies, n_cases))
     for b in range(n_policies):
-        total = 0.0
-        for u in range(n_users):
-            row = lists[b, u]
+        for c in range(n_cases):
+            row = lists[b, c]
+            total = 0.0
             for i in range(k - 1):
                 sims = sim[row[i]]
                 for j in range(i + 1, k):
                     total += sims[row[j]]
-        out[b] = total
+            out[b, c] = total
     return out
 
 
@@ -174,75 +186,87 @@ def _list_counts(recs: np.ndarray, n_items: int) -> np.ndarray:
 
 
 def coverage(recs: np.ndarray, n_items: int) -> np.ndarray:
-    """Catalog coverage@k: share of the n_items real items that appear in at least one user's list
-    (Ge et al. 2010, "prediction coverage"). recs: (..., U, k) with items in 1..n_items -> (...)."""
+    """Catalog coverage@k: share of the n_items real items that appear in at least one list
+    (Ge et al. 2010, "prediction coverage"). recs: (..., C, k) with items in 1..n_items -> (...)."""
     return (_list_counts(recs, n_items)[..., 1:] > 0).sum(axis=-1) / n_items
 
 
 def personalization(recs: np.ndarray, n_items: int) -> np.ndarray:
-    """1 - mean overlap |L_u ∩ L_v| / k over all user pairs u < v (Zhou et al., PNAS 2010, "personalization").
+    """1 - mean overlap |L_a ∩ L_b| / k over all pairs of lists a < b (Zhou et al., PNAS 2010,
+    "personalization"; a list per held-out basket, what the service answers at that moment).
 
-    Exact in O(U k): a pair shares item i iff both lists hold it, so the summed overlap over pairs
+    Exact in O(C k): a pair shares item i iff both lists hold it, so the summed overlap over pairs
     is sum_i C(n_i, 2), with n_i the number of lists holding i (items are unique within a list).
-    recs: (..., U, k) -> (...); needs U >= 2.
+    recs: (..., C, k) -> (...); needs C >= 2.
     """
-    n_users, k = recs.shape[-2:]
-    if n_users < 2:
-        raise ValueError("personalization needs at least 2 users' lists")
+    n_lists, k = recs.shape[-2:]
+    if n_lists < 2:
+        raise ValueError("personalization needs at least 2 lists")
     counts = _list_counts(recs, n_items).astype(np.float64)
     shared = (counts * (counts - 1) / 2).sum(axis=-1)  # (...,) summed overlaps over all pairs
-    return 1.0 - shared / (n_users * (n_users - 1) / 2 * k)
+    return 1.0 - shared / (n_lists * (n_lists - 1) / 2 * k)
 
 
 LIST_METRICS = ("ndcg", "ild", "novelty", "coverage", "personalization")
 
 
-def list_metrics(positions: np.ndarray, candidates: np.ndarray, targets: np.ndarray, info: np.ndarray,
-                 sim: np.ndarray, groups: np.ndarray, n_items: int) -> np.ndarray:
+def list_metrics(positions: np.ndarray, candidates: np.ndarray, target_indptr: np.ndarray, targets: np.ndarray,
+                 weights: np.ndarray, info: np.ndarray, sim: np.ndarray, groups: np.ndarray, n_items: int) -> np.ndarray:
     """`list_ndcg`, `intra_list_diversity`, `novelty`, `coverage` and `personalization` of many
     policies' lists in one compiled pass, the search's inner loop (the functions above are the
     definitions; a test holds this equal to them).
 
-    positions (B, U, k) indices into each user's row of candidates (U, N); targets (U,); info
-    (I + 1,) bits; sim and groups from `similarity_groups` -> (B, 5) float64 in LIST_METRICS order.
+    positions (B, C, k) indices into each case's row of candidates (C, N); target_indptr (C + 1,),
+    targets (T,); weights (C,) from `case_weights`; info (I + 1,) bits; sim and groups from
+    `similarity_groups` -> (B, 5) float64 in LIST_METRICS order.
     """
     positions = np.ascontiguousarray(positions, dtype=np.int32)
     return _list_metrics(positions, np.ascontiguousarray(candidates, dtype=np.int32),
-                         np.asarray(targets, dtype=np.int64), np.asarray(info, dtype=np.float64),
+                         np.asarray(target_indptr, dtype=np.int64), np.asarray(targets, dtype=np.int64),
+                         np.asarray(weights, dtype=np.float64), np.asarray(info, dtype=np.float64),
                          np.ascontiguousarray(sim, dtype=np.float32), np.asarray(groups, dtype=np.int64), n_items)
 
 
 @njit(cache=True, nogil=True)
-def _list_metrics(positions, candidates, targets, info, sim, groups, n_items):  # pragma: no cover - compiled
-    n_policies, n_users, k = positions.shape
+def _list_metrics(positions, candidates, target_indptr, targets, weights, info, sim, groups,
+                  n_items):  # pragma: no cover - compiled
+    n_policies, n_cases, k = positions.shape
     gains = 1.0 / np.log2(np.arange(k) + 2.0)
+    ideal = np.cumsum(gains)
     out = np.empty((n_policies, 5))
     counts = np.zeros(n_items + 1, np.int64)
     items = np.empty(k, np.int64)
     for b in range(n_policies):
         counts[:] = 0
-        ndcg = pair_sim = bits = 0.0
-        for u in range(n_users):
+        ndcg = dissimilarity = bits = 0.0
+        for c in range(n_cases):
+            dcg = pair_sim = list_bits = 0.0
+            first, last = target_indptr[c], target_indptr[c + 1]
             for t in range(k):
-                item = candidates[u, positions[b, u, t]]
+                item = candidates[c, positions[b, c, t]]
                 items[t] = item
                 counts[item] += 1
-                bits += info[item]
-                if item == targets[u]:
-                    ndcg += gains[t]
+                list_bits += info[item]
+                for r in range(first, last):
+                    if targets[r] == item:
+                        dcg += gains[t]
+                        break
             for i in range(k - 1):
                 row = sim[groups[items[i]]]
                 for j in range(i + 1, k):
                     pair_sim += row[groups[items[j]]]
+            ndcg += weights[c] * dcg / ideal[min(last - first, k) - 1]
+            dissimilarity += weights[c] * (1.0 - pair_sim / (k * (k - 1) // 2))
+            bits += weights[c] * list_bits / k
         covered = shared = 0
         for item in range(1, n_items + 1):
             covered += counts[item] > 0
             shared += counts[item] * (counts[item] - 1) // 2
-        out[b, 0] = ndcg / n_users
-        out[b, 1] = 1.0 - pair_sim / (n_users * (k * (k - 1) // 2))
-        out[b, 2] = bits / (n_users * k)
+        out[b, 0] = ndcg
+        out[b, 1] = dissimilarity
+        out[b, 2] = bits
         out[b, 3] = covered / n_items
-        out[b, 4] = 1.0 - shared / (n_users * (n_users - 1) / 2 * k)
+        out[b, 4] = 1.0 - shared / (n_cases * (n_cases - 1) / 2 * k)
     return out
 
 

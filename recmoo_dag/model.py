@@ -1,13 +1,17 @@
-"""The sequential recommender: a causal transformer over a user's time-ordered item history.
+"""The sequential recommender: a transformer over a user's time-ordered baskets of items.
 
 SASRec (Kang & McAuley 2018) with the changes that make it strong on small data:
 - full softmax cross-entropy over the catalog at every position instead of one sampled negative
   (Klenitskiy & Vasilev 2023, "Turning Dross Into Gold Loss: is BERT4Rec really better than SASRec?");
 - pre-LayerNorm blocks as in GPT-2 / nanoGPT, which train stably without warm-up;
 - output scores are dot products with the input item embeddings (weight tying, Press & Wolf 2017),
-  so `item_embedding.weight` is also the item vector space the re-ranker and the service use.
+  so `item_embedding.weight` is also the item vector space the re-ranker and the service use;
+- baskets, not events, are the steps of time (recmoo_dag/windows.py): the items of one timestamp
+  share a position embedding, attend to each other and to earlier baskets only (a block-causal
+  mask), and the mean of their final states is the state that predicts the next basket, so nothing
+  the model computes depends on an order inside a basket (up to float rounding).
 
-Sequences are left-padded with item 0, so the last position is always the most recent item.
+Sequences are left-padded with item 0 (basket -1), so the last position is always in the most recent basket.
 Artifacts: `model.safetensors` (weights) + `config.json` (constructor kwargs, provenance); no pickle.
 """
 from __future__ import annotations
@@ -29,7 +33,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-class CausalSelfAttention(nn.Module):
+class BasketSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
         if d_model % n_heads:
@@ -39,17 +43,15 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, n_queries: int) -> torch.Tensor:
-        """x (B, L, D) -> (B, Q, D) for the last Q = n_queries positions (all L keys are attended)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D), mask (B, 1, L, L) True = may attend -> (B, L, D)."""
         B, L, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)  # 3 x (B, L, D)
-        q = q[:, -n_queries:]  # (B, Q, D)
-        q = q.view(B, n_queries, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, Q, D/H)
-        k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (k, v))  # (B, H, L, D/H)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2)
+                   for t in self.qkv(x).split(D, dim=2))  # 3 x (B, H, L, D/H)
         # No dropout on the attention weights: on CPU it materializes a (B, H, L, L) mask and makes a
         # step ~6x slower; dropout on embeddings and residual branches regularizes enough.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[..., -n_queries:, :])  # (B, H, Q, D/H)
-        y = y.transpose(1, 2).reshape(B, n_queries, D)  # (B, Q, D)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, D/H)
+        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
         return self.resid_dropout(self.proj(y))
 
 
@@ -57,14 +59,22 @@ class Block(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.attn = BasketSelfAttention(d_model, n_heads, dropout)
         self.ln_2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
                                  nn.Linear(4 * d_model, d_model), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, n_queries: int) -> torch.Tensor:
-        x = x[:, -n_queries:] + self.attn(self.ln_1(x), mask, n_queries)  # (B, Q, D)
-        return x + self.mlp(self.ln_2(x))  # (B, Q, D)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)  # (B, L, D)
+        return x + self.mlp(self.ln_2(x))  # (B, L, D)
+
+
+def basket_means(hidden: torch.Tensor, baskets: torch.Tensor) -> torch.Tensor:
+    """Each position's basket's mean state: hidden (B, L, D), baskets (B, L) (-1: padding) -> (B, L, D);
+    padding positions get the mean of nothing (zeros)."""
+    same = (baskets[:, :, None] == baskets[:, None, :]) & (baskets[:, None, :] >= 0)  # (B, L, L)
+    weights = same.to(hidden.dtype)
+    return (weights @ hidden) / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)  # (B, L, D)
 
 
 class SeqRecModel(nn.Module):
@@ -118,28 +128,22 @@ class SeqRecModel(nn.Module):
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
 
-    def forward(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """seq (B, L) int64 left-padded with 0, L <= max_len -> hidden states (B, L, D).
-
-        last_only: only the last position's state, (B, 1, D). The last block then runs its queries,
-        MLP and norms on that position alone (keys and values still cover the whole sequence).
-        """
-        L = seq.shape[1]
-        real = seq != PADDING_ITEM  # (B, L)
-        # Positions count real items from the start of the window, so the amount of left padding
-        # (which depends on the batch) never changes what the model sees.
-        positions = (real.cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
-        # padding_idx: padding positions send no gradient into row 0, as nn.Embedding does.
+    def forward(self, seq: torch.Tensor, baskets: torch.Tensor) -> torch.Tensor:
+        """seq (B, L) int64 left-padded with 0, baskets (B, L) int64 each position's basket counted
+        from the window's first (-1 at padding), L <= max_len -> every position's basket mean of the
+        final states (B, L, D): at a position of basket b, the state that predicts basket b + 1."""
+        real = baskets >= 0  # (B, L)
+        # Baskets, not events, are positions: the items of one timestamp share theirs.
         items = F.embedding(seq, self.item_table(), padding_idx=PADDING_ITEM)  # (B, L, D)
-        x = self.dropout(items + self.position_embedding(positions))  # (B, L, D)
-        causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril()  # (L, L)
-        # Padding keys are hidden; every query still sees itself, so padded rows never become all -inf (NaN).
-        own = torch.eye(L, dtype=torch.bool, device=seq.device)  # (L, L)
-        mask = (causal & (real[:, None, :] | own))[:, None]  # (B, 1, L, L) True = may attend
-        for i, block in enumerate(self.blocks):
-            last_block = i == len(self.blocks) - 1
-            x = block(x, mask, n_queries=1 if last_only and last_block else x.shape[1])  # (B, L or 1, D)
-        return self.ln_f(x)  # (B, L or 1, D)
+        x = self.dropout(items + self.position_embedding(baskets.clamp(min=0)))  # (B, L, D)
+        # Block-causal: a position sees its own basket and the earlier ones. Padding keys are hidden;
+        # every query still sees itself, so padded rows never become all -inf (NaN).
+        visible = (baskets[:, None, :] <= baskets[:, :, None]) & real[:, None, :]  # (B, L, L)
+        own = torch.eye(seq.shape[1], dtype=torch.bool, device=seq.device)  # (L, L)
+        mask = (visible | own)[:, None]  # (B, 1, L, L)
+        for block in self.blocks:
+            x = block(x, mask)  # (B, L, D)
+        return basket_means(self.ln_f(x), baskets)  # (B, L, D)
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of the real items 1..n_items (column j is item j + 1): hidden (..., D) -> (..., I).
@@ -149,13 +153,10 @@ class SeqRecModel(nn.Module):
         return hidden @ self.item_table()[1:].T  # (..., I)
 
     @torch.no_grad()
-    def score_next(self, seq: torch.Tensor) -> torch.Tensor:
-        """Scores of the item after each sequence: seq (B, L) int64 left-padded -> (B, I + 1) float.
-
-        Column 0 (padding) is -inf. Longer sequences keep their last max_len items.
-        Only the last position is computed past what it attends to: it is the one being predicted.
-        """
-        hidden = self(seq[:, -self.max_len:], last_only=True)[:, -1]  # (B, D)
+    def score_next(self, seq: torch.Tensor, baskets: torch.Tensor) -> torch.Tensor:
+        """Scores of the basket after each sequence: seq, baskets (B, L <= max_len) as in `forward`
+        (evaluate.left_padded builds them) -> (B, I + 1) float, column 0 (padding) -inf."""
+        hidden = self(seq, baskets)[:, -1]  # (B, D) the last basket's state
         # Ranking a whole catalog needs fp32 scores even under bf16 autocast: bf16 keeps ~3 digits
         # and would tie the target with its neighbours.
         with torch.autocast(device_type=seq.device.type, enabled=False):

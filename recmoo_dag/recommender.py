@@ -39,6 +39,7 @@ from recmoo_dag.candidates import best_of
 from recmoo_dag.generator import Generator, sequence_scores
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.policy import POOL, id_keys, policy_vector, rerank
+from recmoo_dag.windows import histories_of
 
 PRECOMPUTE_ROWS = 128  # users re-ranked at once when a version loads
 
@@ -68,7 +69,8 @@ class Recommender:
         self.anonymous_key = id_keys([""])  # (1,)
         # The policy's per-item terms, built as for the search (novelty scaled by the training users).
         self.terms = ItemTerms.build(b.train_counts, b.n_users, b.item_vectors, b.item_ids)
-        self.profiles = self.terms.profiles(b.indptr, b.history)  # (U, d) known users' whole history
+        self.histories = histories_of(b.indptr, b.history, b.opens)  # every known user's whole sequence
+        self.profiles = self.terms.profiles(self.histories)  # (U, d)
         counts = np.asarray(b.train_counts)
         popular = np.lexsort((np.arange(len(counts)), -counts))  # most popular first, ties by index
         popular = popular[popular != 0][: self.n_candidates]
@@ -97,12 +99,14 @@ class Recommender:
         u = self.user_index.get(user_id) if user_id is not None else None
         recent = np.array([self.item_index[i] for i in recent_items if i in self.item_index], dtype=np.int64)
         excluded = np.array([self.item_index[i] for i in exclude if i in self.item_index], dtype=np.int64)
-        known = self.bundle.history[self.bundle.indptr[u]:self.bundle.indptr[u + 1]] if u is not None else \
-            np.zeros(0, dtype=np.int32)
+        span = slice(self.bundle.indptr[u], self.bundle.indptr[u + 1]) if u is not None else slice(0, 0)
         if len(recent):
-            sequence = np.concatenate([known, recent]).astype(np.int64)  # (E,) oldest first
-            items, logits = self._score_session(sequence, excluded)
-            profile, source = self.terms.profiles(np.array([0, len(sequence)]), sequence)[0], "session"
+            # The recent items arrived one by one, after everything known: each is a basket of its own.
+            sequence = np.concatenate([self.bundle.history[span], recent]).astype(np.int32)  # (E,) oldest first
+            opens = np.concatenate([self.bundle.opens[span], np.ones(len(recent), dtype=bool)])  # (E,)
+            items, logits = self._score_session(sequence, opens, excluded)
+            profile = self.terms.profiles(histories_of(np.array([0, len(sequence)]), sequence, opens))[0]
+            source = "session"
             key = id_keys([user_id]) if user_id is not None else self.anonymous_key
         elif u is not None:
             items, logits = self.bundle.cand_items[u], self.bundle.cand_scores[u]
@@ -142,9 +146,11 @@ class Recommender:
             out[rows] = rerank(requests, policy, self.pool)[0]
         return out
 
-    def _score_session(self, sequence: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The generator's top-N unseen items after `sequence`: -> items (n,), scores (n,), best first."""
-        scores = sequence_scores(self.generator, sequence, self.window, self.bundle.ease)  # (I + 1,)
+    def _score_session(self, sequence: np.ndarray, opens: np.ndarray,
+                       excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The generator's top-N unseen items after `sequence` (its baskets start where `opens`):
+        -> items (n,), scores (n,), best first."""
+        scores = sequence_scores(self.generator, sequence, opens, self.window, self.bundle.ease)  # (I + 1,)
         scores[sequence] = -np.inf  # seen and recent items are never recommended
         scores[excluded] = -np.inf
         items, item_scores = best_of(scores[None], self.n_candidates)  # (1, n) as the candidates stage ranks

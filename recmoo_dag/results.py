@@ -14,7 +14,7 @@ contract (README "Glossary" names each idea once); a list-length metric is label
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from recmoo_dag.objectives import JUDGED, label
 
@@ -23,26 +23,51 @@ METHODS = ("nsga", "mmr_sweep", "random", "grid")  # the search and its three ba
 
 def k_of(accuracy: dict) -> int:
     """The k of a report's "ndcg@k" key."""
-    (key,) = [key for key in accuracy if key.startswith("ndcg@")]
+    (key,) = [key for key in accuracy if key.startswith("ndcg@") and key.removeprefix("ndcg@").isdigit()]
     return int(key.removeprefix("ndcg@"))
+
+
+MEASURES = ("ndcg", "hr", "recall", "mrr")  # a scorer's accuracy, each at cutoff k but MRR
+
+
+def measure_key(name: str, k: int) -> str:
+    return name if name == "mrr" else f"{name}@{k}"
 
 
 @dataclass(frozen=True)
 class Accuracy:
-    """A scorer's full-ranking accuracy on one window (metrics.accuracy)."""
+    """A scorer's full-ranking accuracy on one window: each user's mean over their held-out baskets,
+    averaged over users, with the interval of each (a bootstrap over users, uncertainty.py)."""
 
     k: int
-    ndcg: float
-    hr: float
-    mrr: float
+    values: dict[str, float]  # MEASURES -> mean over users
+    intervals: dict[str, tuple[float, float]]  # MEASURES -> (low, high) at evaluation.level
+    ndcg_per_basket: float  # NDCG@k averaged over baskets instead of users
+    users: int
+    baskets: int
+    user_ndcg: object = field(default=None, compare=False, repr=False)  # (U,) per user, for paired comparisons
+
+    @property
+    def ndcg(self) -> float:
+        return self.values["ndcg"]
+
+    @property
+    def hr(self) -> float:
+        return self.values["hr"]
 
     def to_json(self) -> dict:
-        return {f"ndcg@{self.k}": self.ndcg, f"hr@{self.k}": self.hr, "mrr": self.mrr}
+        out = {}
+        for name in MEASURES:
+            key = measure_key(name, self.k)
+            out[key], out[f"{key}_ci"] = self.values[name], list(self.intervals[name])
+        return {**out, f"ndcg@{self.k}_per_basket": self.ndcg_per_basket, "users": self.users, "baskets": self.baskets}
 
     @classmethod
     def from_json(cls, data: dict) -> Accuracy:
         k = k_of(data)
-        return cls(k, data[f"ndcg@{k}"], data[f"hr@{k}"], data["mrr"])
+        return cls(k, {name: data[measure_key(name, k)] for name in MEASURES},
+                   {name: tuple(data[f"{measure_key(name, k)}_ci"]) for name in MEASURES},
+                   data[f"ndcg@{k}_per_basket"], data["users"], data["baskets"])
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,8 @@ class Comparison:
     ease_lambda: float  # EASE's λ, chosen on valid
     blend_weight: float  # the transformer's weight in the blend, chosen on valid
     blend_valid_ndcg: dict[float, float]  # every blend weight tried -> its valid NDCG@k
+    # kind ("model", "blend", "pop") -> window -> its NDCG@k over EASE's on the same users, and the interval
+    vs_ease: dict[str, dict[str, tuple[float, tuple[float, float]]]]
 
     @property
     def k(self) -> int:
@@ -84,8 +111,10 @@ class Comparison:
 
     def to_json(self) -> dict:
         ndcg = label("ndcg", self.k)
+        vs_ease = {kind: {window: {ndcg: ratio, f"{ndcg}_ci": list(interval)}
+                          for window, (ratio, interval) in windows.items()} for kind, windows in self.vs_ease.items()}
         return {"model": self.model.to_json(), "baselines": {"pop": self.pop.to_json(), "ease": self.ease.to_json()},
-                "blend": self.blend.to_json(), "generator": self.generator,
+                "blend": self.blend.to_json(), "generator": self.generator, "vs_ease": vs_ease,
                 "choice": {"ease_lambda": self.ease_lambda, "blend_weight": self.blend_weight,
                            f"valid_{ndcg}": self.valid_ndcg,
                            f"blend_valid_{ndcg}_by_weight": {str(w): v for w, v in self.blend_valid_ndcg.items()}}}
@@ -95,9 +124,11 @@ class Comparison:
         model = Evaluation.from_json(data["model"])
         ndcg = label("ndcg", model.valid.k)
         choice = data["choice"]
+        vs_ease = {kind: {window: (value[ndcg], tuple(value[f"{ndcg}_ci"])) for window, value in windows.items()}
+                   for kind, windows in data["vs_ease"].items()}
         return cls(model, Evaluation.from_json(data["baselines"]["pop"]), Evaluation.from_json(data["baselines"]["ease"]),
                    Evaluation.from_json(data["blend"]), data["generator"], choice["ease_lambda"], choice["blend_weight"],
-                   {float(w): v for w, v in choice[f"blend_valid_{ndcg}_by_weight"].items()})
+                   {float(w): v for w, v in choice[f"blend_valid_{ndcg}_by_weight"].items()}, vs_ease)
 
 
 @dataclass(frozen=True)
@@ -137,7 +168,8 @@ class SearchMetrics:
     hypervolume_test: dict[str, float]
     hypervolume_searched: dict[str, float]  # what the search saw: its user sample, before any thinning
     accuracy_only: dict[str, dict[str, float]]  # window -> objective -> value
-    users_searched: int
+    users_searched: int  # the validation users whose baskets the search scored
+    baskets_searched: int
     paired_se_searched: float  # SE of a policy's paired NDCG difference with accuracy-only, share of its NDCG
     paired_se_all: float
 
@@ -149,7 +181,8 @@ class SearchMetrics:
                 "hypervolume": rounded(self.hypervolume), "hypervolume_test": rounded(self.hypervolume_test),
                 "hypervolume_searched": rounded(self.hypervolume_searched),
                 "accuracy_only": {window: rounded(values) for window, values in self.accuracy_only.items()},
-                "users": {"searched": self.users_searched, "paired_se_searched": round(self.paired_se_searched, 6),
+                "users": {"searched": self.users_searched, "baskets_searched": self.baskets_searched,
+                          "paired_se_searched": round(self.paired_se_searched, 6),
                           "paired_se_all": round(self.paired_se_all, 6)}}
 
     @classmethod
@@ -157,32 +190,62 @@ class SearchMetrics:
         users = data["users"]
         return cls(data["n_evals"], data["seconds"], data["front_size"], data["front_size_before_thinning"],
                    data["hypervolume"], data["hypervolume_test"], data["hypervolume_searched"], data["accuracy_only"],
-                   users["searched"], users["paired_se_searched"], users["paired_se_all"])
+                   users["searched"], users["baskets_searched"], users["paired_se_searched"], users["paired_se_all"])
+
+
+def _labelled(values: dict | None, intervals: dict | None, k: int) -> dict | None:
+    """{label: value, label_ci: [low, high]} of JUDGED objectives ("ndcg@10", "ndcg@10_ci", ...)."""
+    if values is None:
+        return None
+    out = {}
+    for name in JUDGED:
+        out[label(name, k)] = values[name]
+        if intervals is not None:
+            out[f"{label(name, k)}_ci"] = list(intervals[name]) if intervals[name] is not None else None
+    return out
+
+
+def _by_name(data: dict | None, k: int) -> tuple[dict | None, dict | None]:
+    if data is None:
+        return None, None
+    values = {name: data[label(name, k)] for name in JUDGED}
+    intervals = {name: tuple(data[f"{label(name, k)}_ci"]) if data.get(f"{label(name, k)}_ci") else None
+                 for name in JUDGED}
+    return values, intervals
 
 
 @dataclass(frozen=True)
 class DeployReport:
-    """metrics/deploy.json: what is served after the run (see deploy.py), by objective name."""
+    """metrics/deploy.json: what is served after the run (see deploy.py), by objective name, with the
+    intervals of every figure and of every ratio to the accuracy-only policy (paired over users)."""
 
     k: int
     version: str | None  # the served version, None when nothing is served
     policy: dict  # its decision variables by name
     fallback: dict | None  # why the accuracy-only policy is served instead, or None
     accuracy_only: dict[str, float]  # test figures of the accuracy-only policy, by objective name (JUDGED)
+    accuracy_only_ci: dict[str, tuple[float, float]]
     deployed: dict[str, float | None]  # test figures of what is served (or of the rejected candidate)
+    deployed_ci: dict[str, tuple[float, float] | None]
+    ratio: dict[str, float] | None  # deployed over accuracy-only on test, paired
+    ratio_ci: dict[str, tuple[float, float]] | None
+    valid_ratio: dict[str, float] | None  # the chosen policy over accuracy-only on the held-out valid users
+    valid_ratio_ci: dict[str, tuple[float, float]] | None
     promoted: bool
     reason: str
 
     def to_json(self) -> dict:
-        labelled = lambda values: {label(name, self.k): values[name] for name in JUDGED}
         return {"version": self.version, "policy": self.policy, "fallback": self.fallback,
-                "test": {"accuracy_only": labelled(self.accuracy_only), "deployed": labelled(self.deployed)},
+                "test": {"accuracy_only": _labelled(self.accuracy_only, self.accuracy_only_ci, self.k),
+                         "deployed": _labelled(self.deployed, self.deployed_ci, self.k),
+                         "ratio": _labelled(self.ratio, self.ratio_ci, self.k)},
+                "valid": {"ratio": _labelled(self.valid_ratio, self.valid_ratio_ci, self.k)},
                 "gate": {"promoted": self.promoted, "reason": self.reason}}
 
     @classmethod
     def from_json(cls, data: dict) -> DeployReport:
         k = k_of(data["test"]["accuracy_only"])
-        by_name = lambda values: {name: values[label(name, k)] for name in JUDGED}
-        return cls(k, data["version"], data["policy"], data["fallback"], by_name(data["test"]["accuracy_only"]),
-                   by_name(data["test"]["deployed"]), data["gate"]["promoted"], data["gate"]["reason"])
-
+        test = data["test"]
+        return cls(k, data["version"], data["policy"], data["fallback"], *_by_name(test["accuracy_only"], k),
+                   *_by_name(test["deployed"], k), *_by_name(test["ratio"], k), *_by_name(data["valid"]["ratio"], k),
+                   data["gate"]["promoted"], data["gate"]["reason"])

@@ -1,10 +1,12 @@
-"""Training the transformer with Lightning: next-item examples, the LightningModule, fit().
+"""Training the transformer with Lightning: next-basket examples, the LightningModule, fit().
 
-The model learns from the train split only (every position of every user's sequence, a causal
-language-model loss) for a budget of optimizer steps, with a linear learning-rate warm-up. Every
-`train.eval_every_steps` steps (a "round": what Lightning calls an epoch here) it is scored on valid
-NDCG@k (k = policy.k) over all users (full ranking). A validation only counts as an improvement when its gain over
-the best so far, paired user by user, exceeds `train.min_improvement_se` standard errors of that
+The model learns from the train window only (every basket of every user's sequence but the first,
+each item of it predicted from the basket before: a full-softmax next-basket loss) for a budget of
+optimizer steps, with a linear learning-rate warm-up. Every `train.eval_every_steps` steps (a
+"round": what Lightning calls an epoch here) it is scored on valid NDCG@k (k = policy.k): each valid
+basket from its history, each user's mean, over the users (a seeded sample of them on a large log;
+full ranking). A validation only counts as an improvement when its gain over the best so far,
+paired user by user, exceeds `train.min_improvement_se` standard errors of that
 gain: on ~1k users NDCG@k moves by several percent between rounds by chance alone, and a lucky
 round must neither be crowned nor reset the patience. Training stops after `train.patience` rounds
 without an improvement (or at the budget), and the last improvement's weights are what downstream
@@ -41,10 +43,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from recmoo_dag.batches import SequenceData
 from recmoo_dag.config import ModelParams, TrainParams
 from recmoo_dag.errors import InputError
-from recmoo_dag.features import PADDING_ITEM, Features, sample_users
+from recmoo_dag.features import Features
 from recmoo_dag.io import atomic_write
-from recmoo_dag.metrics import accuracy, rank_of_targets
+from recmoo_dag.metrics import basket_accuracy, target_ranks
 from recmoo_dag.model import SeqRecModel, pca_initialization
+from recmoo_dag.uncertainty import per_user
+from recmoo_dag.windows import sample_users
 
 SELECTED = "valid/improvements"  # how many validations were significant improvements: what checkpoints follow
 LAST, BEST = "last", "best"
@@ -74,7 +78,7 @@ class SeqRecModule(L.LightningModule):
         self.model = model
         # A compiled forward kept out of the module tree, so checkpoints hold one copy of the weights.
         self._compiled = torch.compile(self.model.forward, dynamic=True) if compile else None
-        self._ranks: list[np.ndarray] = []
+        self._cases: list[tuple[np.ndarray, dict]] = []  # a validation's (users, per-case measures) per batch
         self._loss_sum, self._loss_count = torch.zeros(()), 0
         # The best validation so far, per user of this process's shard, and how many improvements led to it.
         self.best_gains: np.ndarray | None = None
@@ -85,34 +89,41 @@ class SeqRecModule(L.LightningModule):
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
         self._loss_sum, self._loss_count = torch.zeros((), dtype=torch.float64, device=self.device), 0
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        inputs, targets = batch  # (B, L) each
-        hidden = (self._compiled or self.model)(inputs)  # (B, L, D)
-        real = targets != PADDING_ITEM  # (B, L)
-        logits = self.model.item_logits(hidden[real])  # (N, I): only positions with a next item
-        loss = F.cross_entropy(logits.float(), targets[real] - 1, label_smoothing=self.hparams.label_smoothing)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        items, baskets, context = batch  # (B, L) each
+        states = (self._compiled or self.model)(items, baskets)  # (B, L, D) each position's basket state
+        target = context >= 0  # (B, L) the events of every basket after the window's first
+        rows = torch.arange(len(items), device=items.device)[:, None].expand_as(context)  # (B, L)
+        hidden = states[rows[target], context[target]]  # (N, D) the state of the basket before each target
+        logits = self.model.item_logits(hidden)  # (N, I)
+        loss = F.cross_entropy(logits.float(), items[target] - 1, label_smoothing=self.hparams.label_smoothing)
         self._loss_sum += loss.detach() * len(logits)  # a tensor: no host sync per step on a GPU
         self._loss_count += len(logits)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        seq, targets, seen = batch  # (B, L), (B,), (B, I + 1)
-        scores = self.model.score_next(seq).masked_fill(seen, float("-inf"))  # (B, I + 1)
-        self._ranks.append(rank_of_targets(scores.cpu().numpy(), targets.cpu().numpy()))
+        seq, baskets, seen, target_indptr, targets, users = batch  # (B, L) x2, (B, I + 1), (B + 1,), (T,), (B,)
+        scores = self.model.score_next(seq, baskets).masked_fill(seen, float("-inf"))  # (B, I + 1)
+        indptr = target_indptr.cpu().numpy()
+        rows = np.repeat(np.arange(len(seq)), np.diff(indptr))
+        ranks = target_ranks(scores.cpu().numpy(), rows, targets.cpu().numpy())
+        self._cases.append((users.cpu().numpy(), basket_accuracy(ranks, indptr, self.hparams.k)))
 
     def on_validation_epoch_end(self) -> None:
-        ranks = np.concatenate(self._ranks)
-        self._ranks.clear()
+        users = np.concatenate([u for u, _ in self._cases])
+        per_case = {name: np.concatenate([m[name] for _, m in self._cases]) for name in ("ndcg", "hr", "rr")}
+        self._cases.clear()
         k = self.hparams.k
-        report, n = accuracy(ranks, k).to_json(), len(ranks)
-        gains = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)  # (n,) each user's NDCG@k
+        shard, compact = np.unique(users, return_inverse=True)  # this process's users, in a fixed order
+        means = {name: per_user(values, compact.ravel(), len(shard)) for name, values in per_case.items()}
+        gains, n = means["ndcg"], len(shard)  # (n,) each user's NDCG@k
         gain = gains - (self.best_gains if self.best_gains is not None else 0.0)  # (n,) paired with the best
         # Sums, not means, are added across processes: their user shards differ in size.
-        local = torch.tensor([*(v * n for v in report.values()), n, float(self._loss_sum), self._loss_count,
-                              gain.sum(), (gain ** 2).sum()], dtype=torch.float64, device=self.device)
+        local = torch.tensor([means["ndcg"].sum(), means["hr"].sum(), means["rr"].sum(), n, float(self._loss_sum),
+                              self._loss_count, gain.sum(), (gain ** 2).sum()], dtype=torch.float64, device=self.device)
         total = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
-        metrics = {f"valid/{name}": total[i] / total[3] for i, name in enumerate(report)}
-        metrics["train/loss"] = total[4] / max(total[5], 1.0)
+        metrics = {f"valid/ndcg@{k}": total[0] / total[3], f"valid/hr@{k}": total[1] / total[3],
+                   "valid/mrr": total[2] / total[3], "train/loss": total[4] / max(total[5], 1.0)}
         if not self.trainer.sanity_checking and self._improves(total[6], total[7], total[3]):
             self.best_gains, self.best_ndcg = gains, metrics[monitor(k)]
             self.improvements += 1
@@ -262,7 +273,7 @@ def fit(features: Features, model: ModelParams, train: TrainParams, k: int, seed
         elif model.item_text == "fuse":
             net.text_vectors.copy_(torch.from_numpy(np.asarray(text_vectors, dtype=np.float32)))
             net.trained.copy_(torch.from_numpy((features.train_counts > 0).astype(np.float32)))
-    eval_users = sample_users(np.diff(features.history_before("valid")[0]), train.eval_users, seed)
+    eval_users = sample_users(features.history_before("valid").lengths, train.eval_users, seed)
     data = SequenceData(features, model.max_len, train.batch_size, train.eval_every_steps, train.eval_batch_size, seed,
                         eval_users)
     log = ValidationLog(train.steps_log, run, k)

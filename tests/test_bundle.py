@@ -20,6 +20,7 @@ def test_a_bundle_round_trips_and_an_incomplete_one_is_refused(tmp_path):
     arrays = {"item_ids": np.array(["", "a", "b", "c", "d"]), "titles": np.array(["", "A", "", "C", "D"]),
               "train_counts": np.array([0, 3, 2, 1, 1]), "item_vectors": np.eye(5, 3, dtype=np.float32), "n_users": 2,
               "user_ids": np.array(["u1", "u2"]), "indptr": np.array([0, 2, 3]), "history": np.array([1, 2, 3]),
+              "opens": np.array([True, False, True]),  # u1's two items share a timestamp: one basket
               "cand_items": np.array([[3, 4], [1, 0]]),
               "cand_scores": np.array([[0.5, 0.1], [0.2, -np.inf]], dtype=np.float32)}
     ease = np.arange(25, dtype=np.float32).reshape(5, 5)

@@ -11,20 +11,20 @@ from recmoo_dag.generator import load_generator
 from recmoo_dag.model import load_model
 from recmoo_dag.stages import candidates as candidates_stage
 from recmoo_dag.stages import train as train_stage
+from recmoo_dag.windows import histories_of
 from tests.model_support import tiny_project
 
 pytestmark = pytest.mark.xdist_group("candidates")  # one trained model for the module
 
 
 def test_top_n_sorts_excludes_seen_breaks_ties_by_index_and_pads():
-    indptr = np.array([0, 2, 5])
-    items = np.array([1, 2, 1, 2, 3])  # user 1 has seen 3 of the 4 items
+    history = histories_of(np.array([0, 2, 5]), np.array([1, 2, 1, 2, 3]), np.ones(5, dtype=bool))
     scores = np.array([[9.0, 1.0, 5.0, 2.0, 2.0], [9.0, 8.0, 7.0, 6.0, 0.5]], dtype=np.float32)
-    got_items, got_scores = top_n(lambda users: scores[users], indptr, items, n_items=4, n=3, batch_size=1)
+    got_items, got_scores = top_n(lambda rows: scores[rows], history, n_items=4, n=3, batch_size=1)
     assert got_items.tolist() == [[3, 4, 0], [4, 0, 0]]  # tie 3/4 -> lower index first; padding after
     assert got_scores[0, :2].tolist() == [2.0, 2.0] and np.isneginf(got_scores[0, 2])
     assert got_scores[1, 0] == np.float32(0.5) and np.isneginf(got_scores[1, 1:]).all()
-    wide_items, _ = top_n(lambda users: scores[users], indptr, items, n_items=4, n=6, batch_size=2)
+    wide_items, _ = top_n(lambda rows: scores[rows], history, n_items=4, n=6, batch_size=2)
     assert wide_items.shape == (2, 6)  # N beyond the catalog: the shape still follows candidates.n
 
 
@@ -59,39 +59,41 @@ def test_candidates_file_contract(trained):
     root, params = trained
     arrays = load_candidates(root / params.candidates.path)
     features = load_features(root / params.features.dir)
-    n_users, n = features.n_users, params.candidates.n
+    n = params.candidates.n
     for window in ("valid", "test"):
-        assert arrays[f"{window}_items"].shape == (n_users, n) and arrays[f"{window}_items"].dtype == np.int32
-        assert arrays[f"{window}_scores"].shape == (n_users, n)
+        cases = features.cases(window)
+        assert arrays[f"{window}_items"].shape == (cases.n_cases, n) and arrays[f"{window}_items"].dtype == np.int32
+        assert arrays[f"{window}_scores"].shape == (cases.n_cases, n)
         assert arrays[f"{window}_scores"].dtype == np.float32
         assert arrays[f"{window}_targets"].dtype == np.int32
         assert np.all(np.diff(arrays[f"{window}_scores"], axis=1) <= 0)  # best first
         assert np.all((arrays[f"{window}_items"] >= 1) & (arrays[f"{window}_items"] <= features.n_items))
-    np.testing.assert_array_equal(arrays["valid_targets"], features.valid_targets)
-    np.testing.assert_array_equal(arrays["test_targets"], features.test_targets)
+        np.testing.assert_array_equal(arrays[f"{window}_users"], cases.users)
+        np.testing.assert_array_equal(arrays[f"{window}_target_indptr"], cases.target_indptr)
+        np.testing.assert_array_equal(arrays[f"{window}_targets"], cases.targets)
     with np.load(root / params.candidates.path, allow_pickle=False) as archive:  # plain arrays only
         assert sorted(archive.files) == sorted(arrays)
 
 
-def test_candidates_exclude_each_windows_history_and_follow_the_model(trained):
+def test_candidates_exclude_each_cases_history_and_follow_the_model(trained):
     root, params = trained
     arrays = load_candidates(root / params.candidates.path)
     features = load_features(root / params.features.dir)
-    users = np.arange(features.n_users)
     for window in ("valid", "test"):
-        indptr, items = features.history_before(window)
-        seen = seen_mask(indptr, items, users, features.n_items)
+        cases = features.cases(window)
+        seen = seen_mask(cases.history, np.arange(cases.n_cases), features.n_items)
         assert not np.take_along_axis(seen, arrays[f"{window}_items"].astype(np.int64), axis=1).any()
-    # The valid item is history in the test window, never a test candidate.
-    assert not (arrays["test_items"] == features.valid_targets[:, None]).any()
     # Scores are the chosen generator's: re-scoring with it reproduces them (the transformer's own
     # forward pass when the transformer was chosen).
     generator = load_generator(root / params.train.model_dir)
-    indptr, items = features.history_before("test")
-    scores = generator.scorer(indptr, items)(users)
+    cases = features.cases("test")
+    rows = np.arange(cases.n_cases)
+    scores = generator.scorer(features.history_before("test"), cases.history)(rows)
     if generator.kind == "model":
         model = load_model(root / params.train.model_dir)
-        scores = model.score_next(torch.from_numpy(left_padded(indptr, items, users, model.max_len))).numpy()
+        seq, baskets = left_padded(cases.history, rows, model.max_len)
+        scores = model.score_next(torch.from_numpy(seq), torch.from_numpy(baskets)).numpy()
     np.testing.assert_allclose(np.take_along_axis(scores, arrays["test_items"].astype(np.int64), axis=1),
                                arrays["test_scores"], rtol=1e-5, atol=1e-5)
-    assert (arrays["test_targets"][:, None] == arrays["test_items"]).any(axis=1).mean() > 0.2
+    hit = (arrays["test_items"][cases.target_rows] == cases.targets[:, None]).any(axis=1)  # (T,)
+    assert np.bincount(cases.target_rows, hit, cases.n_cases).astype(bool).mean() > 0.2

@@ -20,7 +20,12 @@ from recmoo_dag.generator import (
     standardized,
 )
 from recmoo_dag.model import SeqRecModel, save_model
+from recmoo_dag.results import Accuracy, Evaluation
+from recmoo_dag.uncertainty import Bootstrap
+from tests.conftest import section
 from tests.model_support import tiny_project
+
+EVALUATION = section("evaluation", replicates=200)
 
 
 def test_standardized_rows_have_mean_zero_and_unit_spread_over_real_items():
@@ -34,10 +39,25 @@ def test_standardized_rows_have_mean_zero_and_unit_spread_over_real_items():
     np.testing.assert_allclose(mixed[:, 1:], 0.25 * z[:, 1:] + 0.75 * standardized(other)[:, 1:], rtol=1e-6)
 
 
-def test_the_choice_goes_to_the_best_valid_ndcg_and_ties_to_the_simpler():
-    assert choose_kind({"model": 0.05, "ease": 0.07, "blend": 0.06}) == "ease"
-    assert choose_kind({"model": 0.05, "ease": 0.05, "blend": 0.05}) == "model"
-    assert choose_kind({"model": 0.05, "ease": 0.04, "blend": 0.051}) == "blend"
+def scored(user_ndcg: np.ndarray) -> Evaluation:
+    """An Evaluation whose valid window has these per-user NDCGs (the test window is not looked at)."""
+    values = dict.fromkeys(("ndcg", "hr", "recall", "mrr"), float(user_ndcg.mean()))
+    accuracy = Accuracy(10, values, dict.fromkeys(values, (0.0, 1.0)), values["ndcg"], len(user_ndcg),
+                        len(user_ndcg), user_ndcg)
+    return Evaluation(accuracy, accuracy)
+
+
+def test_the_choice_is_a_test_against_ease_and_a_tie_goes_to_the_simpler():
+    rng = np.random.default_rng(0)
+    ease = rng.random(400) * (rng.random(400) < 0.3)  # (U,) per-user NDCG, many users at 0
+    boot = Bootstrap(400, 1000, seed=0)
+    clear = ease * 1.2 + 0.01  # better for every user
+    noisy = ease.copy()
+    noisy[0] += 8.0  # higher on average, through one user only: not shown to be better
+    assert choose_kind(scored(clear), scored(ease), scored(ease * 0.9), boot, 0.95) == "model"
+    assert choose_kind(scored(noisy), scored(ease), scored(ease * 0.9), boot, 0.95) == "ease"
+    assert choose_kind(scored(clear), scored(ease), scored(clear * 1.1), boot, 0.95) == "blend"  # both win: the better
+    assert choose_kind(scored(clear), scored(ease), scored(clear), boot, 0.95) == "model"  # a tie: the simpler
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +80,14 @@ def test_a_log_where_ease_wins_on_valid_gets_eases_candidates(untrained, monkeyp
     for weights in blank.parameters():  # a transformer that scores every item alike: it cannot win
         weights.data.zero_()
     model = blank
-    comparison, generator = compare(features, model, [10.0, 100.0], 64, k=10)
+    comparison, generator = compare(features, model, [10.0, 100.0], 64, k=10, evaluation=EVALUATION, seed=0)
     assert comparison.generator == generator.kind == "ease"
     assert comparison.ease.valid.ndcg > comparison.model.valid.ndcg
+    ratio, (low, high) = comparison.vs_ease["model"]["valid"]
+    assert low <= ratio <= high < 1.0  # the transformer is worse, and shown to be
     assert 0 < comparison.blend_weight < 1 and comparison.blend.test.k == 10
-    # The candidates stage then ranks with EASE, fit on each context's own history.
+    # The candidates stage then ranks with EASE, fit on the events before test, scoring each test
+    # basket from its own history.
     architecture = {"n_items": features.n_items, "d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0,
                     "max_len": 20}
     save_model(model, params.train.model_dir, architecture, {})
@@ -74,10 +97,11 @@ def test_a_log_where_ease_wins_on_valid_gets_eases_candidates(untrained, monkeyp
     candidates.main(params)
     with np.load(params.candidates.path) as arrays:
         got = arrays["test_items"]
-    indptr, items = features.history_before("test")
-    x = history_matrix(indptr, items, features.n_items)
-    scores = ease_scorer(x, fit_ease(indptr, items, features.n_items, generator.ease_lambda))(np.arange(3))
-    scores[x[np.arange(3)].toarray() > 0] = -np.inf
+    cases = features.cases("test")
+    rows = np.arange(3)
+    weights = fit_ease(features.history_before("test"), features.n_items, generator.ease_lambda)
+    scores = ease_scorer(cases.history, weights, features.n_items)(rows)
+    scores[history_matrix(cases.history, features.n_items)[rows].toarray() > 0] = -np.inf
     scores[:, 0] = -np.inf
     np.testing.assert_array_equal(got[:3, :5], np.argsort(-scores, axis=1, kind="stable")[:, :5])
 
@@ -86,13 +110,14 @@ def test_a_log_where_ease_wins_on_valid_gets_eases_candidates(untrained, monkeyp
 def test_a_session_scores_like_the_batch_path(untrained, kind):
     """A live session (the service) and the batch scorer (candidates, deploy) agree for one user."""
     _, _, features, model = untrained
-    indptr, items = features.history_before("test")
-    ease = fit_ease(indptr, items, features.n_items, 30.0)
+    history = features.history_before("test")
+    ease = fit_ease(history, features.n_items, 30.0)
     generator = Generator(kind, model, 30.0, 0.4)
-    batch = generator.scorer(indptr, items, ease)(np.arange(4))
+    batch = generator.scorer(history, history, ease)(np.arange(4))
+    opens = history.basket_starts == np.arange(len(history.items))
     for user in range(4):
-        sequence = items[indptr[user]:indptr[user + 1]]
-        session = sequence_scores(generator, sequence, model.max_len, ease)
+        span = slice(history.starts[user], history.ends[user])
+        session = sequence_scores(generator, history.items[span], opens[span], model.max_len, ease)
         np.testing.assert_allclose(session[1:], batch[user, 1:], rtol=1e-4, atol=1e-5)
         assert np.isneginf(session[0])
 

@@ -74,9 +74,10 @@ def test_text_similarity_measures_ild_in_the_text_space():
     genres = np.array([[0, 0], [1, 0], [0, 1], [1, 0]], dtype=bool)
     vectors = item_vectors(genres, "text", lambda: pytest.fail("no model needed"), lambda: texts)
     np.testing.assert_array_equal(vectors, texts)
-    lists = np.array([[[1, 2], [1, 3]]])  # (policies, users, k)
-    assert intra_list_diversity(lists, item_similarity(vectors)).tolist() == [0.5]  # 0 for (1, 2), 1 for (1, 3)
-    assert intra_list_diversity(lists, item_similarity(genres)).tolist() == [0.5]  # genres see it the other way
+    lists = np.array([[[1, 2], [1, 3]]])  # (policies, cases, k)
+    even = np.array([0.5, 0.5])  # two cases of two users
+    assert intra_list_diversity(lists, item_similarity(vectors), even).tolist() == [0.5]  # 0 for (1, 2), 1 for (1, 3)
+    assert intra_list_diversity(lists, item_similarity(genres), even).tolist() == [0.5]  # genres: the other way
     assert item_vectors(None, "auto", lambda: np.eye(4), lambda: texts) is not None
     np.testing.assert_array_equal(item_vectors(None, "auto", lambda: np.eye(4), lambda: texts), texts)
     with pytest.raises(InputError, match="no item text vectors"):
@@ -107,7 +108,7 @@ def test_a_never_seen_item_is_recommended_through_its_text(tmp_path):
     vectors = np.stack([np.zeros(16)] + [texts[item] for item in features.item_ids[1:]]).astype(np.float32)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     genre_0 = np.array([u for u, user in enumerate(features.user_ids) if int(user[1:]) % genres == 0])
-    indptr, history = features.history_before("test")
+    history = features.history_before("test")
     from recmoo_dag.evaluate import left_padded, seen_mask
 
     def new_items_rank(item_text: str) -> np.ndarray:
@@ -115,8 +116,9 @@ def test_a_never_seen_item_is_recommended_through_its_text(tmp_path):
         train = section("train", max_steps=200, eval_every_steps=50, warmup_steps=10, lr=0.01, batch_size=32,
                             checkpoint_dir=str(tmp_path / "ckpt"), steps_log=str(tmp_path / "steps.csv"), threads=1)
         net = fit(features, model, train, 10, 0, item_text, text_vectors=vectors).model
-        scores = net.score_next(torch.from_numpy(left_padded(indptr, history, genre_0, 20))).numpy()
-        scores[seen_mask(indptr, history, genre_0, features.n_items)] = -np.inf  # unseen items only
+        seq, baskets = left_padded(history, genre_0, 20)
+        scores = net.score_next(torch.from_numpy(seq), torch.from_numpy(baskets)).numpy()
+        scores[seen_mask(history, genre_0, features.n_items)] = -np.inf  # unseen items only
         return (scores > scores[:, [new]]).sum(axis=1)
 
     fused, ids_only = new_items_rank("fuse"), new_items_rank("none")

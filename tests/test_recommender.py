@@ -8,6 +8,7 @@ from recmoo_dag.bundle import read_bundle
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.policy import id_keys, policy_vector, recommended_items, rerank
 from recmoo_dag.recommender import Recommender
+from recmoo_dag.windows import histories_of
 from tests.deploy_support import FRONT, base_project, deployed_copy
 
 
@@ -23,8 +24,8 @@ def test_service_answers_exactly_what_the_batch_reranker_gives_every_user(served
     folder = store.version_dir(served.deploy.store)
     bundle, recommender = read_bundle(folder), Recommender.load(folder)
     terms = ItemTerms.build(bundle.train_counts, bundle.n_users, bundle.item_vectors, bundle.item_ids)
-    requests = terms.requests(bundle.cand_items, bundle.cand_scores, terms.profiles(bundle.indptr, bundle.history),
-                        id_keys(bundle.user_ids))
+    profiles = terms.profiles(histories_of(bundle.indptr, bundle.history, bundle.opens))
+    requests = terms.requests(bundle.cand_items, bundle.cand_scores, profiles, id_keys(bundle.user_ids))
     policy = policy_vector(bundle.variables)[None]
     batch = recommended_items(requests, rerank(requests, policy, 10))[0]  # (U, 10)
     # Users with fewer than N unseen items have padding candidates, which the service drops and

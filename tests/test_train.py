@@ -1,6 +1,5 @@
 """Training: causal-LM windows, reproducible batches, the stage's outputs, determinism, resume, DDP."""
 import csv
-import itertools
 import json
 import os
 import signal
@@ -18,27 +17,46 @@ from recmoo_dag.batches import StepStream, training_windows
 from recmoo_dag.config import Params
 from recmoo_dag.errors import InputError
 from recmoo_dag.stages.train import main as run
+from recmoo_dag.windows import histories_of
 from tests.conftest import REPO
 from tests.model_support import tiny_project
 
 
-def test_windows_predict_every_next_item_once():
-    # user 0: 1 2 3 4 5 6 7 (6 targets, max_len 4 -> windows [1..3 -> 2..4] and [3..6 -> 4..7]); user 1: 8 9
-    indptr = np.array([0, 7, 9])
-    items = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9])
-    inputs, targets = training_windows(indptr, items, max_len=4)
-    assert inputs.tolist() == [[3, 4, 5, 6], [0, 0, 1, 2], [0, 0, 0, 8]]
-    assert targets.tolist() == [[4, 5, 6, 7], [0, 0, 2, 3], [0, 0, 0, 9]]
+def test_windows_predict_every_next_basket_once():
+    # one item per basket: user 0 1..7 (max_len 4: windows 4..7 and 1..4), user 1 8 9
+    history = histories_of(np.array([0, 7, 9]), np.arange(1, 10), np.ones(9, dtype=bool))
+    items, baskets, context = training_windows(history, max_len=4)
+    assert items.tolist() == [[4, 5, 6, 7], [1, 2, 3, 4], [0, 0, 8, 9]]
+    assert baskets.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3], [-1, -1, 0, 1]]
+    assert context.tolist() == [[-1, 0, 1, 2], [-1, 0, 1, 2], [-1, -1, -1, 2]]
 
 
-def test_windows_cover_each_event_after_the_first_exactly_once():
+def test_a_basket_is_predicted_whole_from_the_baskets_before_it():
+    # baskets {1}, {2, 3}, {4, 5, 6}, {7}; max_len 4 lets a basket enter a window with 2 events
+    history = histories_of(np.array([0, 7]), np.arange(1, 8), np.array([1, 1, 0, 1, 0, 0, 1], dtype=bool))
+    items, baskets, context = training_windows(history, max_len=4)
+    assert items.tolist() == [[0, 4, 5, 7], [2, 3, 4, 5], [1, 2, 3, 6], [0, 1, 2, 3]]
+    assert baskets.tolist() == [[-1, 0, 0, 1], [0, 0, 1, 1], [0, 1, 1, 2], [-1, 0, 1, 1]]
+    # 7 from {4, 5}; 4 and 5 from {2, 3}; 6, the rest of its basket, after the same history; 2 and 3 from {1}
+    assert context.tolist() == [[-1, -1, -1, 2], [-1, -1, 1, 1], [-1, -1, -1, 2], [-1, -1, 1, 1]]
+    targets = items[context >= 0]
+    inputs = items[np.arange(len(items))[:, None].repeat(4, 1)[context >= 0], context[context >= 0]]
+    # no target is ever predicted from a state that has seen an item of its own basket
+    assert sorted(zip(targets.tolist(), inputs.tolist())) == [(2, 1), (3, 1), (4, 3), (5, 3), (6, 3), (7, 5)]
+
+
+def test_windows_make_every_basket_after_the_first_a_target_exactly_once():
     rng = np.random.default_rng(1)
     lengths = rng.integers(1, 40, 30)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     items = rng.integers(1, 100, indptr[-1])
-    _, targets = training_windows(indptr, items, max_len=7)
-    expected = np.concatenate([items[s + 1:e] for s, e in itertools.pairwise(indptr)])
-    assert sorted(targets[targets > 0].tolist()) == sorted(expected.tolist())
+    opens = rng.random(indptr[-1]) < 0.4  # baskets of 1 to ~10 events
+    history = histories_of(indptr, items, opens)
+    windows, _, context = training_windows(history, max_len=7)
+    firsts = history.basket_starts[indptr[:-1][lengths > 0]]
+    first_ends = history.basket_ends[firsts]
+    expected = np.concatenate([items[e:end] for e, end in zip(first_ends, indptr[1:][lengths > 0])])
+    assert sorted(windows[context >= 0].tolist()) == sorted(expected.tolist())
 
 
 def test_rounds_are_fixed_step_counts_of_an_endless_seeded_stream():
@@ -111,17 +129,22 @@ def test_run_writes_the_contract_and_is_byte_reproducible(tmp_path, monkeypatch)
     assert runs[0] == runs[1]  # same seed, same data: byte-identical weights, config and log
 
     metrics = json.loads((tmp_path / "b" / "metrics" / "train.json").read_text())
-    assert set(metrics) == {"model", "baselines", "blend", "generator", "choice", "train_seconds", "steps",
+    assert set(metrics) == {"model", "baselines", "blend", "generator", "vs_ease", "choice", "train_seconds", "steps",
                             "best_step", "item_text"}
     assert metrics["item_text"] == {"chosen": "none", "valid_ndcg@10": {}}  # tuning off: the variant as written
     assert set(metrics["baselines"]) == {"pop", "ease"}
     for report in (metrics["model"], metrics["baselines"]["pop"], metrics["baselines"]["ease"], metrics["blend"]):
         assert set(report) == {"valid", "test"}
-        for context in report.values():
-            assert set(context) == {"ndcg@10", "hr@10", "mrr"} and all(0 <= v <= 1 for v in context.values())
-    valid = {"model": metrics["model"]["valid"]["ndcg@10"], "ease": metrics["baselines"]["ease"]["valid"]["ndcg@10"],
-             "blend": metrics["blend"]["valid"]["ndcg@10"]}
-    assert metrics["generator"] == max(valid, key=valid.get)  # chosen on valid
+        for window in report.values():
+            measures = ("ndcg@10", "hr@10", "recall@10", "mrr")
+            assert set(window) == {*measures, *(f"{m}_ci" for m in measures), "ndcg@10_per_basket", "users", "baskets"}
+            for measure in measures:  # each value inside its interval, inside [0, 1]
+                low, high = window[f"{measure}_ci"]
+                assert 0 <= low <= window[measure] <= high <= 1, measure
+    # The choice is a test against EASE on valid: anything else must beat it.
+    assert set(metrics["vs_ease"]) == {"model", "blend", "pop"}
+    if metrics["generator"] != "ease":
+        assert metrics["vs_ease"][metrics["generator"]]["valid"]["ndcg@10"] > 1.0
     assert json.loads((tmp_path / "b" / "models" / "model" / "generator.json").read_text())["kind"] == metrics["generator"]
     assert metrics["steps"] == 40 and metrics["train_seconds"] > 0
     assert metrics["model"]["valid"]["ndcg@10"] > metrics["baselines"]["pop"]["valid"]["ndcg@10"]

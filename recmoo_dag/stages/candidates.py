@@ -1,5 +1,5 @@
-"""`recmoo candidates`: every user's top candidates.n unseen items by the chosen generator's scores,
-in the valid and test windows."""
+"""`recmoo candidates`: every held-out basket's top candidates.n unseen items by the chosen generator's
+scores, in the valid and test windows."""
 from __future__ import annotations
 
 import time
@@ -19,6 +19,7 @@ def main(params: Params) -> None:
     check_catalog(generator.model, features.n_items, params.train.model_dir, params.features.dir)
     arrays = build_candidates(generator.scorer, features, params.candidates.n, params.candidates.batch_size)
     save_candidates(params.candidates.path, arrays)
+    cases = {window: len(arrays[f"{window}_users"]) for window in WINDOWS}
     print(f"candidates: top {params.candidates.n} of {features.n_items} items by {generator.kind} for "
-          f"{features.n_users} users x {len(WINDOWS)} windows in {time.perf_counter() - start:.2f}s "
-          f"-> {params.candidates.path}")
+          + ", ".join(f"{n} {window}" for window, n in cases.items())
+          + f" baskets in {time.perf_counter() - start:.2f}s -> {params.candidates.path}")

@@ -37,7 +37,8 @@ def main(params: Params, resume: bool = False) -> None:
     result = fit(features, model, train, k, params.seed, run_id, resume, text_vectors=texts)
     if result is None:  # a DDP worker other than rank 0: the launcher reports and writes
         return
-    comparison, generator = compare(features, result.model, train.ease_lambdas, train.eval_batch_size, k)
+    comparison, generator = compare(features, result.model, train.ease_lambdas, train.eval_batch_size, k,
+                                     params.evaluation, params.seed)
     architecture = {"n_items": features.n_items, **model.model_dump(),
                     "text_dim": texts.shape[1] if model.item_text == "fuse" else 0}
     ndcg = label("ndcg", k)
