@@ -131,10 +131,30 @@ class ValidateParams(Section):
 
 class FeaturesParams(Section):
     dir: str
-    min_user_interactions: int = Field(ge=3)  # a user needs a train, a valid and a test event
+    min_user_interactions: int = Field(ge=1)
     min_item_interactions: int = Field(ge=1)
     include_metadata_items: bool
+    split: Literal["global_time", "user_tail", "leave_one_out"]
+    valid_quantile: float = Field(gt=0, lt=1)
+    test_quantile: float = Field(gt=0, lt=1)
+    tail_fraction: float = Field(gt=0, lt=0.5)
+    tail_max_baskets: int = Field(ge=1)
+    min_window_users: int = Field(ge=2)
     stats: str
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FeaturesParams:
+        if not self.valid_quantile < self.test_quantile:
+            raise ValueError(f"features.valid_quantile {self.valid_quantile} must be below test_quantile "
+                             f"{self.test_quantile}: the valid window comes before the test window")
+        return self
+
+
+class EvaluationParams(Section):
+    """How every verdict is judged (recmoo_dag/uncertainty.py): intervals from a seeded bootstrap over users."""
+
+    replicates: int = Field(ge=100)
+    level: float = Field(gt=0.5, lt=1.0)
 
 
 class ModelParams(Section):
@@ -277,7 +297,7 @@ class SearchParams(Section):
     reference_point: float = Field(gt=1)
     front_epsilon: float = Field(ge=0.0)
     mmr_pool: int = Field(ge=1)
-    users: int | None = Field(ge=50)
+    baskets: int | None = Field(ge=50)
     rescore_policies: int = Field(ge=2)
     stall_generations: int | None = Field(ge=2)
     stall_tolerance: float = Field(ge=0)
@@ -306,6 +326,8 @@ class DeployParams(Section):
     maximize: Objective
     min_ratio: dict[Objective, float]
     confidence: float = Field(ge=0.5, lt=1.0)
+    confirm_share: float = Field(ge=0.0, lt=1.0)
+    shortlist: int = Field(ge=1)
     weights: dict[Objective, float]
     tolerance: dict[Objective, float]
     fallback: Literal["accuracy_only", "none"]
@@ -335,6 +357,7 @@ class Params(Section):
     # `validate` would shadow BaseModel.validate: the attribute is `validation`, the key stays `validate`.
     validation: ValidateParams = Field(alias="validate")
     features: FeaturesParams
+    evaluation: EvaluationParams
     model: ModelParams
     item_text: ItemTextParams
     tune: TuneParams

@@ -1,11 +1,15 @@
-"""Decision rules that pick a policy from the Pareto front, and the gate against the served champion.
+"""Decision rules that pick a policy of the front, and the gate against the served champion:
+each bound a test, judged on paired confidence bounds.
 
 Every objective here is "higher is better" and measured on top-k lists (`objectives.JUDGED`, in
-that column order). A rule picks one policy among the front's policies that meet the bounds
-`deploy.min_ratio` (ratios to the accuracy-only policy, i.e. the model's own top-k):
+that column order). A policy meets a bound `deploy.min_ratio[j]` when the one-sided lower
+confidence bound (at `deploy.confidence`, a paired bootstrap over users: uncertainty.py) of its
+ratio to the accuracy-only policy on objective j is at least that ratio: for NDCG@k, 0.98, a
+non-inferiority test at a 2% margin; for ILD@k, 1.05, a superiority test. A rule picks among the
+policies that meet every bound, and gives its order of preference among them:
 
 - constrained: the feasible policy with the highest `deploy.maximize` (default: maximize catalog
-  coverage subject to NDCG >= 0.98 x accuracy-only). Ties go to the higher NDCG.
+  coverage subject to the bounds). Ties go to the higher NDCG.
 - asf: the minimum of the augmented achievement scalarizing function
   max_j w_j l_j + rho sum_j w_j l_j, with l_j the loss to the best feasible value of objective j
   normalized by its range on the feasible set (Wierzbicki 1980; augmented Chebyshev form as in
@@ -17,11 +21,12 @@ that column order). A rule picks one policy among the front's policies that meet
 - knee: a high trade-off point, where a small gain in any objective costs a large loss elsewhere
   (Rachmawati & Srinivasan 2009; pymoo's `HighTradeoffPoints`). If several qualify, or none stands
   out, the one closest to the ideal point (equal-weight ASF) is taken.
+After the pick, the others follow in equal-weight ASF order (asf: in its own order).
 
 The gate (`gate`) then judges the chosen policy on the test window against the champion (the
-served version, re-evaluated on the same test data): see its docstring. Pure: arrays in, decisions
-out; recmoo_dag/deploy.py measures the policies and publishes. `k` only names the objectives in
-messages ("ndcg@10").
+served version, re-evaluated on the same test data): see its docstring. Pure: ratios and
+objectives in, decisions out; recmoo_dag/deploy.py measures the policies and publishes. `k` only
+names the objectives in messages ("ndcg@10").
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recmoo_dag.objectives import JUDGED, label
+from recmoo_dag.uncertainty import Ratio
 
 RHO = 1e-4  # augmentation of the ASF: breaks ties in favour of non-weakly-dominated policies
 
@@ -38,34 +44,22 @@ def _column(name: str) -> int:
     return JUDGED.index(name)
 
 
-def judged(F: np.ndarray, min_ratio: dict[str, float], ndcg_lower: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Each bounded objective's values as the bounds judge them: F's column, or for NDCG the lower
-    confidence bound ndcg_lower (P,) when given. F (P, m) -> {name: (P,)} in min_ratio's order."""
-    return {name: ndcg_lower if name == "ndcg" and ndcg_lower is not None else F[:, _column(name)]
-            for name in min_ratio}
-
-
-def feasible(F: np.ndarray, accuracy_only: np.ndarray, min_ratio: dict[str, float],
-             ndcg_lower: np.ndarray | None = None) -> np.ndarray:
-    """Which policies meet every bound f_j >= ratio_j x accuracy-only_j: F (P, m) -> (P,) bool.
-    ndcg_lower (P,): judge NDCG by this lower confidence bound instead of F's value."""
-    ok = np.ones(len(F), dtype=bool)
-    for name, values in judged(F, min_ratio, ndcg_lower).items():
-        ok &= values >= min_ratio[name] * accuracy_only[_column(name)]
+def feasible(lower: dict[str, np.ndarray], min_ratio: dict[str, float], n_policies: int) -> np.ndarray:
+    """Which policies meet every bound: lower {objective: (P,) lower confidence bounds of the ratio to
+    accuracy-only} -> (P,) bool; every policy when there are no bounds."""
+    ok = np.ones(n_policies, dtype=bool)
+    for name, ratio in min_ratio.items():
+        ok &= lower[name] >= ratio
     return ok
 
 
-def nearest_to_bounds(F: np.ndarray, accuracy_only: np.ndarray, min_ratio: dict[str, float],
-                      ndcg_lower: np.ndarray | None = None) -> int:
-    """The row whose largest miss of a bound (required ratio - reached ratio to accuracy-only, 0 when
-    met) is smallest, ties to the first: when no policy meets every bound, the one nearest to meeting
-    them all at once. Several bounds each met by a different policy are no joint success, and the
-    policy nearest to one says by how much the others are missed. F (P, m) -> a row index."""
-    misses = np.zeros(len(F))
-    for name, values in judged(F, min_ratio, ndcg_lower).items():
-        scale = accuracy_only[_column(name)]
-        if scale > 0:
-            misses = np.maximum(misses, min_ratio[name] - values / scale)
+def nearest_to_bounds(lower: dict[str, np.ndarray], min_ratio: dict[str, float]) -> int:
+    """The policy whose largest miss of a bound (required ratio - lower bound reached, 0 when met) is
+    smallest, ties to the first: when no policy meets every bound, the one nearest to meeting them
+    all at once. Several bounds each met by a different policy are no joint success."""
+    misses = np.zeros(len(next(iter(lower.values()))))
+    for name, ratio in min_ratio.items():
+        misses = np.maximum(misses, ratio - lower[name])
     return int(np.argmin(misses))
 
 
@@ -90,52 +84,34 @@ def asf(F: np.ndarray, weights: dict[str, float]) -> np.ndarray:
     return weighted.max(axis=1) + RHO * weighted.sum(axis=1)
 
 
-def ndcg_lower_bound(user_gains: np.ndarray, accuracy_only_gains: np.ndarray, confidence: float) -> np.ndarray:
-    """One-sided lower confidence bound of each policy's NDCG, from the paired per-user differences
-    with the accuracy-only lists on the same users: mean NDCG - z_confidence x SE(mean difference).
-
-    Why: ~1k users' NDCG@10 is noisy (a standard error of several percent of its value), so the
-    policy with the most coverage whose *point* estimate just clears "NDCG >= 0.98 x accuracy-only"
-    on valid lands below the bound on test about half the time, and the gate refuses it. Pairing
-    removes the users' shared difficulty; the remaining noise is what the margin covers.
-    user_gains (P, U), accuracy_only_gains (U,) -> (P,). confidence 0.5 gives the point estimate.
-    """
-    from statistics import NormalDist
-
-    differences = user_gains - accuracy_only_gains  # (P, U)
-    n_users = differences.shape[-1]
-    error = differences.std(axis=-1, ddof=1) / np.sqrt(n_users) if n_users > 1 else np.zeros(len(differences))
-    return np.maximum(user_gains.mean(axis=-1) - NormalDist().inv_cdf(confidence) * error, 0.0)  # NDCG >= 0
-
-
-def choose(rule: str, F: np.ndarray, accuracy_only: np.ndarray, min_ratio: dict[str, float],
-           maximize: str, weights: dict[str, float], k: int,
-           ndcg_lower: np.ndarray | None = None) -> tuple[int | None, str]:
-    """Index of the chosen policy among F's rows (or None when no policy meets the bounds), and why.
-    ndcg_lower (P,): the bounds judge NDCG by this lower confidence bound instead of F's value."""
-    ok = np.flatnonzero(feasible(F, accuracy_only, min_ratio, ndcg_lower))
-    judged = " (lower confidence bound)" if ndcg_lower is not None else ""
-    bounds = ", ".join(f"{label(name, k)}{judged if name == 'ndcg' else ''} >= {v:g} x accuracy-only"
-                       for name, v in min_ratio.items()) or "no bounds"
-    if len(ok) == 0:
-        return None, f"no policy of the front meets the bounds ({bounds})"
-    sub = F[ok]
+def preference(rule: str, F: np.ndarray, maximize: str, weights: dict[str, float]) -> tuple[np.ndarray, str]:
+    """The rule's order of preference among F's rows (all feasible), best first, and how it picks."""
+    equal = np.argsort(asf(F, dict.fromkeys(JUDGED, 1.0)), kind="stable")
     if rule == "constrained":
         j, ndcg = _column(maximize), _column("ndcg")
-        pick = int(np.lexsort((-sub[:, ndcg], -sub[:, j]))[0])  # max objective, then max NDCG
-        why = f"max {label(maximize, k)} among {len(ok)} policies with {bounds}"
-    elif rule == "asf":
-        pick = int(np.argmin(asf(sub, weights)))
-        why = f"min achievement scalarization, weights {weights}, among {len(ok)} policies with {bounds}"
-    elif rule == "pseudo_weights":
-        pick = _pseudo_weights(sub, weights)
-        why = f"pseudo-weights closest to {weights} among {len(ok)} policies with {bounds}"
+        return np.lexsort((-F[:, ndcg], -F[:, j])), f"max {maximize}"  # max objective, then max NDCG
+    if rule == "asf":
+        return np.argsort(asf(F, weights), kind="stable"), f"min achievement scalarization, weights {weights}"
+    if rule == "pseudo_weights":
+        pick, how = _pseudo_weights(F, weights), f"pseudo-weights closest to {weights}"
     elif rule == "knee":
-        pick, how = _knee(sub)
-        why = f"{how} among {len(ok)} policies with {bounds}"
+        pick, how = _knee(F)
     else:
         raise ValueError(f"deploy.rule {rule!r} is not one of constrained, asf, pseudo_weights, knee")
-    return int(ok[pick]), why
+    return np.r_[pick, equal[equal != pick]], how
+
+
+def choose(rule: str, F: np.ndarray, lower: dict[str, np.ndarray], min_ratio: dict[str, float], maximize: str,
+           weights: dict[str, float], k: int, confidence: float) -> tuple[np.ndarray, str]:
+    """The policies that meet the bounds, in the rule's order of preference (empty: none does), and
+    why. F (P, m) the policies' objectives; lower {objective: (P,)} their ratios' lower bounds."""
+    ok = np.flatnonzero(feasible(lower, min_ratio, len(F)))
+    bounds = ", ".join(f"{label(name, k)} >= {v:g} x accuracy-only" for name, v in min_ratio.items()) or "no bounds"
+    judged = f"at {confidence:.0%} confidence" if confidence > 0.5 else "on point estimates"
+    if len(ok) == 0:
+        return ok, f"no policy of the front meets the bounds ({bounds}, {judged})"
+    order, how = preference(rule, F[ok], maximize, weights)
+    return ok[order], f"{how.replace(maximize, label(maximize, k))} among {len(ok)} policies with {bounds} ({judged})"
 
 
 def _pseudo_weights(F: np.ndarray, weights: dict[str, float]) -> int:
@@ -183,45 +159,47 @@ class GateDecision:
     reason: str
 
 
-def gate(candidate: dict[str, float] | None, accuracy_only: dict[str, float], champion: dict[str, float] | None,
-         min_ratio: dict[str, float], tolerance: dict[str, float], k: int, champion_version: str | None = None,
-         identical: bool = False, no_candidate_reason: str = "") -> GateDecision:
-    """Promote only if the candidate meets the bounds on test and does not regress beyond tolerance.
+def gate(candidate: dict[str, Ratio] | None, versus_champion: dict[str, Ratio] | None,
+         champion_misses: list[str], min_ratio: dict[str, float], tolerance: dict[str, float], k: int,
+         champion_version: str | None = None, identical: bool = False, no_candidate_reason: str = "") -> GateDecision:
+    """Promote only if the candidate meets the bounds on test and is non-inferior to the champion.
 
-    candidate, accuracy_only and champion: test objectives by name, all on the same test data.
+    candidate: its test objectives over accuracy-only's (Ratio per JUDGED objective); versus_champion:
+    over the champion's, on the same test users; champion_misses: the bounds the champion itself
+    misses on today's test data (bound_failures of its own ratios).
     - no candidate (no policy met the bounds when choosing): keep the champion;
-    - a bound fails on test: keep the champion;
+    - a bound's lower confidence bound falls short on test: keep the champion;
     - identical to the champion (same model, data and policy): nothing new to publish;
-    - the champion itself fails a bound on today's test data: promote (it no longer qualifies);
-    - some objective j below champion_j x (1 - tolerance_j): keep the champion;
+    - the champion itself misses a bound on today's test data: promote (it no longer qualifies);
+    - for some objective j, the lower confidence bound of candidate_j / champion_j is below
+      1 - tolerance_j (non-inferiority at that margin cannot be shown): keep the champion;
     - otherwise promote (the first deployment needs only the bounds).
     The reason names every failing bound or regression with its numbers.
     """
     keep = f"champion {champion_version} kept" if champion_version else "nothing deployed"
     if candidate is None:
         return GateDecision(False, f"{no_candidate_reason}; {keep}")
-    failed = bound_failures(candidate, accuracy_only, min_ratio, k)
+    failed = bound_failures(candidate, min_ratio, k)
     if failed:
         return GateDecision(False, f"bounds fail on test: {'; '.join(failed)}; {keep}")
-    if champion is None:
+    if versus_champion is None:
         return GateDecision(True, "first deployment: bounds hold on test")
-    champion_failed = bound_failures(champion, accuracy_only, min_ratio, k)
-    if champion_failed:  # e.g. after retraining or new data: the served policy no longer qualifies
+    if champion_misses:  # e.g. after retraining or new data: the served policy no longer qualifies
         return GateDecision(True, f"bounds hold on test; champion {champion_version} no longer meets them "
-                                  f"({'; '.join(champion_failed)})")
+                                  f"({'; '.join(champion_misses)})")
     if identical:
         return GateDecision(False, f"same model, data and policy as champion {champion_version}; nothing to publish")
-    regressed = [f"{label(name, k)} {candidate[name]:.4f} < champion {champion[name]:.4f} - "
-                 f"{tolerance.get(name, 0.0):.0%}"
-                 for name in JUDGED if candidate[name] < champion[name] * (1 - tolerance.get(name, 0.0))]
+    regressed = [f"{label(name, k)} vs champion {ratio.describe()}: lower bound {ratio.lower:.3f} < "
+                 f"{1 - tolerance.get(name, 0.0):g}"
+                 for name, ratio in versus_champion.items() if ratio.lower < 1 - tolerance.get(name, 0.0)]
     if regressed:
         return GateDecision(False, f"regresses vs champion {champion_version}: {'; '.join(regressed)}; {keep}")
     return GateDecision(True, f"bounds hold on test and no objective regresses beyond tolerance vs champion "
                               f"{champion_version}")
 
 
-def bound_failures(values: dict[str, float], accuracy_only: dict[str, float], min_ratio: dict[str, float],
-                   k: int) -> list[str]:
-    """Each bound `values` misses, with its numbers: 'ndcg@10 0.0610 < 0.98 x accuracy-only 0.0650'."""
-    return [f"{label(name, k)} {values[name]:.4f} < {ratio:g} x accuracy-only {accuracy_only[name]:.4f}"
-            for name, ratio in min_ratio.items() if values[name] < ratio * accuracy_only[name]]
+def bound_failures(ratios: dict[str, Ratio], min_ratio: dict[str, float], k: int) -> list[str]:
+    """Each bound the ratios miss, with their numbers: 'ndcg@10 0.991x [0.970, 1.012] x accuracy-only:
+    lower bound 0.974 < 0.98'."""
+    return [f"{label(name, k)} {ratios[name].describe()} x accuracy-only: lower bound {ratios[name].lower:.3f} "
+            f"< {ratio:g}" for name, ratio in min_ratio.items() if ratios[name].lower < ratio]

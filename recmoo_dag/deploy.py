@@ -21,7 +21,7 @@ rejected candidate's and version is null). It is deterministic but for the versi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,27 +31,20 @@ from recmoo_dag import store
 from recmoo_dag.baselines import fit_ease
 from recmoo_dag.bundle import MANIFEST_FILE, Bundle, read_bundle, write_bundle
 from recmoo_dag.candidates import top_n
-from recmoo_dag.config import DeployParams, Params
+from recmoo_dag.config import DeployParams, EvaluationParams, Params
 from recmoo_dag.data import find_log_files
-from recmoo_dag.decision import GateDecision, choose, gate, judged, ndcg_lower_bound, nearest_to_bounds
+from recmoo_dag.decision import GateDecision, bound_failures, choose, gate, nearest_to_bounds
 from recmoo_dag.features import Features
 from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.lineage import Artifact, build_lineage
-from recmoo_dag.objectives import JUDGED, label, labelled
+from recmoo_dag.objectives import JUDGED, label
 from recmoo_dag.policy import POOL, VARIABLES, accuracy_only_policy, id_keys, policy_vector
 from recmoo_dag.results import DeployReport
+from recmoo_dag.uncertainty import Bootstrap, Ratio, percentiles, ratio
+from recmoo_dag.windows import Cases
 from recmoo_dag.yardstick import Yardstick
-
-
-def measure(yard: Yardstick, policies: np.ndarray) -> np.ndarray:
-    """The JUDGED objectives of each policy, by the search's own Yardstick: (B, d) -> (B, 5)."""
-    return yard.objectives(np.atleast_2d(policies))[:, :len(JUDGED)]
-
-
-def named(values: np.ndarray) -> dict[str, float]:
-    return {name: float(v) for name, v in zip(JUDGED, values)}
 
 
 def clamp_pools(policies: np.ndarray, k: int, n_candidates: int) -> np.ndarray:
@@ -66,29 +59,89 @@ def policy_dict(x: np.ndarray) -> dict[str, float | int]:
     return {v.name: round(float(x[j])) if v.integer else float(x[j]) for j, v in enumerate(VARIABLES)}
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One policy's judged objectives on a window's users: the values and their intervals."""
+
+    values: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    replicates: dict[str, np.ndarray] = field(compare=False, repr=False)  # (R,) each, on `Bootstrap` draws
+
+    def ratios(self, baseline: Figures, level: float, confidence: float) -> dict[str, Ratio]:
+        """Each objective over `baseline`'s, on the same users and draws."""
+        return {name: Ratio.of(self.values[name], baseline.values[name], self.replicates[name],
+                               baseline.replicates[name], level, confidence) for name in JUDGED}
+
+
+def figures(yard: Yardstick, policy: np.ndarray, boot: Bootstrap, level: float) -> Figures:
+    """A policy's judged objectives on `yard` and their intervals (a bootstrap over its users)."""
+    point = yard.replicates(np.atleast_2d(policy), np.ones((1, boot.n_users)))
+    draws = yard.replicates(np.atleast_2d(policy), boot.weights)
+    return Figures({name: float(point[name][0, 0]) for name in JUDGED},
+                   {name: tuple(float(v) for v in percentiles(draws[name][0], level)) for name in JUDGED},
+                   {name: draws[name][0] for name in JUDGED})
+
+
+def lower_bounds(yard: Yardstick, policies: np.ndarray, names: list[str], boot: Bootstrap,
+                 confidence: float) -> dict[str, np.ndarray]:
+    """The one-sided lower confidence bound of each policy's ratio to accuracy-only on every named
+    objective, paired over `yard`'s users: (P, d) -> {name: (P,)}."""
+    both = np.vstack([policies, accuracy_only_policy(yard.k)])
+    draws = yard.replicates(both, boot.weights, tuple(names))
+    return {name: np.quantile(ratio(draws[name][:-1], draws[name][-1]), 1.0 - confidence, axis=1) for name in names}
+
+
+def users_of(yard: Yardstick, users: np.ndarray) -> Yardstick:
+    """`yard` on the cases of some of its users (positions among yard.user_index[0])."""
+    _, compact = yard.user_index
+    return yard.subset(np.flatnonzero(np.isin(compact, users)))
+
+
 # ------------------------------------------------------------------------------------------- 1. choose
 
 @dataclass(frozen=True)
 class Choice:
     policy: np.ndarray | None  # (d,) pools clamped to the candidates there are; None: no policy qualified
     reason: str  # the rule's account of its pick, or which bounds no policy met
-    shortfalls: list[dict]  # when none qualified: per bound, the ratio of the policy nearest to them all
+    shortfalls: list[dict]  # when none qualified: per bound, what the policy nearest to them all reached
+    confirmed: dict[str, Ratio] | None  # the chosen policy over accuracy-only on the confirmation users
 
 
-def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int) -> Choice:
-    """The rule's pick among the front's policies (P, d), measured on `yard` (the select_on window)."""
+def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int, evaluation: EvaluationParams,
+                  seed: int) -> Choice:
+    """The rule's pick among the front's policies (P, d), on `yard` (the select_on window).
+
+    Choosing the best of many policies on the same users that judge it inflates its figures (the
+    winner's curse), so the window's users are split at random: the rule ranks the policies that
+    meet the bounds on `1 - deploy.confirm_share` of them, and its first choices, up to
+    `deploy.shortlist`, are tested in that order on the others; the first to meet every bound there
+    is chosen, and its figures on those users are free of the choice's optimism."""
     policies = clamp_pools(front, k, yard.requests.n_candidates)
-    baseline = accuracy_only_policy(k)
-    ndcg_lower = None  # confidence 0.5 judges the point estimates themselves
-    if cfg.confidence > 0.5:
-        ndcg_lower = ndcg_lower_bound(yard.user_ndcg(policies), yard.user_ndcg(baseline)[0], cfg.confidence)
-    F, accuracy_only = measure(yard, policies), measure(yard, baseline)[0]
-    index, why = choose(cfg.rule, F, accuracy_only, cfg.min_ratio, cfg.maximize, cfg.weights, k, ndcg_lower)
-    if index is not None:
-        return Choice(policies[index], why, [])
-    nearest = nearest_to_bounds(F, accuracy_only, cfg.min_ratio, ndcg_lower)
-    reached = {name: float(values[nearest]) for name, values in judged(F, cfg.min_ratio, ndcg_lower).items()}
-    return Choice(None, why, shortfalls(reached, named(accuracy_only), cfg.min_ratio, k, where="valid"))
+    n_users = len(yard.user_index[0])
+    held = np.random.default_rng([seed, n_users]).random(n_users) < cfg.confirm_share  # (U,)
+    selection = users_of(yard, np.flatnonzero(~held)) if held.any() else yard
+    confirmation = users_of(yard, np.flatnonzero(held)) if held.any() else yard
+    boot_select = Bootstrap(len(selection.user_index[0]), evaluation.replicates, seed)
+    boot_confirm = Bootstrap(len(confirmation.user_index[0]), evaluation.replicates, seed + 1)
+    lower = lower_bounds(selection, policies, list(cfg.min_ratio), boot_select, cfg.confidence)
+    F = selection.objectives(policies)[:, :len(JUDGED)]
+    order, why = choose(cfg.rule, F, lower, cfg.min_ratio, cfg.maximize, cfg.weights, k, cfg.confidence)
+    if len(order) == 0:
+        nearest = nearest_to_bounds(lower, cfg.min_ratio)
+        reached = {name: Ratio(float(ratio(F[nearest, JUDGED.index(name)], selection.accuracy_only[JUDGED.index(name)])),
+                               float("nan"), float("nan"), float(lower[name][nearest])) for name in cfg.min_ratio}
+        return Choice(None, why, shortfalls(reached, cfg.min_ratio, k, "valid"), None)
+    baseline = figures(confirmation, accuracy_only_policy(k), boot_confirm, evaluation.level)
+    tried = []
+    for index in order[:cfg.shortlist]:
+        ratios = figures(confirmation, policies[index], boot_confirm, evaluation.level).ratios(
+            baseline, evaluation.level, cfg.confidence)
+        if not bound_failures(ratios, cfg.min_ratio, k):
+            where = f"confirmed on {held.sum()} held-out valid users" if held.any() else "no held-out users"
+            return Choice(policies[index], f"{why}; {where} (choice {len(tried) + 1} of the rule's order)", [], ratios)
+        tried.append(ratios)
+    why = f"{why}; none of the rule's first {len(tried)} met the bounds on {held.sum()} held-out valid users"
+    return Choice(None, why, shortfalls(tried[0], cfg.min_ratio, k, "valid (held-out users)"), None)
 
 
 # -------------------------------------------------------------------------------------------- 2. judge
@@ -119,18 +172,20 @@ def identity(model_dir: str | Path, features_dir: str | Path) -> dict:
 def champion_yardstick(champion: Champion, test: Yardstick, features: Features, terms: ItemTerms,
                        batch_size: int, today: dict) -> Yardstick:
     """The test yardstick with the champion's candidates: today's when it has today's weights and
-    catalog, else its own generator's top-N for today's test histories."""
+    catalog, else its own generator's top-N for today's test baskets."""
     same_model = (champion.manifest.get("identity", {}).get("model_sha256") == today["model_sha256"]
                   and np.array_equal(champion.bundle.item_ids, features.item_ids))
     if same_model:
         return test
-    items, scores = champion_candidates(champion.bundle, features, test.requests.n_candidates, batch_size)
-    indptr, history = features.history_before("test")
-    return replace(test, requests=terms.requests(items, scores, terms.profiles(indptr, history), id_keys(features.user_ids)))
+    cases = test.cases
+    items, scores = champion_candidates(champion.bundle, features, cases, test.requests.n_candidates, batch_size)
+    requests = terms.requests(items, scores, terms.profiles(cases.history), id_keys(features.user_ids)[cases.users])
+    return replace(test, requests=requests)
 
 
-def champion_candidates(bundle: Bundle, features: Features, n: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The champion generator's top-n unseen items for today's test histories, in today's item indices.
+def champion_candidates(bundle: Bundle, features: Features, cases: Cases, n: int,
+                        batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The champion generator's top-n unseen items for today's test baskets, in today's item indices.
 
     The champion may know other items: histories are translated by item id (unknown items drop out
     as padding) and its scores are moved back (items it never saw score -inf).
@@ -138,67 +193,75 @@ def champion_candidates(bundle: Bundle, features: Features, n: int, batch_size: 
     generator = bundle.generator()
     ours = {item: idx for idx, item in enumerate(features.item_ids) if idx}
     theirs = {item: idx for idx, item in enumerate(bundle.item_ids) if idx}
-    to_theirs = np.array([theirs.get(item, 0) for item in features.item_ids], dtype=np.int64)  # (I + 1,)
+    to_theirs = np.array([theirs.get(item, 0) for item in features.item_ids], dtype=np.int32)  # (I + 1,)
     shared = np.array([(ours[i], theirs[i]) for i in theirs if i in ours], dtype=np.int64).reshape(-1, 2)
-    indptr, items = features.history_before("test")
-    theirs_scorer = generator.scorer(indptr, to_theirs[items], ease=bundle.ease)  # scores in the champion's ids
+    history = replace(cases.history, items=to_theirs[cases.history.items])  # today's histories, their ids
+    theirs_scorer = generator.scorer(history, history, ease=bundle.ease)  # scores in the champion's ids
 
-    def score(users: np.ndarray) -> np.ndarray:
-        out = np.full((len(users), features.n_items + 1), -np.inf, dtype=np.float32)  # (B, I + 1)
-        out[:, shared[:, 0]] = theirs_scorer(users)[:, shared[:, 1]]
+    def score(rows: np.ndarray) -> np.ndarray:
+        out = np.full((len(rows), features.n_items + 1), -np.inf, dtype=np.float32)  # (B, I + 1)
+        out[:, shared[:, 0]] = theirs_scorer(rows)[:, shared[:, 1]]
         return out
 
-    return top_n(score, indptr, items, features.n_items, n, batch_size)
+    return top_n(score, cases.history, features.n_items, n, batch_size)
 
 
 @dataclass(frozen=True)
 class Verdict:
     decision: GateDecision
-    accuracy_only: dict[str, float]  # accuracy-only on test, by objective name
-    candidate: dict[str, float] | None  # the chosen policy on test
-    champion: dict[str, float] | None  # the champion on test
+    accuracy_only: Figures  # the accuracy-only policy on test
+    candidate: Figures | None  # the chosen policy on test
+    champion: Figures | None  # the champion on test
+    champion_ratio: dict[str, Ratio] | None  # the champion over accuracy-only, on test
+    ratio: dict[str, Ratio] | None  # the candidate (or the fallback) over accuracy-only, on test
     policy: np.ndarray | None  # what a promotion publishes: the chosen policy, or the fallback
     identity: dict  # identity() of the generator and features, with that policy
     fallback: dict | None  # why the accuracy-only policy is served instead, or None
 
 
 def judge(choice: Choice, test: Yardstick, champion: Champion | None, champion_yard: Yardstick | None,
-          generator_and_data: dict, cfg: DeployParams, k: int) -> Verdict:
-    """The gate's decision on the test window (decision.gate). With nothing served yet and
-    `deploy.fallback: accuracy_only`, a refused or missing candidate makes way for the accuracy-only
-    policy (the generator's own top-k), recording which bound failed, where and by how much."""
-    accuracy_only = named(measure(test, accuracy_only_policy(k))[0])
-    candidate = named(measure(test, choice.policy)[0]) if choice.policy is not None else None
-    served = None
+          generator_and_data: dict, cfg: DeployParams, k: int, evaluation: EvaluationParams, seed: int) -> Verdict:
+    """The gate's decision on the test window (decision.gate), every comparison paired over the test
+    users. With nothing served yet and `deploy.fallback: accuracy_only`, a refused or missing
+    candidate makes way for the accuracy-only policy (the generator's own top-k), recording which
+    bound failed, where and by how much."""
+    boot = Bootstrap(len(test.user_index[0]), evaluation.replicates, seed)
+    level, confidence = evaluation.level, cfg.confidence
+    accuracy_only = figures(test, accuracy_only_policy(k), boot, level)
+    candidate = figures(test, choice.policy, boot, level) if choice.policy is not None else None
+    ratio = candidate.ratios(accuracy_only, level, confidence) if candidate else None
+    served = served_ratio = versus = None
+    misses: list[str] = []
     if champion is not None:
         policy = clamp_pools(policy_vector(champion.bundle.variables), k, test.requests.n_candidates)
-        served = named(measure(champion_yard, policy)[0])
+        served = figures(champion_yard, policy, boot, level)
+        served_ratio = served.ratios(accuracy_only, level, confidence)
+        misses = bound_failures(served_ratio, cfg.min_ratio, k)
+        versus = candidate.ratios(served, level, confidence) if candidate else None
     today = {**generator_and_data, "policy": policy_dict(choice.policy) if choice.policy is not None else None}
-    decision = gate(candidate, accuracy_only, served, cfg.min_ratio, cfg.tolerance, k,
+    decision = gate(ratio, versus if champion else None, misses, cfg.min_ratio, cfg.tolerance, k,
                     champion.version if champion else None,
                     identical=champion is not None and champion.manifest.get("identity") == today,
                     no_candidate_reason=choice.reason)
     if decision.promoted or champion is not None or cfg.fallback == "none":
-        return Verdict(decision, accuracy_only, candidate, served, choice.policy, today, None)
-    failed = choice.shortfalls if candidate is None else shortfalls(candidate, accuracy_only, cfg.min_ratio, k, "test")
+        return Verdict(decision, accuracy_only, candidate, served, served_ratio, ratio, choice.policy, today, None)
+    failed = choice.shortfalls if candidate is None else shortfalls(ratio, cfg.min_ratio, k, "test")
     fallback = accuracy_only_policy(k)
     why = f"fallback to the accuracy-only policy (deploy.fallback): {decision.reason.removesuffix('; nothing deployed')}"
-    return Verdict(GateDecision(True, why), accuracy_only, candidate, served, fallback,
+    return Verdict(GateDecision(True, why), accuracy_only, candidate, served, served_ratio,
+                   accuracy_only.ratios(accuracy_only, level, confidence), fallback,
                    {**generator_and_data, "policy": policy_dict(fallback)},
                    {"policy": "accuracy_only", "failed": [f for f in failed if f["failed"]] or failed})
 
 
-def shortfalls(values: dict[str, float], accuracy_only: dict[str, float], min_ratio: dict[str, float], k: int,
-               where: str) -> list[dict]:
-    """Each bound as measured: the ratio to accuracy-only reached, the one required, and by how much
-    it is missed (0 when met)."""
-    out = []
-    for name, required in min_ratio.items():
-        ratio = values[name] / accuracy_only[name] if accuracy_only[name] else float("inf")
-        out.append({"objective": label(name, k), "where": where, "ratio": round(float(ratio), 6),
-                    "required": required, "failed": bool(ratio < required),
-                    "missed_by": round(float(max(required - ratio, 0.0)), 6)})
-    return out
+def shortfalls(ratios: dict[str, Ratio], min_ratio: dict[str, float], k: int, where: str) -> list[dict]:
+    """Each bound as measured: the ratio to accuracy-only reached, its lower confidence bound, the
+    ratio required, and by how much the lower bound misses it (0 when met)."""
+    return [{"objective": label(name, k), "where": where, "ratio": round(ratios[name].value, 6),
+             "lower_bound": round(ratios[name].lower, 6), "required": required,
+             "failed": bool(ratios[name].lower < required),
+             "missed_by": round(float(max(required - ratios[name].lower, 0.0)), 6)}
+            for name, required in min_ratio.items()]
 
 
 # ------------------------------------------------------------------------------------------ 3. publish
@@ -218,15 +281,31 @@ def lineage_chain(params: Params) -> list[Artifact]:
 
 
 def record(choice: Choice, verdict: Verdict, champion: Champion | None, cfg: DeployParams, k: int) -> dict:
-    """The decision half of a new version's manifest."""
+    """The decision half of a new version's manifest (and of `recmoo serve`'s /version)."""
     deployed = verdict.accuracy_only if verdict.fallback else verdict.candidate
     return {"rule": f"{cfg.rule} on {cfg.select_on}: {choice.reason}", "policy": verdict.identity["policy"],
             "identity": verdict.identity, "fallback": verdict.fallback,
             "gate": {"promoted": verdict.decision.promoted, "reason": verdict.decision.reason},
-            "test": {"accuracy_only": labelled(verdict.accuracy_only.values(), k),
-                     "deployed": labelled(deployed.values(), k)},
+            "test": {"accuracy_only": labelled_figures(verdict.accuracy_only, k),
+                     "deployed": labelled_figures(deployed, k), "ratio": labelled_ratios(verdict.ratio, k)},
+            "valid": {"ratio": labelled_ratios(choice.confirmed, k)},
             "champion": {"version": champion.version if champion else None,
-                         "test": labelled(verdict.champion.values(), k) if verdict.champion else None}}
+                         "test": labelled_figures(verdict.champion, k)}}
+
+
+def labelled_figures(figures_: Figures | None, k: int) -> dict | None:
+    """{"ndcg@10": value, "ndcg@10_ci": [low, high], ...} of one policy's figures."""
+    if figures_ is None:
+        return None
+    return {key: value for name in JUDGED for key, value in (
+        (label(name, k), figures_.values[name]), (f"{label(name, k)}_ci", list(figures_.intervals[name])))}
+
+
+def labelled_ratios(ratios: dict[str, Ratio] | None, k: int) -> dict | None:
+    if ratios is None:
+        return None
+    return {key: value for name in JUDGED for key, value in (
+        (label(name, k), ratios[name].value), (f"{label(name, k)}_ci", [ratios[name].low, ratios[name].high]))}
 
 
 def build_version(folder: Path, name: str, params: Params, features: Features, generator: Generator,
@@ -234,15 +313,16 @@ def build_version(folder: Path, name: str, params: Params, features: Features, g
     """Write a complete version into the staging `folder` (store.publish renames it into place)."""
     # Known users are served from their whole sequence (train + valid + test), precomputed here, and
     # EASE is fit on those sequences too: the service knows everything the log holds.
-    ease = fit_ease(features.indptr, features.items, features.n_items, generator.ease_lambda) \
-        if generator.uses_ease else None
-    cand_items, cand_scores = top_n(generator.scorer(features.indptr, features.items, ease), features.indptr,
-                                    features.items, features.n_items, n_candidates, params.candidates.batch_size)
+    whole = features.whole()
+    ease = fit_ease(whole, features.n_items, generator.ease_lambda) if generator.uses_ease else None
+    cand_items, cand_scores = top_n(generator.scorer(whole, whole, ease), whole, features.n_items, n_candidates,
+                                    params.candidates.batch_size)
     write_bundle(folder, params.train.model_dir, policy_dict(policy), params.policy.k, decision["rule"],
                  item_ids=features.item_ids, titles=features.titles, train_counts=features.train_counts,
                  item_vectors=vectors, n_users=features.n_users, user_ids=features.user_ids,
-                 indptr=features.indptr, history=features.items, cand_items=cand_items, cand_scores=cand_scores,
-                 ease=ease)
+                 indptr=features.indptr, history=features.items,
+                 opens=features.basket_starts == np.arange(len(features.items)), cand_items=cand_items,
+                 cand_scores=cand_scores, ease=ease)
     manifest = {"version": name, **decision,
                 **build_lineage(lineage_chain(params), params.model_dump(by_alias=True, mode="json")),
                 "deployed_files": hash_files([p.name for p in sorted(folder.iterdir())], folder)}
@@ -256,18 +336,28 @@ def decision_log(served: str | None, choice: Choice, verdict: Verdict, champion:
             "promoted": verdict.decision.promoted, "reason": verdict.decision.reason,
             "rule": f"{cfg.rule} on {cfg.select_on}: {choice.reason}",
             "candidate": {"policy": policy_dict(choice.policy) if choice.policy is not None else None,
-                          "test": labelled(verdict.candidate.values(), k) if verdict.candidate else None},
+                          "test": labelled_figures(verdict.candidate, k)},
             "fallback": verdict.fallback, "champion": champion.version if champion else None}
 
 
-def report(served: str | None, verdict: Verdict, champion: Champion | None, k: int) -> DeployReport:
-    """metrics/deploy.json: what is served after the run (see the module docstring)."""
+def report(served: str | None, choice: Choice, verdict: Verdict, champion: Champion | None, k: int) -> DeployReport:
+    """metrics/deploy.json: what is served after the run (see the module docstring). The valid
+    ratios are those of a policy this run chose and promoted (None when it kept the champion or fell
+    back): the figures its choice was confirmed on."""
+    ratios = verdict.ratio
     if verdict.decision.promoted:
         policy = verdict.identity["policy"]
-        figures = verdict.accuracy_only if verdict.fallback else verdict.candidate
+        shown = verdict.accuracy_only if verdict.fallback else verdict.candidate
     elif champion is not None:
-        policy, figures = champion.bundle.variables, verdict.champion
+        policy, shown, ratios = champion.bundle.variables, verdict.champion, verdict.champion_ratio
     else:  # nothing served: describe the rejected candidate (or nothing at all)
-        policy, figures = verdict.identity["policy"] or {}, verdict.candidate
-    return DeployReport(k, served, policy, verdict.fallback, verdict.accuracy_only,
-                        figures or dict.fromkeys(JUDGED), verdict.decision.promoted, verdict.decision.reason)
+        policy, shown = verdict.identity["policy"] or {}, verdict.candidate
+    confirmed = choice.confirmed if verdict.decision.promoted and not verdict.fallback else None
+    return DeployReport(
+        k, served, policy, verdict.fallback, verdict.accuracy_only.values, verdict.accuracy_only.intervals,
+        shown.values if shown else dict.fromkeys(JUDGED), shown.intervals if shown else dict.fromkeys(JUDGED),
+        {n: r.value for n, r in ratios.items()} if ratios else None,
+        {n: (r.low, r.high) for n, r in ratios.items()} if ratios else None,
+        {n: r.value for n, r in confirmed.items()} if confirmed else None,
+        {n: (r.low, r.high) for n, r in confirmed.items()} if confirmed else None,
+        verdict.decision.promoted, verdict.decision.reason)

@@ -1,7 +1,9 @@
 """front.csv, the Pareto front the search stage writes and the deploy stage chooses from.
 
 One row per policy: its decision variables (policy.VARIABLE_NAMES; the pool an integer), then
-valid_<objective> and test_<objective> for every objective (objectives.OBJECTIVES, natural values).
+valid_<objective> and test_<objective> for every objective (objectives.OBJECTIVES, natural values),
+then per window the NDCG@k ratio to the accuracy-only policy and its interval (<window>_ndcg_ratio,
+_low, _high: a paired bootstrap over users).
 Rows are sorted by valid NDCG, then by the variables, so the same front gives the same bytes.
 """
 from __future__ import annotations
@@ -17,11 +19,14 @@ from recmoo_dag.objectives import JUDGED, OBJECTIVES
 from recmoo_dag.policy import VARIABLE_NAMES, VARIABLES
 
 
-def front_table(x: np.ndarray, natural: dict[str, np.ndarray]) -> pd.DataFrame:
-    """x (P, d) policies; natural {"valid": (P, m), "test": (P, m)} their objectives -> the front table."""
+def front_table(x: np.ndarray, natural: dict[str, np.ndarray], ndcg_ratio: dict[str, np.ndarray]) -> pd.DataFrame:
+    """x (P, d) policies; natural {"valid": (P, m), "test": (P, m)} their objectives; ndcg_ratio
+    {"valid": (P, 3), "test": (P, 3)} their NDCG@k over accuracy-only's with its interval -> the table."""
     columns = {v.name: x[:, j].round().astype(int) if v.integer else x[:, j] for j, v in enumerate(VARIABLES)}
-    for context in ("valid", "test"):
-        columns.update({f"{context}_{name}": natural[context][:, j] for j, name in enumerate(OBJECTIVES)})
+    for window in ("valid", "test"):
+        columns.update({f"{window}_{name}": natural[window][:, j] for j, name in enumerate(OBJECTIVES)})
+        columns.update({f"{window}_ndcg_ratio{part}": ndcg_ratio[window][:, j]
+                        for j, part in enumerate(("", "_low", "_high"))})
     table = pd.DataFrame(columns)
     return table.sort_values(["valid_ndcg", *VARIABLE_NAMES], ascending=[False] + [True] * len(VARIABLE_NAMES),
                              kind="mergesort").reset_index(drop=True)
@@ -47,13 +52,14 @@ def read_front(path: str | Path) -> np.ndarray:
 
 
 def best_within(table: pd.DataFrame, accuracy_only: np.ndarray, ratio: float, k: int) -> dict:
-    """The front policy with the most valid coverage among those keeping ratio x accuracy-only NDCG:
-    the decision rule `constrained` with that one bound (decision.choose)."""
-    valid = table[[f"valid_{name}" for name in JUDGED]].to_numpy()
-    index, _ = choose("constrained", valid, accuracy_only[:len(JUDGED)], {"ndcg": ratio}, "coverage", {}, k)
-    if index is None:
+    """The front policy with the most valid coverage among those keeping ratio x accuracy-only NDCG
+    on point estimates: the decision rule `constrained` with that one bound (decision.choose)."""
+    relative = table[[f"valid_{name}" for name in JUDGED]].to_numpy() / accuracy_only[:len(JUDGED)]
+    point = {name: relative[:, j] for j, name in enumerate(JUDGED)}
+    order, _ = choose("constrained", relative, point, {"ndcg": ratio}, "coverage", {}, k, confidence=0.5)
+    if len(order) == 0:
         return {"found": False}
-    row = table.iloc[index]
+    row = table.iloc[order[0]]
     ndcg, coverage = OBJECTIVES.index("ndcg"), OBJECTIVES.index("coverage")
     return {"found": True, "policy": {name: float(row[name]) for name in VARIABLE_NAMES},
             "valid_ndcg_ratio": round(float(row["valid_ndcg"] / accuracy_only[ndcg]), 4),

@@ -106,7 +106,7 @@ class Requests:
     item_sim: np.ndarray  # (I + 1, I + 1) float32 from metrics.item_similarity
 
     @property
-    def n_users(self) -> int:
+    def n_requests(self) -> int:
         return self.items.shape[0]
 
     @property
@@ -115,7 +115,7 @@ class Requests:
 
     @property
     def block_bytes(self) -> int:
-        return self.n_users * self.n_candidates ** 2 * 4
+        return self.n_requests * self.n_candidates ** 2 * 4
 
     @cached_property
     def block(self) -> np.ndarray:
@@ -290,10 +290,10 @@ def rerank(requests: Requests, policies: np.ndarray, k: int, threads: int = 1) -
     if (pools != np.round(pools)).any() or pools.min() < k or pools.max() > requests.n_candidates:
         raise ValueError(f"rerank: pool sizes must be integers in [k={k}, N={requests.n_candidates}], "
                          f"got {pools.min()}..{pools.max()}")
-    out = np.empty((len(policies), requests.n_users, k), dtype=np.int32)
+    out = np.empty((len(policies), requests.n_requests, k), dtype=np.int32)
     width, int_pools = int(pools.max()), pools.astype(np.int64)
     step = max(1, TILE_ROWS // len(policies))
-    tiles = [slice(u, min(u + step, requests.n_users)) for u in range(0, requests.n_users, step)]
+    tiles = [slice(u, min(u + step, requests.n_requests)) for u in range(0, requests.n_requests, step)]
 
     terms = policy_terms(policies)
     # The whole request set's block, built once and shared by the threads, while it fits in memory;
@@ -326,5 +326,5 @@ def rerank(requests: Requests, policies: np.ndarray, k: int, threads: int = 1) -
 
 def recommended_items(requests: Requests, positions: np.ndarray) -> np.ndarray:
     """Item indices of re-ranked positions: (B, U, k) -> (B, U, k) int32."""
-    rows = (np.arange(requests.n_users, dtype=np.int32) * np.int32(requests.n_candidates))[:, None]  # (U, 1) user offsets
+    rows = (np.arange(requests.n_requests, dtype=np.int32) * np.int32(requests.n_candidates))[:, None]  # (U, 1) user offsets
     return requests.items.ravel()[positions + rows]

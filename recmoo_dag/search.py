@@ -15,11 +15,13 @@ calculation for fair performance comparison") recommend, so policies at the anch
 Each method is scored by the non-dominated set of *all* the policies it evaluated with the same
 budget (Zitzler et al. 2003: dominance-compliant comparison of the archives).
 
-Users: the search may score policies on a seeded, activity-stratified sample of the validation
-users (`search.users`; features.sample_users): its cost then no longer grows with the log. Each
-method's non-dominated policies on the sample are ε-thinned there, re-scored on *all* validation
-users and on test, and what is non-dominated on all of them is the method's front: the hypervolumes,
-front.csv and the decision rule all read full-set figures.
+Baskets: the search may score policies on a seeded sample of the validation baskets, spread over
+users stratified by activity (`search.baskets`; yardstick.sample_cases): its cost then no longer
+grows with the log. Each method's non-dominated policies on the sample are ε-thinned there,
+re-scored on *all* validation baskets and on test, and what is non-dominated on all of them is the
+method's front: the hypervolumes, front.csv and the decision rule all read full-set figures.
+front.csv holds at most `search.rescore_policies` policies either way (the finest ε that fits),
+each with its NDCG@k ratio to the accuracy-only policy and that ratio's interval, valid and test.
 
 Budget: `search.n_evals` evaluations, or fewer when `search.stall_generations` is set and the
 population's hypervolume has gained less than `search.stall_tolerance` (relative) over that many
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
@@ -42,8 +44,9 @@ from pymoo.optimize import minimize
 from pymoo.termination import get_termination
 from pymoo.util.ref_dirs import get_reference_directions
 
+from recmoo_dag.config import EvaluationParams
 from recmoo_dag.objectives import OBJECTIVES
-from recmoo_dag.pareto import epsilon_thin, hypervolume, nondominated, thin_to
+from recmoo_dag.pareto import hypervolume, nondominated, thin_to
 from recmoo_dag.policy import (
     CALIBRATION,
     DEBIAS,
@@ -56,6 +59,7 @@ from recmoo_dag.policy import (
     accuracy_only_policy,
 )
 from recmoo_dag.results import SearchMetrics
+from recmoo_dag.uncertainty import Bootstrap, ratio
 from recmoo_dag.yardstick import Yardstick
 
 
@@ -206,8 +210,10 @@ class MethodFront:
     """One method's front as reported: its policies and their natural objectives on both windows."""
 
     x: np.ndarray  # (P, d) decision variables
-    valid: np.ndarray  # (P, 6) natural objectives (OBJECTIVES order) on every validation user
+    valid: np.ndarray  # (P, 6) natural objectives (OBJECTIVES order) on every validation basket
     test: np.ndarray  # (P, 6) on test
+    # window -> (P, 3): NDCG@k over the accuracy-only policy's, paired over users, and its interval
+    ndcg_ratio: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -216,15 +222,16 @@ class SearchResult:
 
     n_evals: int  # evaluations each method got (what NSGA used)
     seconds: float  # NSGA's wall time
-    users_searched: int  # the validation users policies were scored on (a sample, or all)
+    users_searched: int  # the validation users whose baskets policies were scored on
+    baskets_searched: int  # those baskets (a sample, or all)
     fronts: dict[str, MethodFront]  # method -> its ε-thinned front (results.METHODS)
     front_size_before_thinning: dict[str, int]
-    hypervolume: dict[str, float]  # on every validation user, every non-dominated policy
+    hypervolume: dict[str, float]  # on every validation basket, every non-dominated policy
     hypervolume_test: dict[str, float]
     hypervolume_searched: dict[str, float]  # as the search saw it: the sample, before thinning
     accuracy_only: dict[str, np.ndarray]  # window -> (6,) natural objectives of the accuracy-only policy
-    paired_se_searched: float  # `paired_se` of NSGA's front on the users searched
-    paired_se_all: float  # and on every validation user
+    paired_se_searched: float  # `paired_se` of NSGA's front on the baskets searched
+    paired_se_all: float  # and on every validation basket
 
     def metrics(self, front_size: int) -> SearchMetrics:
         """metrics/search.json; `front_size`: the policies front.csv holds."""
@@ -232,20 +239,21 @@ class SearchResult:
             self.n_evals, self.seconds, front_size, self.front_size_before_thinning["nsga"], self.hypervolume,
             self.hypervolume_test, self.hypervolume_searched,
             {window: dict(zip(OBJECTIVES, map(float, values))) for window, values in self.accuracy_only.items()},
-            self.users_searched, self.paired_se_searched, self.paired_se_all)
+            self.users_searched, self.baskets_searched, self.paired_se_searched, self.paired_se_all)
 
 
 def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: str, pop_size: int,
-           termination: tuple[str, int], reference: float, mmr_pool: int, seed: int,
-           front_epsilon: float = 0.0, users: np.ndarray | None = None,
-           stall: tuple[int, float] | None = None, rescore_policies: int = 128) -> SearchResult:
+           termination: tuple[str, int], reference: float, mmr_pool: int, seed: int, evaluation: EvaluationParams,
+           front_epsilon: float = 0.0, cases: np.ndarray | None = None, stall: tuple[int, float] | None = None,
+           rescore_policies: int = 128) -> SearchResult:
     """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
-    and (front policies re-scored) on test. `users`: the validation users the search scores
-    policies on (search.users of them, sampled by features.sample_users; None: all), each method's sample front then thinned to at most `rescore_policies`
-    for the full-set verdict; `stall`: (generations, tolerance) of the early stop."""
+    and (front policies re-scored) on test. `cases`: the validation baskets the search scores
+    policies on (search.baskets of them, yardstick.sample_cases; None: all), each method's sample front
+    then thinned to at most `rescore_policies` for the full-set verdict; `stall`: (generations,
+    tolerance) of the early stop."""
     columns = [OBJECTIVES.index(name) for name in objectives]
     low, high = bounds(valid.k, valid.requests.n_candidates)
-    searched = valid if users is None or len(users) >= valid.requests.n_users else valid.subset(users)
+    searched = valid if cases is None or len(cases) >= valid.requests.n_requests else valid.subset(cases)
     stop = HypervolumeStall(termination, reference, *stall) if stall else termination
     start = time.perf_counter()
     nsga_x, nsga_natural = run_nsga(searched.objectives, searched.losses, columns, low, high, algorithm, pop_size,
@@ -265,9 +273,9 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
         front = nondominated(losses_all[:, columns])
         x_front, natural_valid, losses_valid = x[front], natural[front], losses_all[front][:, columns]
         before_thinning[method] = len(front)
-        shown = epsilon_thin(losses_valid, front_epsilon) if front_epsilon > 0 else np.arange(len(front))
+        shown = thin_to(losses_valid, front_epsilon, rescore_policies)
         if searched is not valid:  # the thinned sample front, measured on everyone: its non-dominated part
-            x_front = x_front[thin_to(losses_valid, front_epsilon, rescore_policies)]
+            x_front = x_front[shown]
             natural_valid = valid.objectives(x_front)
             losses_valid = valid.losses(natural_valid)[:, columns]
             kept = nondominated(losses_valid)
@@ -282,16 +290,31 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
         # Hypervolumes above use every non-dominated policy; what is reported and chosen from is
         # an ε-Pareto subset, whose size does not grow with the budget (6-D fronts hold thousands).
         fronts[method] = MethodFront(x_front[shown], natural_valid[shown], natural_test[shown])
-    return SearchResult(budget, seconds, searched.requests.n_users, fronts, before_thinning, volume, volume_test,
-                        volume_searched, {"valid": valid.accuracy_only, "test": test.accuracy_only},
-                        paired_se(searched, fronts["nsga"].x), paired_se(valid, fronts["nsga"].x))
+    nsga = fronts["nsga"]
+    fronts["nsga"] = replace(nsga, ndcg_ratio={window: ndcg_ratios(yard, nsga.x, evaluation, seed)
+                                               for window, yard in (("valid", valid), ("test", test))})
+    return SearchResult(budget, seconds, len(searched.user_index[0]), searched.requests.n_requests, fronts,
+                        before_thinning, volume, volume_test, volume_searched,
+                        {"valid": valid.accuracy_only, "test": test.accuracy_only},
+                        paired_se(searched, nsga.x), paired_se(valid, nsga.x))
+
+
+def ndcg_ratios(yard: Yardstick, policies: np.ndarray, evaluation: EvaluationParams, seed: int) -> np.ndarray:
+    """Each policy's NDCG@k over the accuracy-only policy's on the same users, and the interval of
+    that ratio (a paired bootstrap over the window's users): (P, d) -> (P, 3) ratio, low, high."""
+    if len(policies) == 0:
+        return np.zeros((0, 3))
+    ndcg = yard.user_ndcg(np.vstack([policies, accuracy_only_policy(yard.k)]))  # (P + 1, U)
+    boot = Bootstrap(ndcg.shape[1], evaluation.replicates, seed)
+    return np.column_stack([ratio(ndcg[:-1].mean(axis=1), ndcg[-1].mean()),
+                            boot.ratio_interval(ndcg[:-1], ndcg[-1], evaluation.level)])
 
 
 def paired_se(yard: Yardstick, policies: np.ndarray) -> float:
     """The standard error of a policy's NDCG difference with the accuracy-only lists, paired user by
     user, as a share of accuracy-only NDCG: the noise of these users' verdicts (mean over up to 64
     of `policies`)."""
-    if len(policies) == 0 or yard.requests.n_users < 2:
+    if len(policies) == 0 or len(yard.user_index[0]) < 2:
         return float("nan")
     policies = policies[np.linspace(0, len(policies) - 1, min(len(policies), 64)).round().astype(int)]
     difference = yard.user_ndcg(policies) - yard.user_ndcg(accuracy_only_policy(yard.k))[0]  # (P, U)

@@ -82,6 +82,10 @@ def create_app(store_dir: str | Path, settings: ServeParams) -> FastAPI:
     async def policy() -> dict:
         return policy_summary(live.get().manifest)
 
+    @app.get("/version")
+    async def version() -> dict:
+        return version_summary(live.get().manifest)
+
     return app
 
 
@@ -93,10 +97,17 @@ async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+def version_summary(manifest: dict) -> dict:
+    """The served version and the verdict behind it: the gate, and every test figure and ratio to
+    the accuracy-only policy with its paired interval (and the valid ratios it was chosen on)."""
+    return {"version": manifest["version"], "created_at": manifest["created_at"], "gate": manifest["gate"],
+            "test": manifest["test"], "valid": manifest.get("valid")}
+
+
 def policy_summary(manifest: dict) -> dict:
     return {
         "version": manifest["version"], "created_at": manifest["created_at"], "policy": manifest["policy"],
-        "rule": manifest["rule"], "gate": manifest["gate"], "test": manifest["test"],
+        "rule": manifest["rule"], "gate": manifest["gate"], "test": manifest["test"], "valid": manifest.get("valid"),
         "lineage": [{"artifact": link["name"], "stage": link["stage"], "sha256": link["sha256"]}
                     for link in reversed(manifest["lineage"])],
         "params_sha256": manifest["params_sha256"], "git": manifest["git"],

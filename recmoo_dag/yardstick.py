@@ -1,12 +1,14 @@
-"""Yardsticks: the objectives of many policies measured on one window's users (valid or test).
+"""Yardsticks: the objectives of many policies measured on one window's held-out baskets (valid or test).
 
-A Yardstick holds a set of users' candidates (a `policy.Requests`), their held-out items and the item
-terms, and turns a population of policies into the natural values of every objective
-(objectives.OBJECTIVES) and into the normalized losses the search minimizes. The search, the deploy
-stage and the benchmarks all measure through it, so a policy gets the same numbers everywhere.
+A Yardstick holds the window's cases (windows.Cases: each held-out basket with the history it is
+predicted from and its relevant items), their candidates as a `policy.Requests` (one request per
+case: what the service would be asked at that moment) and the item terms, and turns a population of
+policies into the natural values of every objective (objectives.OBJECTIVES) and into the normalized
+losses the search minimizes. Means over cases count every user once (metrics.case_weights). The
+search, the deploy stage and the benchmarks all measure through it, so a policy gets the same
+numbers everywhere; `user_ndcg` and `item_counts` give what paired intervals resample (uncertainty.py).
 
-`Yardstick.subset` measures on some users only (the search's `search.users` sample,
-features.sample_users).
+`Yardstick.subset` measures on some cases only (the search's `search.baskets` sample, `sample_cases`).
 """
 from __future__ import annotations
 
@@ -16,11 +18,21 @@ from functools import cached_property
 
 import numpy as np
 
+from recmoo_dag.errors import InputError
 from recmoo_dag.features import Features
 from recmoo_dag.item_terms import ItemTerms
-from recmoo_dag.metrics import list_metrics, serving_cost, similarity_groups, user_ndcg
-from recmoo_dag.objectives import OBJECTIVES
+from recmoo_dag.metrics import (
+    case_ild,
+    case_ndcg,
+    case_weights,
+    list_metrics,
+    serving_cost,
+    similarity_groups,
+)
+from recmoo_dag.objectives import JUDGED, OBJECTIVES
 from recmoo_dag.policy import POOL, Requests, accuracy_only_policy, id_keys, recommended_items, rerank
+from recmoo_dag.uncertainty import per_user
+from recmoo_dag.windows import Cases, sample_users
 
 CHUNKS_PER_THREAD = 4  # small chunks even out the threads' work when pool sizes differ
 CHUNK = 256  # policies scored at once: their lists (CHUNK x U x k int32) stay ~10 MB at 1k users
@@ -30,8 +42,8 @@ CHUNK = 256  # policies scored at once: their lists (CHUNK x U x k int32) stay ~
 class Yardstick:
     """One window (valid or test) and everything its objectives are measured against."""
 
-    requests: Requests
-    targets: np.ndarray  # (U,) held-out item
+    requests: Requests  # one per case
+    cases: Cases
     terms: ItemTerms  # sim (ILD) and info (novelty bits) among them
     n_items: int
     k: int
@@ -41,6 +53,17 @@ class Yardstick:
     @cached_property
     def _groups(self) -> tuple[np.ndarray, np.ndarray]:
         return similarity_groups(self.terms.sim)  # same ILD, cache-sized gathers
+
+    @cached_property
+    def weights(self) -> np.ndarray:
+        """(C,) each case's weight in a mean over cases: every user once."""
+        return case_weights(self.cases.users)
+
+    @cached_property
+    def user_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the window's users (U,), sorted; each case's position among them (C,))."""
+        users, compact = np.unique(self.cases.users, return_inverse=True)
+        return users, compact.ravel()
 
     def objectives(self, policies: np.ndarray) -> np.ndarray:
         """Natural values (higher is better but cost) of OBJECTIVES: (B, d) -> (B, 6) float64.
@@ -63,28 +86,68 @@ class Yardstick:
         return out
 
     def _score(self, chunk: np.ndarray) -> np.ndarray:
-        positions = rerank(self.requests, chunk, self.k)  # (b, U, k)
+        positions = rerank(self.requests, chunk, self.k)  # (b, C, k)
         groups, group_sim = self._groups
-        lists = list_metrics(positions, self.requests.items, self.targets, self.terms.info, group_sim, groups, self.n_items)
+        lists = list_metrics(positions, self.requests.items, self.cases.target_indptr, self.cases.targets, self.weights,
+                             self.terms.info, group_sim, groups, self.n_items)
         return np.column_stack([lists, serving_cost(chunk[:, POOL], *self.latency)])
 
-    def user_ndcg(self, policies: np.ndarray) -> np.ndarray:
-        """Each user's NDCG@k under each policy: (B, d) -> (B, U)."""
+    def lists(self, policies: np.ndarray) -> np.ndarray:
+        """Each policy's lists: (B, d) -> (B, C, k) item indices."""
         policies = np.atleast_2d(policies)
-        return np.concatenate([user_ndcg(recommended_items(self.requests, rerank(self.requests, chunk, self.k, self.threads)),
-                                         self.targets) for chunk in np.array_split(policies, -(-len(policies) // CHUNK))])
+        return np.concatenate([recommended_items(self.requests, rerank(self.requests, chunk, self.k, self.threads))
+                               for chunk in np.array_split(policies, -(-len(policies) // CHUNK))])
+
+    def user_ndcg(self, policies: np.ndarray) -> np.ndarray:
+        """Each user's mean NDCG@k over their cases, under each policy: (B, d) -> (B, U)."""
+        users, compact = self.user_index
+        ndcg = case_ndcg(self.lists(policies), self.cases.target_indptr, self.cases.targets)  # (B, C)
+        return per_user(ndcg, compact, len(users))
+
+    def replicates(self, policies: np.ndarray, weights: np.ndarray, names: tuple[str, ...] = JUDGED) -> dict[str, np.ndarray]:
+        """The named objectives of each policy on the window's users resampled by `weights` (R, U)
+        (uncertainty.Bootstrap.weights; ones((1, U)) for the users as they are): {name: (P, R)}.
+        NDCG, ILD and novelty are means over users of each user's mean over their baskets; coverage
+        and personalization are functions of every list of the users drawn, a user drawn twice
+        counting twice (Efron & Tibshirani 1993: resample the independent unit, recompute the statistic)."""
+        from scipy import sparse
+
+        users, compact = self.user_index
+        weights = np.asarray(weights, dtype=np.float64)
+        drawn = weights.sum(axis=1)  # (R,)
+        lists = self.lists(policies)  # (P, C, k)
+        out = {}
+        per_case = {"ndcg": lambda: case_ndcg(lists, self.cases.target_indptr, self.cases.targets),
+                    "ild": lambda: case_ild(lists, self._groups[1], self._groups[0]),
+                    "novelty": lambda: self.terms.info[lists].mean(axis=-1)}
+        for name in set(names) & set(per_case):
+            out[name] = per_user(per_case[name](), compact, len(users)) @ weights.T / drawn  # (P, R)
+        if {"coverage", "personalization"} & set(names):
+            lists_per_user = np.bincount(compact, minlength=len(users)).astype(np.float64)  # (U,)
+            n_lists = weights @ lists_per_user  # (R,)
+            coverage, personalization = [], []
+            for policy_lists in lists:  # (C, k)
+                incidence = sparse.csr_array((np.ones(policy_lists.size), (np.repeat(compact, self.k),
+                                                                           policy_lists.ravel())),
+                                             shape=(len(users), self.n_items + 1))
+                counts = (incidence.T @ weights.T).T  # (R, I + 1) how many drawn lists hold each item
+                coverage.append((counts[:, 1:] > 0).sum(axis=1) / self.n_items)
+                pairs = (counts * (counts - 1) / 2).sum(axis=1)
+                personalization.append(1.0 - pairs / (n_lists * (n_lists - 1) / 2 * self.k))
+            out["coverage"], out["personalization"] = np.array(coverage), np.array(personalization)
+        return {name: out[name] for name in names}
 
     @cached_property
     def accuracy_only(self) -> np.ndarray:
         """Natural objectives of the model's own top-k: (6,)."""
         return self.objectives(accuracy_only_policy(self.k))[0]
 
-    def subset(self, users: np.ndarray) -> Yardstick:
-        """The same window on some of its users: (S,) sorted indices."""
+    def subset(self, rows: np.ndarray) -> Yardstick:
+        """The same window on some of its cases: (S,) sorted indices."""
         c = self.requests
-        requests = Requests(items=c.items[users], logits=c.logits[users], log_pop=c.log_pop[users],
-                      novelty=c.novelty[users], fit=c.fit[users], dither=c.dither[users], item_sim=c.item_sim)
-        return replace(self, requests=requests, targets=self.targets[users])
+        requests = Requests(items=c.items[rows], logits=c.logits[rows], log_pop=c.log_pop[rows],
+                            novelty=c.novelty[rows], fit=c.fit[rows], dither=c.dither[rows], item_sim=c.item_sim)
+        return replace(self, requests=requests, cases=self.cases.subset(rows))
 
     def losses(self, natural: np.ndarray) -> np.ndarray:
         """Natural objective values -> the normalized losses of the module docstring: (B, 6)."""
@@ -101,13 +164,38 @@ class Yardstick:
 def yardsticks(features: Features, candidates: dict[str, np.ndarray], terms: ItemTerms, k: int,
                latency: tuple[float, float], threads: int) -> tuple[Yardstick, Yardstick]:
     """The valid and test windows of the re-ranker (candidates.npz's arrays), with what their
-    objectives are measured against: each window's own history builds its users' profiles."""
+    objectives are measured against: each case's own history builds its profile."""
     user_keys = id_keys(features.user_ids)
 
     def yard(name: str) -> Yardstick:
-        indptr, history = features.history_before(name)
+        cases = features.cases(name)
+        if not np.array_equal(candidates[f"{name}_users"], cases.users):
+            raise InputError(f"candidates.npz: its {name} baskets are not the features' (re-run `dvc repro`)")
         requests = terms.requests(candidates[f"{name}_items"], candidates[f"{name}_scores"],
-                            terms.profiles(indptr, history), user_keys)
-        return Yardstick(requests, candidates[f"{name}_targets"], terms, features.n_items, k, latency, threads)
+                                  terms.profiles(cases.history), user_keys[cases.users])
+        return Yardstick(requests, cases, terms, features.n_items, k, latency, threads)
 
     return yard("valid"), yard("test")
+
+
+def sample_cases(cases: Cases, activity: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of at most n cases spread over users: with more users than
+    n, n users stratified by activity (windows.sample_users), one case each; else every user, each
+    with an even share of n (its cases drawn at random), so the sample's mean over users estimates
+    the window's. All cases when n is None or >= C. activity: (U,) per user of the features."""
+    if n is None or n >= cases.n_cases:
+        return np.arange(cases.n_cases)
+    users, compact, counts = np.unique(cases.users, return_inverse=True, return_counts=True)
+    compact = compact.ravel()
+    rng = np.random.default_rng([seed, n, cases.n_cases])
+    share = np.zeros(len(users), dtype=np.int64)
+    if n < len(users):
+        share[sample_users(activity[users], n, seed)] = 1
+    else:
+        share[:] = n // len(users)
+        share[rng.permutation(len(users))[: n - share.sum()]] += 1
+    share = np.minimum(share, counts)
+    order = np.lexsort((rng.random(cases.n_cases), compact))  # by user, at random within a user
+    rank = np.empty(cases.n_cases, dtype=np.int64)
+    rank[order] = np.arange(cases.n_cases) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.flatnonzero(rank < share[compact])

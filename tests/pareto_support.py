@@ -15,23 +15,27 @@ SMALL = {"policy": {"k": 5},
 
 
 def stand_in_candidates(features, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Popularity + genre taste + noise, seen items excluded, best first: the contract of candidates.npz."""
+    """Popularity + genre taste + noise, seen items excluded, best first, one row per held-out
+    basket: the contract of candidates.npz."""
+    from recmoo_dag.candidates import best_of
+
     rng = np.random.default_rng(seed)
     genres = features.categories.astype(float)  # (I + 1, C)
     out = {}
-    for window, targets in (("valid", features.valid_targets), ("test", features.test_targets)):
-        indptr, items = features.history_before(window)
-        users = np.repeat(np.arange(features.n_users), np.diff(indptr))
-        taste = np.zeros((features.n_users, genres.shape[1]))
-        np.add.at(taste, users, genres[items])
-        scores = np.log1p(features.train_counts)[None] + taste @ genres.T / np.maximum(np.diff(indptr), 1)[:, None]
+    for window in ("valid", "test"):
+        cases = features.cases(window)
+        row, position = cases.history.positions(np.arange(cases.n_cases))
+        items = cases.history.items[position]
+        taste = np.zeros((cases.n_cases, genres.shape[1]))
+        np.add.at(taste, row, genres[items])
+        scores = np.log1p(features.train_counts)[None] + taste @ genres.T / np.maximum(cases.history.lengths, 1)[:, None]
         scores = scores + rng.normal(0, 0.5, scores.shape)
         scores[:, 0] = -np.inf
-        scores[users, items] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :n]
-        out[f"{window}_items"] = order.astype(np.int32)
-        out[f"{window}_scores"] = np.take_along_axis(scores, order, 1).astype(np.float32)
-        out[f"{window}_targets"] = targets.astype(np.int32)
+        scores[row, items] = -np.inf
+        out[f"{window}_items"], out[f"{window}_scores"] = best_of(scores, n)
+        out[f"{window}_users"] = cases.users
+        out[f"{window}_target_indptr"] = cases.target_indptr
+        out[f"{window}_targets"] = cases.targets
     return out
 
 

@@ -33,18 +33,26 @@ def test_validation_passed():
     assert not failed.passed and failed.metadata["failed expectations"].value == 3
 
 
+def accuracy(ndcg: float) -> Accuracy:
+    values = {"ndcg": ndcg, "hr": 2 * ndcg, "recall": 2 * ndcg, "mrr": ndcg}
+    return Accuracy(10, values, {name: (v * 0.9, v * 1.1) for name, v in values.items()}, ndcg, 50, 120)
+
+
 def evaluation(valid_ndcg: float) -> Evaluation:
-    return Evaluation(Accuracy(10, valid_ndcg, 2 * valid_ndcg, valid_ndcg), Accuracy(10, 0.1, 0.2, 0.1))
+    return Evaluation(accuracy(valid_ndcg), accuracy(0.1))
 
 
 def comparison(pop: float, chosen: str = "ease") -> dict:
+    vs_ease = {kind: {"valid": (1.0, (0.9, 1.1)), "test": (1.0, (0.9, 1.1))} for kind in ("model", "blend", "pop")}
     return Comparison(evaluation(0.04), evaluation(pop), evaluation(0.12), evaluation(0.11), chosen, 100.0, 0.5,
-                      {0.5: 0.11}).to_json()
+                      {0.5: 0.11}, vs_ease).to_json()
 
 
 def test_generator_beats_popularity():
     checked = generator_beats_popularity(comparison(pop=0.05))
     assert checked.passed and checked.metadata["generator"].value == "ease"
+    blend = generator_beats_popularity(comparison(pop=0.05, chosen="blend"))
+    assert blend.metadata["generator / EASE valid ndcg@10"].value == "1.000x [0.900, 1.100]"
     assert checked.metadata["generator valid ndcg@10"].value == 0.12
     assert not generator_beats_popularity(comparison(pop=0.12)).passed  # a tie is not a win
 
@@ -53,7 +61,7 @@ def search_metrics(front_size: int, nsga: float) -> dict:
     volumes = {"nsga": nsga, "mmr_sweep": 0.3, "random": 0.35, "grid": 0.2}
     window = dict.fromkeys(OBJECTIVES, 0.5)
     return SearchMetrics(100, 1.0, front_size, front_size, volumes, volumes, volumes,
-                         {"valid": window, "test": window}, 50, 0.05, 0.05).to_json()
+                         {"valid": window, "test": window}, 50, 120, 0.05, 0.05).to_json()
 
 
 def test_front_beats_mmr():
@@ -63,8 +71,10 @@ def test_front_beats_mmr():
 
 
 def deploy_report(version: str | None, promoted: bool, reason: str) -> dict:
-    figures = dict.fromkeys(JUDGED, 0.5)
-    return DeployReport(10, version, {"pool": 10}, None, figures, figures, promoted, reason).to_json()
+    figures, intervals = dict.fromkeys(JUDGED, 0.5), dict.fromkeys(JUDGED, (0.45, 0.55))
+    ratios, ratio_intervals = dict.fromkeys(JUDGED, 1.0), dict.fromkeys(JUDGED, (0.98, 1.02))
+    return DeployReport(10, version, {"pool": 10}, None, figures, intervals, figures, intervals, ratios,
+                        ratio_intervals, ratios, ratio_intervals, promoted, reason).to_json()
 
 
 def test_deploy_gate():

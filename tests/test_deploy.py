@@ -11,6 +11,7 @@ from recmoo_dag.candidates import load_candidates
 from recmoo_dag.objectives import JUDGED, label
 from recmoo_dag.policy import VARIABLE_NAMES
 from recmoo_dag.stages.deploy import main as deploy_main
+from recmoo_dag.uncertainty import Ratio
 from tests.deploy_support import FRONT, NO_BOUNDS, base_project, copy_project, perturb_model, write_front
 
 LABELS = {label(name, 10) for name in JUDGED}
@@ -34,16 +35,21 @@ def deployable(tmp_path, tmp_path_factory, monkeypatch):
 def test_first_deploy_promotes_and_writes_exactly_the_documented_metrics(deployable):
     params = deployable()
     written = run(params)
-    assert set(written) == {"version", "policy", "fallback", "test", "gate"} and written["fallback"] is None
+    assert set(written) == {"version", "policy", "fallback", "test", "valid", "gate"} and written["fallback"] is None
     assert set(written["policy"]) == set(VARIABLE_NAMES)
-    assert set(written["test"]) == {"accuracy_only", "deployed"}
-    assert all(set(written["test"][side]) == LABELS for side in ("accuracy_only", "deployed"))
+    assert set(written["test"]) == {"accuracy_only", "deployed", "ratio"} and set(written["valid"]) == {"ratio"}
+    for figures in (*written["test"].values(), written["valid"]["ratio"]):
+        assert set(figures) == LABELS | {f"{name}_ci" for name in LABELS}
+        for name in LABELS:  # every figure inside its interval
+            low, high = figures[f"{name}_ci"]
+            assert low <= figures[name] + 1e-12 and figures[name] <= high + 1e-12, name
     assert set(written["gate"]) == {"promoted", "reason"}
     assert written["gate"] == {"promoted": True, "reason": "first deployment: bounds hold on test"}
     assert written["version"] == "v0001" == store.current_version(params.deploy.store)
-    # The deployed policy meets the bound on test, against the same accuracy-only lists.
+    # The deployed policy meets the bound on test, against the same accuracy-only lists, paired.
     test = written["test"]
-    assert test["deployed"]["ndcg@10"] >= 0.98 * test["accuracy_only"]["ndcg@10"]
+    assert test["ratio"]["ndcg@10"] == pytest.approx(test["deployed"]["ndcg@10"] / test["accuracy_only"]["ndcg@10"])
+    assert test["ratio"]["ndcg@10"] >= 0.98  # the gate judged its one-sided lower bound against 0.98
     manifest = store.read_manifest(params.deploy.store)
     assert manifest["policy"] == written["policy"] and manifest["test"] == written["test"]
 
@@ -70,7 +76,8 @@ def test_regression_against_the_champion_keeps_it_and_says_why(deployable):
     assert "regresses vs champion v0001" in reason and "novelty" in reason and reason.endswith("champion v0001 kept")
     # metrics/deploy.json describes what is served: still the champion, measured on today's data.
     assert challenger["version"] == "v0001" and challenger["policy"] == champion["policy"]
-    assert challenger["test"]["deployed"] == pytest.approx(champion["test"]["deployed"])
+    assert {name: challenger["test"]["deployed"][name] for name in LABELS} == pytest.approx(
+        {name: champion["test"]["deployed"][name] for name in LABELS})
     assert store.list_versions(params.deploy.store) == ["v0001"]
 
 
@@ -92,15 +99,15 @@ def test_retrained_model_is_promoted_and_rollback_restores_any_version(deployabl
     assert [d["event"] for d in store.read_decisions(root)][-3:] == ["rollback"] * 3
 
 
-@pytest.mark.parametrize(("confidence", "judged"), [(0.5, ""), (0.95, " (lower confidence bound)")])
+@pytest.mark.parametrize(("confidence", "judged"), [(0.5, "on point estimates"), (0.95, "at 95% confidence")])
 def test_with_no_fallback_no_feasible_policy_deploys_nothing_and_says_why(deployable, confidence, judged):
     params = deployable({"deploy": {"min_ratio": {"coverage": 2.0},  # twice the catalog: impossible
                                     "confidence": confidence, "fallback": "none"}})
     payload = run(params)
     assert payload["version"] is None and payload["gate"]["promoted"] is False and payload["fallback"] is None
-    assert payload["gate"]["reason"] == (f"no policy of the front meets the bounds (ndcg@10{judged} >= 0.98 x "
-                                         "accuracy-only, ild@10 >= 1 x accuracy-only, coverage@10 >= 2 x "
-                                         "accuracy-only); nothing deployed")
+    assert payload["gate"]["reason"] == ("no policy of the front meets the bounds (ndcg@10 >= 0.98 x accuracy-only, "
+                                         "ild@10 >= 1 x accuracy-only, coverage@10 >= 2 x accuracy-only, "
+                                         f"{judged}); nothing deployed")
     assert store.current_version(params.deploy.store) is None
 
 
@@ -118,7 +125,8 @@ def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deploy
     failed = {f["objective"]: f for f in payload["fallback"]["failed"]}
     coverage = failed["coverage@10"]
     assert coverage["where"] == "valid" and coverage["required"] == 2.0 and coverage["ratio"] >= 1
-    assert all(f["failed"] and f["missed_by"] == pytest.approx(f["required"] - f["ratio"]) for f in failed.values())
+    assert all(f["failed"] and f["missed_by"] == pytest.approx(f["required"] - f["lower_bound"])
+               and f["lower_bound"] <= f["ratio"] for f in failed.values())
     # The served fallback is a champion like any other: a second run keeps it (the fallback never
     # replaces a champion), and a candidate that the gate accepts replaces it.
     again = run(params)
@@ -131,13 +139,12 @@ def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deploy
 
 
 def test_shortfalls_say_which_bound_failed_where_and_by_how_much():
-    reference = {"ndcg": 0.1, "ild": 0.5, "novelty": 3.0, "coverage": 0.2, "personalization": 0.5}
-    measured = {**reference, "ndcg": 0.097, "ild": 0.6}
-    ndcg, ild = deploy.shortfalls(measured, reference, {"ndcg": 0.98, "ild": 1.5}, 5, "test")
-    assert ndcg == {"objective": "ndcg@5", "where": "test", "ratio": 0.97, "required": 0.98, "failed": True,
-                    "missed_by": pytest.approx(0.01)}
-    assert ild["failed"] and ild["ratio"] == pytest.approx(1.2) and ild["missed_by"] == pytest.approx(0.3)
-    (met,) = deploy.shortfalls(measured, reference, {"ild": 1.1}, 5, "valid")
+    measured = {"ndcg": Ratio(0.97, 0.95, 0.99, 0.955), "ild": Ratio(1.2, 1.1, 1.3, 1.12)}
+    ndcg, ild = deploy.shortfalls(measured, {"ndcg": 0.98, "ild": 1.5}, 5, "test")
+    assert ndcg == {"objective": "ndcg@5", "where": "test", "ratio": 0.97, "lower_bound": 0.955, "required": 0.98,
+                    "failed": True, "missed_by": pytest.approx(0.025)}
+    assert ild["failed"] and ild["ratio"] == 1.2 and ild["missed_by"] == pytest.approx(0.38)
+    (met,) = deploy.shortfalls(measured, {"ild": 1.1}, 5, "valid")
     assert not met["failed"] and met["missed_by"] == 0.0
 
 
@@ -147,8 +154,9 @@ def test_champion_rescoring_reproduces_the_candidates_of_the_same_model(deployab
     from recmoo_dag.features import load_features
 
     cands = load_candidates(params.candidates.path)
-    items, scores = deploy.champion_candidates(read_bundle(store.version_dir(params.deploy.store)), load_features(params.features.dir),
-                                               cands["test_items"].shape[1], 64)
+    features = load_features(params.features.dir)
+    items, scores = deploy.champion_candidates(read_bundle(store.version_dir(params.deploy.store)), features,
+                                               features.cases("test"), cands["test_items"].shape[1], 64)
     np.testing.assert_array_equal(items, cands["test_items"])
     # Another batch size reorders float32 sums: last-bit differences on near-zero scores, same ranking.
     np.testing.assert_allclose(scores, cands["test_scores"], rtol=1e-5, atol=1e-6)
@@ -180,7 +188,8 @@ def test_champion_with_another_item_order_is_translated_by_item_id(deployable):
     save_file(weights, folder / "model" / "model.safetensors")
 
     cands = load_candidates(params.candidates.path)
-    items, scores = deploy.champion_candidates(read_bundle(folder), load_features(params.features.dir),
+    features = load_features(params.features.dir)
+    items, scores = deploy.champion_candidates(read_bundle(folder), features, features.cases("test"),
                                                cands["test_items"].shape[1], 64)
     np.testing.assert_allclose(scores, cands["test_scores"], rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(items, cands["test_items"])

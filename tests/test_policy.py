@@ -20,6 +20,7 @@ from recmoo_dag.policy import (
     recommended_items,
     rerank,
 )
+from recmoo_dag.windows import histories_of
 
 K = 5
 
@@ -45,7 +46,9 @@ def random_context(seed: int, n_users: int = 12, n_items: int = 60, n_cand: int 
 def build_context(items, logits, item_vectors, train_counts, n_train_users, history, user_ids, item_ids):
     """A Requests built the way the search, deploy and the service build theirs (item_terms.py)."""
     terms = ItemTerms.build(train_counts, n_train_users, item_vectors, item_ids)
-    return terms.requests(items, logits, terms.profiles(*history), id_keys(user_ids))
+    indptr, events = history
+    profiles = terms.profiles(histories_of(indptr, events, np.ones(len(events), dtype=bool)))
+    return terms.requests(items, logits, profiles, id_keys(user_ids))
 
 
 def random_policies(seed: int, n: int, n_cand: int) -> np.ndarray:
@@ -60,7 +63,7 @@ def reference_rerank(requests, x: np.ndarray, k: int) -> np.ndarray:
     """The policy written as the formula reads, one user and one slot at a time, in float64."""
     tau, lam, pool = 10.0 ** x[TEMPERATURE], max(x[DIVERSITY], MIN_DIVERSITY), int(x[POOL])
     out = []
-    for u in range(requests.n_users):
+    for u in range(requests.n_requests):
         a = requests.logits[u, :pool].astype(np.float64) - x[DEBIAS] * requests.log_pop[u, :pool]
         z = (np.exp((a - a.max()) / tau) + x[NOVELTY] * requests.novelty[u, :pool] + x[CALIBRATION] * requests.fit[u, :pool]
              + x[DITHER] * requests.dither[u, :pool])
@@ -83,7 +86,7 @@ def test_vectorized_equals_reference(seed):
     requests, _ = random_context(seed)
     policies = random_policies(seed, 9, requests.n_candidates)
     got = rerank(requests, policies, K)
-    assert got.shape == (9, requests.n_users, K)
+    assert got.shape == (9, requests.n_requests, K)
     for b, x in enumerate(policies):
         np.testing.assert_array_equal(got[b], reference_rerank(requests, x, K), err_msg=f"policy {b}: {x}")
 
@@ -97,7 +100,7 @@ def test_one_request_one_policy_matches_the_batch():
     one = build_context(**{**inputs, "items": inputs["items"][4:5], "logits": inputs["logits"][4:5],
                            "history": (indptr[4:6] - indptr[4], history[indptr[4]:indptr[5]]),
                            "user_ids": inputs["user_ids"][4:5]})
-    assert one.n_users == 1
+    assert one.n_requests == 1
     for b in range(len(policies)):
         np.testing.assert_array_equal(rerank(one, policies[b], K)[0, 0], batch[b, 4])
 
@@ -110,7 +113,7 @@ def test_threads_do_not_change_results():
 
 def test_accuracy_only_is_the_model_top_k():
     requests, _ = random_context(5)
-    np.testing.assert_array_equal(rerank(requests, accuracy_only_policy(K), K)[0], np.tile(np.arange(K), (requests.n_users, 1)))
+    np.testing.assert_array_equal(rerank(requests, accuracy_only_policy(K), K)[0], np.tile(np.arange(K), (requests.n_requests, 1)))
 
 
 def test_lists_are_unique_and_inside_the_pool():
@@ -131,8 +134,8 @@ def test_knobs_move_the_lists_the_way_they_say():
     novel[[TEMPERATURE, NOVELTY]] = [1.0, 1.0]  # flat relevance, full weight on self-information
     diverse[[TEMPERATURE, DIVERSITY]] = [1.0, 1.0]
     picks = rerank(requests, np.stack([base, novel, diverse]), K)
-    chosen_novelty = np.take_along_axis(requests.novelty, picks.transpose(1, 0, 2).reshape(requests.n_users, -1), 1)
-    chosen_novelty = chosen_novelty.reshape(requests.n_users, 3, K).mean(axis=(0, 2))
+    chosen_novelty = np.take_along_axis(requests.novelty, picks.transpose(1, 0, 2).reshape(requests.n_requests, -1), 1)
+    chosen_novelty = chosen_novelty.reshape(requests.n_requests, 3, K).mean(axis=(0, 2))
     assert chosen_novelty[1] > chosen_novelty[0]
     items = recommended_items(requests, picks)
     pair_sim = lambda lists: np.mean([requests.item_sim[a, b] for row in lists for i, a in enumerate(row) for b in row[i + 1:]])

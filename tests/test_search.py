@@ -10,13 +10,15 @@ from pymoo.algorithms.moo.nsga3 import NSGA3
 
 from recmoo_dag import search as S
 from recmoo_dag.candidates import load_candidates
-from recmoo_dag.features import load_features, sample_users
+from recmoo_dag.features import load_features
 from recmoo_dag.item_terms import training_terms
 from recmoo_dag.objectives import OBJECTIVES
 from recmoo_dag.pareto import hypervolume, nondominated
 from recmoo_dag.policy import DIVERSITY, POOL, VARIABLE_NAMES, accuracy_only_policy
 from recmoo_dag.stages import search as search_stage
-from recmoo_dag.yardstick import yardsticks
+from recmoo_dag.windows import sample_users
+from recmoo_dag.yardstick import sample_cases, yardsticks
+from tests.conftest import section
 from tests.pareto_support import N_CANDIDATES, SMALL, make_pareto_project
 
 
@@ -118,31 +120,55 @@ def test_the_user_sample_is_seeded_and_stratified_by_activity():
     np.testing.assert_array_equal(sample_users(activity, 5000, 5), np.arange(1000))
 
 
+def test_the_basket_sample_spreads_over_users_and_is_seeded():
+    from recmoo_dag.windows import Cases, histories_of
+
+    users = np.repeat(np.arange(6), [1, 2, 3, 4, 5, 9])  # 24 baskets of 6 users
+    n = len(users)
+    cases = Cases("valid", users, histories_of(np.arange(n + 1), np.ones(n, dtype=np.int32), np.ones(n, bool)),
+                  np.arange(n + 1), np.ones(n, dtype=np.int32))
+    activity = np.array([5, 3, 8, 1, 9, 2])
+    sample = sample_cases(cases, activity, 12, seed=2)
+    np.testing.assert_array_equal(sample, sample_cases(cases, activity, 12, seed=2))
+    assert len(sample) == 11  # two baskets a user, but user 0 has only one
+    assert np.bincount(users[sample]).tolist() == [1, 2, 2, 2, 2, 2]
+    few = sample_cases(cases, activity, 3, seed=2)  # fewer than users: one basket of each of 3 users
+    assert len(np.unique(users[few])) == 3 == len(few)
+    np.testing.assert_array_equal(sample_cases(cases, activity, None, 2), np.arange(n))
+
+
+EVALUATION = section("evaluation", replicates=200)
+
+
 @pytest.mark.slow
-def test_a_sampled_search_reports_fronts_rescored_on_everyone(pareto_project):
+def test_a_sampled_search_reports_fronts_rescored_on_every_basket(pareto_project):
     valid, test = yardsticks_of_project(pareto_project)
-    sample = sample_users(np.arange(valid.requests.n_users) % 7, 30, seed=1)
-    result = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
-                      users=sample, rescore_policies=12)
-    assert result.users_searched == 30 < valid.requests.n_users
+    activity = np.bincount(valid.cases.users, minlength=valid.cases.users.max() + 1)
+    sample = sample_cases(valid.cases, activity, 30, seed=1)
+    result = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, EVALUATION, 0.02,
+                      cases=sample, rescore_policies=12)
+    assert result.baskets_searched == len(sample) == 30 < valid.requests.n_requests
     assert all(0 < len(front.x) <= 12 for front in result.fronts.values())  # the re-scoring is bounded
     for method, front in result.fronts.items():
-        # The reported figures are the policies' own on all valid users and on test.
+        # The reported figures are the policies' own on every valid basket and on test.
         np.testing.assert_array_equal(valid.objectives(front.x), front.valid, err_msg=method)
         np.testing.assert_array_equal(test.objectives(front.x), front.test, err_msg=method)
         losses = valid.losses(front.valid)
         assert len(nondominated(losses)) == len(losses)  # non-dominated on everyone
-    assert 0 < result.paired_se_all < result.paired_se_searched  # more users, less noise
+    ratio = result.fronts["nsga"].ndcg_ratio["test"]  # (P, 3): the paired ratio inside its interval
+    np.testing.assert_allclose(ratio[:, 0], result.fronts["nsga"].test[:, 0] / result.accuracy_only["test"][0])
+    assert (ratio[:, 1] <= ratio[:, 0]).all() and (ratio[:, 0] <= ratio[:, 2]).all()
+    assert 0 < result.paired_se_all < result.paired_se_searched  # more baskets, less noise
     # The search's own view: every policy a method evaluated, on the sample.
     searched, (low, high) = valid.subset(sample), S.bounds(valid.k, valid.requests.n_candidates)
     random = S.random_policies(result.n_evals, low, high, 0)
     assert result.hypervolume_searched["random"] == pytest.approx(
         hypervolume(searched.losses(searched.objectives(random)), 1.1), rel=1e-12)
     assert result.hypervolume_searched["random"] != result.hypervolume["random"]
-    # Everyone as the "sample" is the plain search, to the bit.
-    plain = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02)
-    every = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, 0.02,
-                     users=np.arange(valid.requests.n_users))
+    # Every basket as the "sample" is the plain search, to the bit.
+    plain = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, EVALUATION, 0.02)
+    every = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 240), 1.1, 20, 0, EVALUATION, 0.02,
+                     cases=np.arange(valid.requests.n_requests))
     np.testing.assert_array_equal(plain.fronts["nsga"].x, every.fronts["nsga"].x)
     assert plain.hypervolume == every.hypervolume == every.hypervolume_searched
 
@@ -150,7 +176,7 @@ def test_a_sampled_search_reports_fronts_rescored_on_everyone(pareto_project):
 @pytest.mark.slow
 def test_a_stalled_hypervolume_stops_nsga_and_the_baselines_get_what_it_used(pareto_project):
     valid, test = yardsticks_of_project(pareto_project)
-    result = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 2400), 1.1, 20, 0, 0.02,
+    result = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 2400), 1.1, 20, 0, EVALUATION, 0.02,
                       stall=(3, 10.0))  # "less than 1,000% gain in 3 generations": stops at once
     assert result.n_evals <= 24 * 5 < 2400
     assert all(result.front_size_before_thinning[m] <= result.n_evals for m in result.fronts)

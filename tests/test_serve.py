@@ -139,9 +139,14 @@ def test_health_policy_and_openapi(client, served):
     policy = client.get("/policy").json()
     assert policy["version"] == "v0001" and policy["policy"] == {k: FRONT[2][k] for k in VARIABLE_NAMES}
     assert policy["lineage"][0]["artifact"] == "front"
-    assert policy["gate"]["promoted"] is True and set(policy["test"]) == {"accuracy_only", "deployed"}
+    assert policy["gate"]["promoted"] is True and set(policy["test"]) == {"accuracy_only", "deployed", "ratio"}
+    version = client.get("/version").json()
+    assert version["version"] == "v0001" and version["test"] == policy["test"] and version["valid"] == policy["valid"]
+    low, high = version["test"]["ratio"]["ndcg@10_ci"]  # the served policy over accuracy-only, paired
+    assert low <= version["test"]["ratio"]["ndcg@10"] <= high
+    assert set(version["valid"]["ratio"]) >= {"coverage@10", "coverage@10_ci"}
     spec = client.get("/openapi.json").json()
-    assert {"/recommend", "/health", "/policy"} <= set(spec["paths"])
+    assert {"/recommend", "/health", "/policy", "/version"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
 
 

@@ -33,9 +33,12 @@ def generator_beats_popularity(metrics: dict) -> AssetCheckResult:
     report = Comparison.from_json(metrics)
     generator, popularity = report.valid_ndcg[report.generator], report.pop.valid.ndcg
     ndcg = label("ndcg", report.k)
-    return AssetCheckResult(passed=generator > popularity, metadata={
-        "generator": MetadataValue.text(report.generator), f"generator valid {ndcg}": generator,
-        f"popularity valid {ndcg}": popularity, "margin": generator - popularity})
+    metadata = {"generator": MetadataValue.text(report.generator), f"generator valid {ndcg}": generator,
+                f"popularity valid {ndcg}": popularity, "margin": generator - popularity}
+    if report.generator in report.vs_ease:  # EASE itself has no ratio to EASE
+        ratio, (low, high) = report.vs_ease[report.generator]["valid"]
+        metadata[f"generator / EASE valid {ndcg}"] = MetadataValue.text(f"{ratio:.3f}x [{low:.3f}, {high:.3f}]")
+    return AssetCheckResult(passed=generator > popularity, metadata=metadata)
 
 
 def front_beats_mmr(search: dict) -> AssetCheckResult:

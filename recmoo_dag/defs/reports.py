@@ -73,8 +73,14 @@ def _scalars(data: dict, max_depth: int = 2) -> list[tuple[str, object]]:
                     deeper.append((f"{name}.", value))
                 elif isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) < 500):
                     found.append((name, value))
+                elif _is_interval(value):  # "ndcg@10_ci": [low, high]
+                    found.append((name, f"[{value[0]:.4g}, {value[1]:.4g}]"))
         level = deeper
     return found
+
+
+def _is_interval(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
 
 
 def _numeric_rows(data: dict, prefix: str = "") -> list[tuple[str, dict]]:
@@ -85,6 +91,8 @@ def _numeric_rows(data: dict, prefix: str = "") -> list[tuple[str, dict]]:
             rows.extend(_numeric_rows(value, f"{prefix}{key}."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             leaves[key] = value
+        elif _is_interval(value):
+            leaves[key] = f"[{value[0]:.4g}, {value[1]:.4g}]"
     if leaves and prefix and len(leaves) == len(data):
         rows.insert(0, (prefix.rstrip("."), leaves))
     return rows

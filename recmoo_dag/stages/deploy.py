@@ -34,13 +34,15 @@ def main(params: Params) -> None:
                            lambda: text_vectors_if_any(params.item_text.dir))
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
                              params.search.threads)
-    choice = choose_policy(read_front(params.search.front), test if cfg.select_on == "test" else valid, cfg, k)
+    choice = choose_policy(read_front(params.search.front), test if cfg.select_on == "test" else valid, cfg, k,
+                           params.evaluation, params.seed)
     generator_and_data = identity(params.train.model_dir, params.features.dir)
     with store.locked(cfg.store):  # the champion must not change between the decision and the switch
         champion = load_champion(cfg.store)
         champion_yard = champion_yardstick(champion, test, features, terms, params.candidates.batch_size,
                                            generator_and_data) if champion else None
-        verdict = judge(choice, test, champion, champion_yard, generator_and_data, cfg, k)
+        verdict = judge(choice, test, champion, champion_yard, generator_and_data, cfg, k, params.evaluation,
+                        params.seed)
         served = champion.version if champion else None
         if verdict.decision.promoted:
             decision = record(choice, verdict, champion, cfg, k)
@@ -48,6 +50,6 @@ def main(params: Params) -> None:
                 folder, name, params, features, generator, terms.vectors, verdict.policy, test.requests.n_candidates,
                 decision))
         store.log_decision(cfg.store, decision_log(served, choice, verdict, champion, cfg, k))
-    write_json(cfg.metrics, report(served, verdict, champion, k).to_json())
+    write_json(cfg.metrics, report(served, choice, verdict, champion, k).to_json())
     verb = f"promoted {served}" if verdict.decision.promoted else f"kept {served or 'nothing'}"
     print(f"deploy: {verb} ({verdict.decision.reason}); rule {cfg.rule}: {choice.reason}")

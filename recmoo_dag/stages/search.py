@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from recmoo_dag.candidates import load_candidates
 from recmoo_dag.config import Params
-from recmoo_dag.features import Features, load_features, sample_users
+from recmoo_dag.features import Features, load_features
 from recmoo_dag.front import front_csv, front_table
 from recmoo_dag.front_plot import plot_fronts
 from recmoo_dag.io import atomic_write, write_json
@@ -16,7 +14,7 @@ from recmoo_dag.item_terms import training_terms
 from recmoo_dag.item_text import text_vectors_if_any
 from recmoo_dag.model import item_embeddings, load_model
 from recmoo_dag.search import search
-from recmoo_dag.yardstick import Yardstick, yardsticks
+from recmoo_dag.yardstick import Yardstick, sample_cases, yardsticks
 
 
 def yardsticks_of(params: Params, features: Features | None = None) -> tuple[Yardstick, Yardstick]:
@@ -34,18 +32,18 @@ def main(params: Params) -> None:
     features = load_features(params.features.dir)
     valid, test = yardsticks_of(params, features)
     termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
+    cases = sample_cases(valid.cases, features.history_before("valid").lengths, cfg.baskets, params.seed)
     result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
-                    cfg.mmr_pool, params.seed, cfg.front_epsilon,
-                    users=sample_users(np.diff(features.history_before("valid")[0]), cfg.users, params.seed),
+                    cfg.mmr_pool, params.seed, params.evaluation, cfg.front_epsilon, cases,
                     stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
                     rescore_policies=cfg.rescore_policies)
     nsga = result.fronts["nsga"]
-    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test})
+    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio)
     atomic_write(cfg.front, lambda tmp: tmp.write_text(front_csv(table)))
     atomic_write(Path(cfg.report_dir) / "front.png", lambda tmp: plot_fronts(result, tmp, policy.k))
     metrics = result.metrics(len(table))
     write_json(cfg.metrics, metrics.to_json())
     hv = metrics.hypervolume
-    print(f"search: {metrics.n_evals} evaluations on {metrics.users_searched} of {features.n_users} "
+    print(f"search: {metrics.n_evals} evaluations on {metrics.baskets_searched} baskets of {metrics.users_searched} "
           f"users in {metrics.seconds:.1f}s, {metrics.front_size} policies on the front; hypervolume "
           f"nsga {hv['nsga']:.4f}, mmr {hv['mmr_sweep']:.4f}, random {hv['random']:.4f}, grid {hv['grid']:.4f}")
