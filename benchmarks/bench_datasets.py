@@ -2,15 +2,18 @@
 
 Each log runs in its own scratch project (this checkout's dvc.yaml and code, params.yaml with the
 defaults plus the log's data mapping from README "Your own logs"), stage by stage with `dvc repro`,
-and the row reports users/items, the tuned values, test NDCG@10 and HR@10 of the transformer, the
-blend, EASE and most-popular, the generator chosen on valid, tune + train seconds, NSGA's
-hypervolume against random search, and the served policy against accuracy-only on test.
+and the rows report users/items, the tuned values, test NDCG@10 of the transformer, the blend, EASE
+and most-popular with their 95% intervals (a bootstrap over users), the transformer's paired ratio to
+EASE, the generator chosen on valid, tune + train seconds, NSGA's hypervolume against random search,
+and the served policy over accuracy-only, paired, on test (and on valid's confirmation users).
+`--compare-splits` runs the other evaluation protocols (features.split) up to train, side by side.
 
 Logs: MovieLens-100K (the default), ml-latest-small and Last.fm-2K from ../shared/datasets/ (skipped
 with a message when that folder is absent: they are never part of the project), and a synthetic log.
 
     .venv/bin/python benchmarks/bench_datasets.py [--logs ml-100k ml-latest-small lastfm-2k synthetic]
                                                   [--workdir /tmp/recmoo-bench] [--set key=value ...]
+                                                  [--compare-splits global_time leave_one_out]
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from recmoo_dag.results import DeployReport, SearchMetrics, TrainReport
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
+SPLITS = ("user_tail", "global_time", "leave_one_out")
 STAGES = ("fetch", "ingest", "validate", "features", "item_text", "tune", "train", "candidates", "search", "deploy")
 
 # The data mappings of README "Your own logs", verbatim.
@@ -98,10 +102,10 @@ def env(root: Path) -> dict:
             "PYTHONPATH": str(root), "DVC_NO_ANALYTICS": "1"}
 
 
-def run(root: Path) -> dict[str, float]:
-    """Every stage in order with `dvc repro --single-item`; their wall seconds."""
+def run(root: Path, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
+    """The stages in order with `dvc repro --single-item`; their wall seconds."""
     seconds = {}
-    for stage in STAGES:
+    for stage in stages:
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root, env=env(root),
                               capture_output=True, text=True, check=False)
@@ -113,44 +117,77 @@ def run(root: Path) -> dict[str, float]:
     return seconds
 
 
-def row(name: str, root: Path, seconds: dict[str, float]) -> dict:
+def accuracy_row(name: str, split: str, root: Path, seconds: dict[str, float]) -> dict:
+    """The generators' test accuracy with intervals, and the transformer's paired ratio to EASE."""
     read = lambda path: json.loads((root / path).read_text())
     features = read("metrics/features.json")
     train = TrainReport.from_json(read("metrics/train.json")).comparison
-    search = SearchMetrics.from_json(read("metrics/search.json"))
-    deploy = DeployReport.from_json(read("metrics/deploy.json"))
     tuned = read("models/tuned.json")
-    test = lambda evaluation: (evaluation.test.ndcg, evaluation.test.hr)
-    gain = lambda name: deploy.deployed[name] / deploy.accuracy_only[name] - 1
+    test = lambda evaluation: (evaluation.test.ndcg, list(evaluation.test.intervals["ndcg"]), evaluation.test.hr)
     return {
-        "log": name, "users": features["n_users"], "items": features["n_items"],
+        "log": name, "split": split, "users": features["n_users"], "items": features["n_items"],
+        "test_users": train.model.test.users, "test_baskets": train.model.test.baskets,
         "tuned": {**tuned["model"], **tuned["train"]} if tuned.get("enabled") else "off",
-        "model": test(train.model), "blend": test(train.blend), "ease": test(train.ease),
-        "pop": test(train.pop), "generator": train.generator,
+        "model": test(train.model), "blend": test(train.blend), "ease": test(train.ease), "pop": test(train.pop),
+        "generator": train.generator,
+        "vs_ease": {kind: train.vs_ease[kind]["test"] for kind in ("model", "blend", "pop")},
         "tune_train_s": seconds["tune"] + seconds["train"], "total_s": sum(seconds.values()),
-        "hv_nsga": search.hypervolume_test["nsga"], "hv_random": search.hypervolume_test["random"],
-        "served": deploy.version, "fallback": bool(deploy.fallback),
-        "served_vs_accuracy_only": {"ndcg": gain("ndcg"), "coverage": gain("coverage"), "ild": gain("ild")},
     }
 
 
-def print_table(rows: list[dict]) -> None:
-    print("\ntest split; the generator is chosen on valid; gains of the served policy vs accuracy-only on test")
-    header = (f"{'log':<16}{'users':>6}{'items':>6} | {'transformer':>13}{'blend':>13}{'EASE':>13}{'pop':>13} | "
-              f"{'generator':>9}{'t+t s':>7}{'all s':>7} | {'HV nsga/rnd':>11} | {'served':>7}{'NDCG':>7}{'cov':>7}"
-              f"{'ILD':>7}")
+def row(name: str, split: str, root: Path, seconds: dict[str, float]) -> dict:
+    """accuracy_row, the search's hypervolumes and the served policy over accuracy-only on test."""
+    read = lambda path: json.loads((root / path).read_text())
+    search = SearchMetrics.from_json(read("metrics/search.json"))
+    deploy = DeployReport.from_json(read("metrics/deploy.json"))
+    paired = lambda ratios, intervals, key: (ratios[key], list(intervals[key])) if ratios else None
+    return {
+        **accuracy_row(name, split, root, seconds),
+        "hv_nsga": search.hypervolume_test["nsga"], "hv_random": search.hypervolume_test["random"],
+        "paired_se_all": search.paired_se_all, "served": deploy.version, "fallback": deploy.fallback,
+        "reason": deploy.reason, "policy": deploy.policy,
+        "served_vs_accuracy_only": {key: paired(deploy.ratio, deploy.ratio_ci, key)
+                                    for key in ("ndcg", "coverage", "ild", "novelty", "personalization")},
+        "valid_vs_accuracy_only": {key: paired(deploy.valid_ratio, deploy.valid_ratio_ci, key)
+                                   for key in ("ndcg", "coverage", "ild")},
+    }
+
+
+def interval(value: tuple[float, list[float]] | None, scale: str = "ratio") -> str:
+    if value is None:
+        return "-"
+    point, (low, high) = value
+    return f"{point:.3f} [{low:.3f}, {high:.3f}]" if scale == "ratio" else f"{point:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def print_tables(rows: list[dict]) -> None:
+    print("\ntest window, generator chosen on valid; NDCG@10 with its 95% interval (bootstrap over users)")
+    header = (f"{'log':<16}{'split':<14}{'users':>6}{'baskets':>8} | {'transformer':>25}{'blend':>25}{'EASE':>25}"
+              f"{'pop':>25} | {'gen':>6} | {'transformer / EASE, paired':>26}{'t+t s':>6}")
     print(header + "\n" + "-" * len(header))
     for r in rows:
-        pair = lambda v: f"{v[0]:.4f}/{v[1]:.3f}"
-        s = r["served_vs_accuracy_only"]
-        served = (r["served"] or "none") + ("*" if r["fallback"] else "")
-        print(f"{r['log']:<16}{r['users']:>6}{r['items']:>6} | {pair(r['model']):>13}{pair(r['blend']):>13}"
-              f"{pair(r['ease']):>13}{pair(r['pop']):>13} | {r['generator']:>9}{r['tune_train_s']:>7.0f}"
-              f"{r['total_s']:>7.0f} | {r['hv_nsga'] / max(r['hv_random'], 1e-12):>11.3f} | {served:>7}"
-              f"{s['ndcg']:>+7.1%}{s['coverage']:>+7.1%}{s['ild']:>+7.1%}")
-    print("(NDCG@10/HR@10 pairs; * = the accuracy-only fallback is served)")
+        cell = lambda v: interval((v[0], v[1]), "value")
+        print(f"{r['log']:<16}{r['split']:<14}{r['test_users']:>6}{r['test_baskets']:>8} | {cell(r['model']):>25}"
+              f"{cell(r['blend']):>25}{cell(r['ease']):>25}{cell(r['pop']):>25} | {r['generator']:>6} | "
+              f"{interval(r['vs_ease']['model']):>26}{r['tune_train_s']:>6.0f}")
+    served = [r for r in rows if "served" in r]
+    if served:
+        print("\nthe served policy over accuracy-only, paired: test (valid: on the held-out confirmation users)")
+        header = (f"{'log':<16}{'served':>8} | {'test NDCG@10':>22}{'coverage@10':>22}{'ILD@10':>22} | "
+                  f"{'valid NDCG@10':>22} | {'HV nsga/rnd':>11}{'all s':>6}")
+        print(header + "\n" + "-" * len(header))
+        for r in served:
+            s, v = r["served_vs_accuracy_only"], r["valid_vs_accuracy_only"]
+            name = (r["served"] or "none") + ("*" if r["fallback"] else "")
+            print(f"{r['log']:<16}{name:>8} | {interval(s['ndcg']):>22}{interval(s['coverage']):>22}"
+                  f"{interval(s['ild']):>22} | {interval(v['ndcg']):>22} | "
+                  f"{r['hv_nsga'] / max(r['hv_random'], 1e-12):>11.3f}{r['total_s']:>6.0f}")
+        print("(* = the accuracy-only fallback is served)")
+        for r in served:
+            print(f"{r['log']}: {r['reason']}")
+            print(f"  policy {r['policy']}")
     for r in rows:
-        print(f"tuned values, {r['log']}: {r['tuned']}")
+        print(f"tuned values, {r['log']} ({r['split']}): {r['tuned']}")
 
 
 def main() -> None:
@@ -158,19 +195,27 @@ def main() -> None:
     parser.add_argument("--logs", nargs="*", default=list(LOGS), choices=list(LOGS))
     parser.add_argument("--workdir", default="/tmp/recmoo-bench")
     parser.add_argument("--set", nargs="*", default=[], help="params overrides for every log, e.g. tune.trials=4")
+    parser.add_argument("--compare-splits", nargs="*", default=[], choices=SPLITS,
+                        help="other protocols, run up to train for the generators' table")
     args = parser.parse_args()
+    default = yaml.safe_load((REPO / "params.yaml").read_text())["features"]["split"]
     rows = []
     for name in args.logs:
         overrides, folder = LOGS[name]
         if folder and not (SHARED / folder).is_dir():
             print(f"{name}: skipped, {SHARED / folder} is absent (the shared datasets are not part of the project)")
             continue
-        print(f"{name}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-        root = project(Path(args.workdir) / name, overrides, folder, args.set)
-        rows.append(row(name, root, run(root)))
-        (Path(args.workdir) / "results.jsonl").open("a").write(json.dumps(rows[-1]) + "\n")
+        for split in [default, *(s for s in args.compare_splits if s != default)]:
+            print(f"{name} ({split}): {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+            root = project(Path(args.workdir) / f"{name}-{split}", overrides, folder, [*args.set, f"features.split={split}"])
+            if split == default:
+                rows.append(row(name, split, root, run(root)))
+            else:
+                rows.append(accuracy_row(name, split, root, run(root, STAGES[:STAGES.index("train") + 1])))
+            with (Path(args.workdir) / "results.jsonl").open("a") as out:
+                out.write(json.dumps(rows[-1]) + "\n")
     if rows:
-        print_table(rows)
+        print_tables(rows)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from recmoo_dag.config import load_params
 from recmoo_dag.evaluate import left_padded
 from recmoo_dag.features import build_features, load_features, write_features
 from recmoo_dag.item_text import embed, item_texts
-from recmoo_dag.metrics import hit_rate_at_k, ndcg_at_k
+from recmoo_dag.metrics import basket_accuracy
 from recmoo_dag.results import DeployReport, TrainReport
 from recmoo_dag.train import fit
 
@@ -106,15 +106,16 @@ def cold_start(root: Path) -> dict:
         train = params.train.model_copy(update={"checkpoint_dir": str(folder / "ckpt"),
                                                 "steps_log": str(folder / f"steps_{variant}.csv")})
         net = fit(features, model, train, params.policy.k, params.seed, f"cold-{variant}", text_vectors=vectors).model
-        ranks = []
+        ranks, whole = [], features.whole()
         for rows in np.array_split(np.arange(len(users)), max(1, len(users) // 256)):
-            seq = left_padded(features.indptr, features.items, users[rows], net.max_len)
+            seq, baskets = left_padded(whole, users[rows], net.max_len)
             with torch.no_grad():
-                scores = net.score_next(torch.from_numpy(seq)).numpy()[:, new]  # (B, C) the new items only
+                scores = net.score_next(torch.from_numpy(seq), torch.from_numpy(baskets)).numpy()[:, new]  # (B, C) new items
             target = scores[np.arange(len(rows)), np.searchsorted(new, targets[rows])]
             ranks.append((scores >= target[:, None]).sum(axis=1) - 1)
         ranks = np.concatenate(ranks)
-        result[variant] = {"hr@10": hit_rate_at_k(ranks, 10), "ndcg@10": ndcg_at_k(ranks, 10)}
+        per_event = basket_accuracy(ranks, np.arange(len(ranks) + 1), 10)  # each event its own case
+        result[variant] = {"hr@10": float(per_event["hr"].mean()), "ndcg@10": float(per_event["ndcg"].mean())}
         print(f"  cold-start {variant}: HR@10 {result[variant]['hr@10']:.4f} on {len(ranks)} events", flush=True)
     return result
 

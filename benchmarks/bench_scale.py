@@ -1,6 +1,6 @@
 """How the pipeline scales with users: every stage's seconds and peak RSS on synthetic logs of 1k,
 10k and 100k users (about 50 events each, 5k items) and on MovieLens-100K, one row per log; then the
-search on a user sample against the search on all users (ML-100K): hypervolume (also against the
+search on a sample of valid baskets (search.baskets) against the search on all of them (ML-100K): hypervolume (also against the
 full front thinned as a sample's verdict is) and the deployed policy's test figures, with the
 paired standard error of NDCG@10 on the users each search saw.
 
@@ -8,7 +8,7 @@ Each stage runs in its own process (`recmoo <stage>`, as `dvc repro` would) in a
 with the default params; peak RSS is the process's own (ru_maxrss).
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 1000 10000 100000] [--skip-ml100k]
-                                               [--samples 250 500] [--workdir /tmp/recmoo-scale]
+                                               [--samples 500 1000] [--workdir /tmp/recmoo-scale]
                                                [--comparison-only]
 
 --comparison-only re-runs just the sampled-vs-full comparison on the ML-100K project an earlier run
@@ -91,11 +91,11 @@ def thinned_hypervolume(root: Path) -> float:
 
 
 def sampled_against_full(root: Path, samples: list[int | None]) -> list[dict]:
-    """The search and deploy stages again with search.users at each size (None: all users)."""
+    """The search and deploy stages again with search.baskets at each size (None: every valid basket)."""
     rows = []
-    for users in samples:
+    for baskets in samples:
         params = yaml.safe_load((root / "params.yaml").read_text())
-        params["search"]["users"] = users
+        params["search"]["baskets"] = baskets
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         shutil.rmtree(root / params["deploy"]["store"], ignore_errors=True)
         seconds = stage(root, "search")[0]
@@ -104,10 +104,10 @@ def sampled_against_full(root: Path, samples: list[int | None]) -> list[dict]:
 
         search = SearchMetrics.from_json(json.loads((root / "metrics" / "search.json").read_text()))
         deploy = DeployReport.from_json(json.loads((root / "metrics" / "deploy.json").read_text()))
-        rows.append({"users": search.users_searched, "seconds": seconds, "se_searched": search.paired_se_searched,
+        rows.append({"baskets": search.baskets_searched, "seconds": seconds, "se_searched": search.paired_se_searched,
                      "se_all": search.paired_se_all, "hv_test": search.hypervolume_test["nsga"],
                      "deployed": deploy.deployed, "accuracy_only": deploy.accuracy_only, "fallback": bool(deploy.fallback)})
-        print(f"  search.users {users}: {seconds:.1f}s, HV test {rows[-1]['hv_test']:.4f}", flush=True)
+        print(f"  search.baskets {baskets}: {seconds:.1f}s, HV test {rows[-1]['hv_test']:.4f}", flush=True)
     rows[-1]["hv_test_thinned"] = thinned_hypervolume(root)
     return rows
 
@@ -116,7 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10_000, 100_000])
     parser.add_argument("--skip-ml100k", action="store_true")
-    parser.add_argument("--samples", type=int, nargs="*", default=[250, 500])
+    parser.add_argument("--samples", type=int, nargs="*", default=[500, 1000])
     parser.add_argument("--workdir", default="/tmp/recmoo-scale")
     parser.add_argument("--comparison-only", action="store_true")
     args = parser.parse_args()
@@ -154,7 +154,7 @@ def print_rows(rows: list[dict]) -> None:
 
 
 def print_comparison(comparison: list[dict]) -> None:
-    print("\nML-100K: the search on a user sample vs on all users (test split; deployed vs accuracy-only)")
+    print("\nML-100K: the search on a sample of valid baskets vs on all of them (test window; deployed vs accuracy-only)")
     print(f"{'searched':>9}{'seconds':>9}{'SE sample':>11}{'SE all':>8}{'HV test':>9}{'vs all':>8}"
           f"{'vs thinned':>11}{'NDCG':>8}{'cov':>8}{'ILD':>8}")
     full, thinned = comparison[-1]["hv_test"], comparison[-1]["hv_test_thinned"]
@@ -162,7 +162,7 @@ def print_comparison(comparison: list[dict]) -> None:
           " with it)")
     for c in comparison:
         gain = lambda key, c=c: c["deployed"][key] / c["accuracy_only"][key] - 1
-        print(f"{c['users']:>9}{c['seconds']:>9.1f}{c['se_searched']:>11.1%}{c['se_all']:>8.1%}{c['hv_test']:>9.4f}"
+        print(f"{c['baskets']:>9}{c['seconds']:>9.1f}{c['se_searched']:>11.1%}{c['se_all']:>8.1%}{c['hv_test']:>9.4f}"
               f"{c['hv_test'] / full - 1:>+8.1%}{c['hv_test'] / thinned - 1:>+11.1%}{gain('ndcg'):>+8.1%}"
               f"{gain('coverage'):>+8.1%}{gain('ild'):>+8.1%}" + ("  (fallback)" if c["fallback"] else ""))
 

@@ -83,7 +83,7 @@ def fit_latency(valid, n_users: int = 100, repeats: int = 5) -> tuple[float, flo
         x = policy.copy()
         x[POOL] = pool
         per_user = []
-        for u in range(min(n_users, requests.n_users)):
+        for u in range(min(n_users, requests.n_requests)):
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()  # a request: its candidates' terms -> context -> list
@@ -175,7 +175,7 @@ def main() -> None:
     if args.candidates:
         params = params.model_copy(update={"candidates": params.candidates.model_copy(update={"path": args.candidates})})
     valid, test = yardsticks_of(params)
-    print(f"data: {valid.requests.n_users} users, {valid.n_items} items, {valid.requests.n_candidates} candidates; "
+    print(f"data: {valid.requests.n_requests} users, {valid.n_items} items, {valid.requests.n_candidates} candidates; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (timings are best of 3)")
     if args.fit_latency:
         intercept, slope, measured = fit_latency(valid)

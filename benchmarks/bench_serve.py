@@ -137,34 +137,33 @@ def scratch_deployment(params_file: Path, workdir: Path) -> Path:
     import pandas as pd
     import torch
 
-    from recmoo_dag import candidates, deploy
     from recmoo_dag.features import load_features
+    from recmoo_dag.generator import save_generator
     from recmoo_dag.model import SeqRecModel, save_model
     from recmoo_dag.policy import VARIABLE_NAMES
+    from recmoo_dag.stages import candidates, deploy
 
     raw = load_params(params_file).model_dump(by_alias=True, mode="json")  # every key, defaults included
     for section, key in (("data", "raw_dir"), ("data", "dataset_dir"), ("data", "incoming_dir"),
                          ("data", "interactions"), ("data", "items"), ("validate", "interactions"),
-                         ("validate", "items"), ("features", "dir")):
+                         ("validate", "items"), ("features", "dir"), ("item_text", "dir")):
         raw[section][key] = str(REPO / raw[section][key])
     raw["train"]["model_dir"] = str(workdir / "model")
     raw["candidates"]["path"] = str(workdir / "candidates.npz")
-    raw["deploy"].update(store=str(workdir / "deployments"), metrics=str(workdir / "deploy.json"),
-                         min_ratio={"ndcg@10": 0.0})
+    raw["search"]["front"] = str(workdir / "front.csv")
+    raw["deploy"].update(store=str(workdir / "deployments"), metrics=str(workdir / "deploy.json"), min_ratio={})
     scratch = workdir / "params.yaml"
     scratch.write_text(yaml.safe_dump(raw, sort_keys=False))
-    os.chdir(workdir)  # the front goes to its default relative path, inside the scratch folder
     params = load_params(scratch)
     torch.manual_seed(params.seed)
     architecture = {"n_items": load_features(params.features.dir).n_items, **params.model.model_dump()}
     save_model(SeqRecModel(**architecture).eval(), params.train.model_dir, architecture, {"scratch": True})
-    candidates.run(params)
-    front = deploy.front_path(params)
-    front.parent.mkdir(parents=True, exist_ok=True)
-    policy = dict(zip(VARIABLE_NAMES, [0.0, 0.5, 0.2, 0.2, 0.5, 100.0]))  # a diversified mid-pool policy
-    pd.DataFrame([policy]).to_csv(front, index=False)
-    deploy.run(params)
-    os.chdir(REPO)
+    save_generator(params.train.model_dir, "model", 0.0, 1.0)
+    candidates.main(params)
+    policy = {"log10_temperature": 0.0, "debias": 0.2, "novelty": 0.2, "calibration": 0.2, "dither": 0.0,
+              "diversity": 0.5, "pool": 100}  # a diversified mid-pool policy
+    pd.DataFrame([policy])[list(VARIABLE_NAMES)].to_csv(params.search.front, index=False)
+    deploy.main(params)
     return scratch
 
 
