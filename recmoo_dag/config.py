@@ -298,6 +298,7 @@ class SearchParams(Section):
     front_epsilon: float = Field(ge=0.0)
     mmr_pool: int = Field(ge=1)
     baskets: int | None = Field(ge=50)
+    ndcg_floor: float | None = Field(gt=0, le=1)
     rescore_policies: int = Field(ge=2)
     stall_generations: int | None = Field(ge=2)
     stall_tolerance: float = Field(ge=0)

@@ -81,15 +81,20 @@ class RoundPool(Repair):
 
 
 class PolicyProblem(Problem):
-    """pymoo's view: (n, d) policies -> (n, m) losses of the searched objectives, in one call."""
+    """pymoo's view: (n, d) policies -> (n, m) losses of the searched objectives, in one call; with an
+    NDCG floor, one inequality constraint (pymoo's G <= 0): NDCG loss <= 1 - floor."""
 
     def __init__(self, score: Callable[[np.ndarray], np.ndarray], columns: list[int],
-                 low: np.ndarray, high: np.ndarray):
-        super().__init__(n_var=len(low), n_obj=len(columns), xl=low, xu=high, elementwise=False)
-        self.score, self.columns = score, columns
+                 low: np.ndarray, high: np.ndarray, ndcg_floor: float | None = None):
+        super().__init__(n_var=len(low), n_obj=len(columns), n_ieq_constr=int(ndcg_floor is not None), xl=low,
+                         xu=high, elementwise=False)
+        self.score, self.columns, self.ndcg_floor = score, columns, ndcg_floor
 
     def _evaluate(self, X, out, *args, **kwargs):
-        out["F"] = self.score(X)[:, self.columns]
+        losses = self.score(X)  # (n, 6) every objective's loss; column 0 is 1 - NDCG ratio
+        out["F"] = losses[:, self.columns]
+        if self.ndcg_floor is not None:
+            out["G"] = losses[:, :1] - (1.0 - self.ndcg_floor)
 
 
 def initial_population(pop_size: int, low: np.ndarray, high: np.ndarray, seed: int) -> np.ndarray:
@@ -153,9 +158,11 @@ class HypervolumeStall(Termination):
 
 def run_nsga(evaluate: Callable[[np.ndarray], np.ndarray], losses: Callable[[np.ndarray], np.ndarray],
              columns: list[int], low: np.ndarray, high: np.ndarray, algorithm: str, pop_size: int,
-             termination: tuple[str, int] | Termination, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run the search on `losses(evaluate(X))`; returns every evaluated policy and its natural
-    objectives (the archive): (n, d), (n, 6)."""
+             termination: tuple[str, int] | Termination, seed: int,
+             ndcg_floor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run the search on `losses(evaluate(X))`, policies below `ndcg_floor` x accuracy-only NDCG
+    infeasible (constraint domination, Deb et al. 2002); returns every evaluated policy and its
+    natural objectives (the archive): (n, d), (n, 6)."""
     seen_x, seen_natural = [], []
 
     def recording(X: np.ndarray) -> np.ndarray:
@@ -164,7 +171,7 @@ def run_nsga(evaluate: Callable[[np.ndarray], np.ndarray], losses: Callable[[np.
         seen_natural.append(natural)
         return losses(natural)
 
-    problem = PolicyProblem(recording, columns, low, high)
+    problem = PolicyProblem(recording, columns, low, high, ndcg_floor)
     algorithm = make_algorithm(algorithm, len(columns), pop_size, seed,
                                initial_population(pop_size, low, high, seed))
     stop = termination if isinstance(termination, Termination) else get_termination(*termination)
@@ -245,19 +252,21 @@ class SearchResult:
 def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: str, pop_size: int,
            termination: tuple[str, int], reference: float, mmr_pool: int, seed: int, evaluation: EvaluationParams,
            front_epsilon: float = 0.0, cases: np.ndarray | None = None, stall: tuple[int, float] | None = None,
-           rescore_policies: int = 128) -> SearchResult:
+           rescore_policies: int = 128, ndcg_floor: float | None = None) -> SearchResult:
     """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
     and (front policies re-scored) on test. `cases`: the validation baskets the search scores
     policies on (search.baskets of them, yardstick.sample_cases; None: all), each method's sample front
     then thinned to at most `rescore_policies` for the full-set verdict; `stall`: (generations,
-    tolerance) of the early stop."""
+    tolerance) of the early stop; `ndcg_floor`: every method's fronts hold only policies at or above
+    this share of accuracy-only NDCG on the searched baskets (NSGA searches under it as a constraint,
+    the baselines are filtered by it, and every method knows the accuracy-only policy)."""
     columns = [OBJECTIVES.index(name) for name in objectives]
     low, high = bounds(valid.k, valid.requests.n_candidates)
     searched = valid if cases is None or len(cases) >= valid.requests.n_requests else valid.subset(cases)
     stop = HypervolumeStall(termination, reference, *stall) if stall else termination
     start = time.perf_counter()
     nsga_x, nsga_natural = run_nsga(searched.objectives, searched.losses, columns, low, high, algorithm, pop_size,
-                                    stop, seed)
+                                    stop, seed, ndcg_floor)
     seconds = time.perf_counter() - start
     budget = len(nsga_x)
     candidates = {
@@ -268,7 +277,12 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
     }
     fronts, before_thinning, volume, volume_test, volume_searched = {}, {}, {}, {}, {}
     for method, found in candidates.items():
+        if ndcg_floor is not None and not isinstance(found, tuple):  # NSGA's first generation holds it already
+            found = np.vstack([found, accuracy_only_policy(valid.k)])
         x, natural = found if isinstance(found, tuple) else (found, searched.objectives(found))
+        if ndcg_floor is not None:
+            within = natural[:, 0] >= ndcg_floor * searched.accuracy_only[0]
+            x, natural = x[within], natural[within]
         losses_all = searched.losses(natural)
         front = nondominated(losses_all[:, columns])
         x_front, natural_valid, losses_valid = x[front], natural[front], losses_all[front][:, columns]

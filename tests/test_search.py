@@ -180,3 +180,17 @@ def test_a_stalled_hypervolume_stops_nsga_and_the_baselines_get_what_it_used(par
                       stall=(3, 10.0))  # "less than 1,000% gain in 3 generations": stops at once
     assert result.n_evals <= 24 * 5 < 2400
     assert all(result.front_size_before_thinning[m] <= result.n_evals for m in result.fronts)
+
+
+@pytest.mark.slow
+def test_under_an_ndcg_floor_every_method_reports_only_policies_above_it(pareto_project):
+    valid, test = yardsticks_of_project(pareto_project)
+    free = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 480), 1.1, 20, 0, EVALUATION, 0.0)
+    floored = S.search(valid, test, list(OBJECTIVES), "auto", 24, ("n_eval", 480), 1.1, 20, 0, EVALUATION, 0.0,
+                       ndcg_floor=0.9)
+    floor = 0.9 * valid.accuracy_only[0]
+    for method, front in floored.fronts.items():
+        assert len(front.x) > 0 and (front.valid[:, 0] >= floor).all(), method
+    # The constraint spends NSGA's budget where the deploy bounds choose: more policies there.
+    near = lambda front: int((front.valid[:, 0] >= floor).sum())
+    assert near(floored.fronts["nsga"]) > near(free.fronts["nsga"])

@@ -36,7 +36,7 @@ def main(params: Params) -> None:
     result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
                     cfg.mmr_pool, params.seed, params.evaluation, cfg.front_epsilon, cases,
                     stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
-                    rescore_policies=cfg.rescore_policies)
+                    rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor)
     nsga = result.fronts["nsga"]
     table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio)
     atomic_write(cfg.front, lambda tmp: tmp.write_text(front_csv(table)))
