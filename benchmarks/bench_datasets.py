@@ -6,7 +6,8 @@ and the rows report users/items, the tuned values, test NDCG@10 of the transform
 and most-popular with their 95% intervals (a bootstrap over users), the transformer's paired ratio to
 EASE, the generator chosen on valid, tune + train seconds, NSGA's hypervolume against random search,
 and the served policy over accuracy-only, paired, on test (and on valid's confirmation users).
-`--compare-splits` runs the other evaluation protocols (features.split) up to train, side by side.
+`--compare-splits` runs the other evaluation protocols (features.split) up to train, side by side,
+with the default protocol's tuned values (tuning off: only the protocol differs).
 
 Logs: MovieLens-100K (the default), ml-latest-small and Last.fm-2K from ../shared/datasets/ (skipped
 with a message when that folder is absent: they are never part of the project), and a synthetic log.
@@ -113,8 +114,14 @@ def run(root: Path, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
         lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{stage}:")]
         print(f"  {stage:<10} {seconds[stage]:6.1f}s  {lines[-1][len(stage) + 2:][:150] if lines else ''}", flush=True)
         if proc.returncode != 0:
-            raise SystemExit(f"{root}: stage {stage} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            refusal = [line for line in proc.stderr.splitlines() if line.startswith(f"recmoo {stage}: error:")]
+            raise StageFailed(refusal[0] if refusal else f"{root}: stage {stage} failed:\n{proc.stdout[-2000:]}\n"
+                                                         f"{proc.stderr[-2000:]}")
     return seconds
+
+
+class StageFailed(RuntimeError):
+    """A stage exited non-zero; the message is its one-line refusal when it gave one."""
 
 
 def accuracy_row(name: str, split: str, root: Path, seconds: dict[str, float]) -> dict:
@@ -166,6 +173,9 @@ def print_tables(rows: list[dict]) -> None:
               f"{'pop':>25} | {'gen':>6} | {'transformer / EASE, paired':>26}{'t+t s':>6}")
     print(header + "\n" + "-" * len(header))
     for r in rows:
+        if "refused" in r:
+            print(f"{r['log']:<16}{r['split']:<14} refused: {r['refused'][:160]}")
+            continue
         cell = lambda v: interval((v[0], v[1]), "value")
         print(f"{r['log']:<16}{r['split']:<14}{r['test_users']:>6}{r['test_baskets']:>8} | {cell(r['model']):>25}"
               f"{cell(r['blend']):>25}{cell(r['ease']):>25}{cell(r['pop']):>25} | {r['generator']:>6} | "
@@ -187,7 +197,8 @@ def print_tables(rows: list[dict]) -> None:
             print(f"{r['log']}: {r['reason']}")
             print(f"  policy {r['policy']}")
     for r in rows:
-        print(f"tuned values, {r['log']} ({r['split']}): {r['tuned']}")
+        if "tuned" in r:
+            print(f"tuned values, {r['log']} ({r['split']}): {r['tuned']}")
 
 
 def main() -> None:
@@ -196,23 +207,39 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/recmoo-bench")
     parser.add_argument("--set", nargs="*", default=[], help="params overrides for every log, e.g. tune.trials=4")
     parser.add_argument("--compare-splits", nargs="*", default=[], choices=SPLITS,
-                        help="other protocols, run up to train for the generators' table")
+                        help="other protocols, run up to train with the default protocol's tuned values")
+    parser.add_argument("--reuse", action="store_true", help="read the rows of projects already finished in --workdir")
     args = parser.parse_args()
     default = yaml.safe_load((REPO / "params.yaml").read_text())["features"]["split"]
-    rows = []
+    rows, workdir = [], Path(args.workdir)
     for name in args.logs:
         overrides, folder = LOGS[name]
         if folder and not (SHARED / folder).is_dir():
             print(f"{name}: skipped, {SHARED / folder} is absent (the shared datasets are not part of the project)")
             continue
         for split in [default, *(s for s in args.compare_splits if s != default)]:
-            print(f"{name} ({split}): {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-            root = project(Path(args.workdir) / f"{name}-{split}", overrides, folder, [*args.set, f"features.split={split}"])
-            if split == default:
-                rows.append(row(name, split, root, run(root)))
-            else:
-                rows.append(accuracy_row(name, split, root, run(root, STAGES[:STAGES.index("train") + 1])))
-            with (Path(args.workdir) / "results.jsonl").open("a") as out:
+            root, last = workdir / f"{name}-{split}", "deploy" if split == default else "train"
+            finished = json.loads((root / "seconds.json").read_text()) if (root / "seconds.json").is_file() else None
+            if not (args.reuse and finished and last in finished):
+                print(f"{name} ({split}): {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+                extra = [*args.set, f"features.split={split}"]
+                if split != default:  # only the protocol differs: the default protocol's tuned values, no tuning
+                    tuned = json.loads((workdir / f"{name}-{default}" / "models" / "tuned.json").read_text())
+                    extra += ["tune.enabled=false", *(f"{section}.{key}={json.dumps(value)}" for section in ("model", "train")
+                                                      for key, value in tuned.get(section, {}).items())]
+                root = project(root, overrides, folder, extra)
+                try:
+                    finished = run(root, STAGES[:STAGES.index(last) + 1])
+                except StageFailed as failure:  # e.g. a global-time window with too few users: a finding, not a crash
+                    if split == default:
+                        raise
+                    rows.append({"log": name, "split": split, "refused": str(failure)})
+                    print(f"  refused: {failure}", flush=True)
+                    continue
+                (root / "seconds.json").write_text(json.dumps(finished))
+            rows.append(row(name, split, root, finished) if split == default else
+                        accuracy_row(name, split, root, finished))
+            with (workdir / "results.jsonl").open("a") as out:
                 out.write(json.dumps(rows[-1]) + "\n")
     if rows:
         print_tables(rows)
