@@ -188,7 +188,12 @@ def _list_counts(recs: np.ndarray, n_items: int) -> np.ndarray:
 def coverage(recs: np.ndarray, n_items: int) -> np.ndarray:
     """Catalog coverage@k: share of the n_items real items that appear in at least one list
     (Ge et al. 2010, "prediction coverage"). recs: (..., C, k) with items in 1..n_items -> (...)."""
-    return (_list_counts(recs, n_items)[..., 1:] > 0).sum(axis=-1) / n_items
+    return coverage_of_counts(_list_counts(recs, n_items), n_items)
+
+
+def coverage_of_counts(counts: np.ndarray, n_items: int) -> np.ndarray:
+    """Coverage from how many lists hold each item: counts (..., I + 1), column 0 padding -> (...)."""
+    return (counts[..., 1:] > 0).sum(axis=-1) / n_items
 
 
 def personalization(recs: np.ndarray, n_items: int) -> np.ndarray:
@@ -202,7 +207,12 @@ def personalization(recs: np.ndarray, n_items: int) -> np.ndarray:
     n_lists, k = recs.shape[-2:]
     if n_lists < 2:
         raise ValueError("personalization needs at least 2 lists")
-    counts = _list_counts(recs, n_items).astype(np.float64)
+    return personalization_of_counts(_list_counts(recs, n_items).astype(np.float64), n_lists, k)
+
+
+def personalization_of_counts(counts: np.ndarray, n_lists, k: int) -> np.ndarray:
+    """Personalization from how many of the n_lists lists hold each item: counts (..., I + 1),
+    n_lists scalar or (...,) -> (...)."""
     shared = (counts * (counts - 1) / 2).sum(axis=-1)  # (...,) summed overlaps over all pairs
     return 1.0 - shared / (n_lists * (n_lists - 1) / 2 * k)
 

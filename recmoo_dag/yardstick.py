@@ -25,7 +25,9 @@ from recmoo_dag.metrics import (
     case_ild,
     case_ndcg,
     case_weights,
+    coverage_of_counts,
     list_metrics,
+    personalization_of_counts,
     serving_cost,
     similarity_groups,
 )
@@ -135,20 +137,12 @@ class Yardstick:
                                              shape=(len(users), self.n_items + 1))
                 counts = (incidence.T @ weights.T).T  # (R, I + 1) how many drawn lists hold each item
                 everyone = incidence.sum(axis=0)[None]  # (1, I + 1) every user once: the measured value
-                for pooled, values in ((coverage, self._pooled_coverage), (personalization, self._personalization)):
+                for pooled, values in ((coverage, lambda c, _: coverage_of_counts(c, self.n_items)),
+                                       (personalization, lambda c, n: personalization_of_counts(c, n, self.k))):
                     drawn_values = values(counts, n_lists)
                     pooled.append(drawn_values - drawn_values.mean() + values(everyone, lists_per_user.sum()[None])[0])
             out["coverage"], out["personalization"] = np.array(coverage), np.array(personalization)
         return {name: out[name] for name in names}
-
-    def _pooled_coverage(self, counts: np.ndarray, n_lists: np.ndarray) -> np.ndarray:
-        """Share of the catalog in any list: counts (R, I + 1) of lists holding each item -> (R,)."""
-        return (counts[:, 1:] > 0).sum(axis=1) / self.n_items
-
-    def _personalization(self, counts: np.ndarray, n_lists: np.ndarray) -> np.ndarray:
-        """1 - the mean share of a list two lists hold in common: counts (R, I + 1), n_lists (R,) -> (R,)."""
-        pairs = (counts * (counts - 1) / 2).sum(axis=1)
-        return 1.0 - pairs / (n_lists * (n_lists - 1) / 2 * self.k)
 
     @cached_property
     def accuracy_only(self) -> np.ndarray:
