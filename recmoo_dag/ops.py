@@ -30,7 +30,7 @@ def operate(args: argparse.Namespace, params: Params) -> int:
               f"{params.serve.reload_check_ms} ms")
         return 0
     if args.command == "lineage":
-        return lineage(params.deploy.store, args.version, args.verify)
+        return lineage(params, args.version, args.verify)
     raise ValueError(f"unknown operator command {args.command!r}")
 
 
@@ -50,23 +50,25 @@ def recommend(params: Params, user: str | None, recent: list[str], k: int, exclu
     return 0
 
 
-def lineage(store_dir: str, version: str | None, verify: bool) -> int:
-    """Print the chain; with verify, recompute every hash and exit 1 naming each mismatch."""
+def lineage(params: Params, version: str | None, verify: bool) -> int:
+    """Print the chain; with verify, recompute every hash and check today's params, and exit 1
+    naming each mismatch."""
     from recmoo_dag.lineage import describe, missing_files
     from recmoo_dag.lineage import verify as check
 
+    store_dir = params.deploy.store
     folder = store.version_dir(store_dir, version)
     manifest = store.read_manifest(store_dir, folder.name)
     served = store.current_version(store_dir)
     print(describe(manifest) + ("" if folder.name != served else "\n  (this version is being served)"))
     if not verify:
         return 0
-    problems = check(manifest, folder, Path("."))
+    problems = check(manifest, folder, params.model_dump(by_alias=True, mode="json"), Path("."))
     gone = missing_files(manifest)
     if gone:
         print(f"\nnot on disk any more (not checked): {', '.join(gone)}")
     if problems:
-        print(f"\nlineage --verify: {len(problems)} artifact file(s) no longer match {folder.name}:", file=sys.stderr)
+        print(f"\nlineage --verify: {len(problems)} input(s) no longer match {folder.name}:", file=sys.stderr)
         for problem in problems:
             print(f"  MISMATCH {problem}", file=sys.stderr)
         return 1

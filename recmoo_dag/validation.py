@@ -27,6 +27,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from recmoo_dag.config import ValidateParams
+from recmoo_dag.errors import quote
 
 # column -> (dtype family, predicate); the ingest stage writes exactly these.
 SCHEMA = {
@@ -59,6 +60,11 @@ class ValidationReport:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def line(self) -> str:
+        """The summary on one line, each failed check after " | ": what `recmoo validate` prints."""
+        head, *failures = self.summary.splitlines()
+        return " | ".join([head, *(f.strip() for f in failures)])
 
 
 def validate_interactions(
@@ -251,15 +257,10 @@ def _summary(source: str, n_checks: int, failures: list[dict]) -> str:
         if f["observed_value"] is not None:
             line += f"; observed {f['observed_value']}"
         elif f["examples"]:
-            examples = ", ".join(_short(e) for e in f["examples"])
+            examples = ", ".join(quote(e, limit=60) for e in f["examples"])
             line += f"; {f['unexpected_count']} offending rows, e.g. [{examples}]"
         lines.append(line)
     return "\n".join(lines)
-
-
-def _short(value, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _plain(value):

@@ -43,9 +43,10 @@ def s3_server(bucket: str = "recmoo") -> Iterator[SimpleNamespace]:
 
 
 def add_remote(dvc, project: Path, s3: SimpleNamespace, name: str = "shared") -> None:
-    """The remote as a team would configure it: URL in .dvc/config (committed), endpoint and
-    credentials in .dvc/config.local (never committed)."""
+    """The remote as a team would configure it (README "Running on a cluster"): URL and `verify true`
+    in .dvc/config (committed), endpoint and credentials in .dvc/config.local (never committed)."""
     dvc(project, "remote", "add", "--force", "-d", name, f"s3://{s3.bucket}/cache")
+    dvc(project, "remote", "modify", name, "verify", "true")
     dvc(project, "remote", "modify", "--local", name, "endpointurl", s3.url)
     dvc(project, "remote", "modify", "--local", name, "access_key_id", CREDENTIALS["AWS_ACCESS_KEY_ID"])
     dvc(project, "remote", "modify", "--local", name, "secret_access_key", CREDENTIALS["AWS_SECRET_ACCESS_KEY"])

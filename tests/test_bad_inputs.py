@@ -39,9 +39,18 @@ def raw(project):
     return run
 
 
+def one_error_line(err: str, stage: str) -> str:
+    """What the user reads: one `recmoo <stage>: error:` line, no traceback, no megabytes of input."""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"recmoo {stage}: error: "), err[:2000]
+    assert len(err) < 2000, f"{len(err)} characters of stderr"
+    return lines[0]
+
+
 def fails_with(run, capsys, content, *patterns, **kwargs):
     assert run(content, **kwargs) == 1
     err = capsys.readouterr().err
+    one_error_line(err, "ingest" if "recmoo ingest" in err else "validate")
     for pattern in patterns:
         assert pattern in err, f"{pattern!r} not in:\n{err}"
     return err
@@ -147,3 +156,81 @@ def test_missing_upstream_output_is_a_clear_error(project, capsys):
     project()
     assert main(["features"]) == 1
     assert "missing input data/validated/interactions.parquet" in capsys.readouterr().err
+
+
+# ------------------------------------------------------ one line per problem, never a traceback
+def test_duplicate_column_header(raw, capsys):
+    header = HEADER.replace("\n", "\tuser_id:token\n")
+    fails_with(raw, capsys, header + good_rows().replace("\n", "\tu0\n"), "batch.inter",
+               "'user_id:token' appears 2 times in the header")
+
+
+def test_duplicate_column_after_recbole_types_are_stripped(raw, capsys):
+    header = HEADER.replace("\n", "\ttimestamp:token\n")  # "timestamp:float" and "timestamp:token"
+    fails_with(raw, capsys, header + good_rows().replace("\n", "\t7\n"), "batch.inter", "'timestamp'",
+               "appears 2 times")
+
+
+GENERIC = {"data": {"format": "generic", "generic": {"pattern": "*.csv"}}}
+
+
+def test_duplicate_column_header_in_a_csv(raw, capsys):
+    # pandas would rename the second one "user_id.1" and read the first: which one is meant is a guess.
+    content = "user_id,item_id,rating,timestamp,user_id\n" + good_rows().replace("\t", ",").replace("\n", ",x\n")
+    fails_with(raw, capsys, content, "batch.csv", "'user_id' appears 2 times", name="batch.csv", overrides=GENERIC)
+
+
+def test_duplicate_column_in_a_parquet_file(project, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    project({"data": {"format": "generic", "generic": {"file_type": "parquet", "pattern": "*.parquet"}}})
+    batch = tmp_path / "batch.parquet"
+    columns = [pa.array(["u1"]), pa.array(["i1"]), pa.array([3.0]), pa.array([1_000_000_000]), pa.array(["u2"])]
+    pq.write_table(pa.table(columns, names=["user_id", "item_id", "rating", "timestamp", "user_id"]), batch)
+    assert main(["validate", str(batch)]) == 1
+    line = one_error_line(capsys.readouterr().err, "validate")
+    assert "batch.parquet" in line and "'user_id' appears 2 times" in line
+
+
+def test_empty_header_cell(raw, capsys):
+    content = ",item_id,rating,timestamp\n" + good_rows().replace("\t", ",")
+    fails_with(raw, capsys, content, "batch.csv", "missing column", "user_id", "empty column name",
+               name="batch.csv", overrides=GENERIC)
+
+
+def test_non_utf8_text(raw, capsys):
+    content = HEADER.encode() + "u1\ti1\t3\t1000000000\nüser\ti2\t3\t1000000001\n".encode("latin-1")
+    fails_with(raw, capsys, content, "batch.inter", "utf-8", "encoding")
+
+
+@pytest.mark.parametrize("column", ["timestamp", "rating"])
+def test_a_huge_value_is_cut_in_the_message(raw, capsys, column):
+    # One 5 MB field, as a line without its separators reads; the message quotes a few hundred characters.
+    huge = "x" * 5_000_000
+    row = f"u1\ti1\t{huge if column == 'rating' else 3}\t{huge if column == 'timestamp' else 1000000000}\n"
+    err = fails_with(raw, capsys, HEADER + good_rows() + row, "batch.inter", repr(column), "xxxx")
+    assert "5000002 characters" in err
+
+
+def test_validate_paths_checks_every_file_and_reports_each_problem(project, tmp_path, capsys):
+    project()
+    small = HEADER + good_rows(n_users=2, per_user=3)
+    files = {
+        "duplicate.inter": HEADER.replace("\n", "\tuser_id:token\n") + good_rows(2, 3).replace("\n", "\tx\n"),
+        "latin1.inter": (small + "üser\ti1\t3\t1000000000\n").encode("latin-1"),
+        "rating.inter": small + "u1\ti1\t11\t1000000000\n",
+        "good.inter": small,
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    paths = [str(tmp_path / name) for name in ("duplicate.inter", "missing.inter", "latin1.inter", "rating.inter",
+                                               "good.inter")]
+    assert main(["validate", *paths]) == 1
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 4 and all(line.startswith("recmoo validate: error: ") for line in lines), err[:3000]
+    for line, name, what in zip(lines, ("duplicate", "missing", "latin1", "rating"),
+                                ("'user_id:token' appears 2 times", "no such file", "utf-8", "rating")):
+        assert f"{name}.inter" in line and what in line, line
+    assert "good.inter: " in out and "good.inter" not in err

@@ -2,41 +2,59 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
-from recmoo_dag import store
+from recmoo_dag import item_text, store
 from recmoo_dag.cli import main
-from recmoo_dag.lineage import dvc_lock_hashes, params_digest
+from recmoo_dag.lineage import dvc_lock_hashes, dvc_md5, params_digest
 from recmoo_dag.stages import deploy
 from tests.deploy_support import base_project, copy_project, perturb_model
 
-CHAIN = ["raw logs", "ingested", "validated", "features", "model", "candidates", "front"]
+CHAIN = ["raw logs", "ingested", "validated", "features", "item text", "tuned values", "model", "candidates",
+         "front"]
 
-DVC_LOCK = """schema: '2.0'
-stages:
-  features:
-    cmd: recmoo features
-    deps:
-    - path: data/validated/interactions.parquet
-      hash: md5
-      md5: 0123456789abcdef0123456789abcdef
-    outs:
-    - path: data/features
-      hash: md5
-      md5: fedcba9876543210fedcba9876543210.dir
-"""
+
+def write_dvc_lock(features_md5: str, min_user_interactions: int) -> None:
+    """A dvc.lock as `dvc repro` writes it, for the features stage only."""
+    Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"features": {
+        "cmd": "recmoo features",
+        "deps": [{"path": "data/validated/interactions.parquet", "hash": "md5",
+                  "md5": "0123456789abcdef0123456789abcdef"}],
+        "params": {"params.yaml": {"features.min_user_interactions": min_user_interactions}},
+        "outs": [{"path": "data/features", "hash": "md5", "md5": features_md5}]}}}))
 
 
 @pytest.fixture
-def deployed(tmp_path, tmp_path_factory, monkeypatch):
-    """A deployed tiny project (with a dvc.lock to quote) as the working directory."""
+def text_model(tmp_path, monkeypatch):
+    """A stand-in for the packaged sentence model's folder (the installed one is not the tests' to
+    alter), recorded in data/item_text/model.json as item_text records the real one."""
+    folder = tmp_path / "packaged-model"
+    folder.mkdir()
+    for name, text in (("tokenizer.json", '{"model": "WordPiece"}'), ("model.safetensors", "weights")):
+        (folder / name).write_text(text)
+    monkeypatch.setattr(item_text, "packaged_folder", lambda: folder)
+    return folder
+
+
+@pytest.fixture
+def deployed(tmp_path, tmp_path_factory, monkeypatch, text_model):
+    """A deployed tiny project (with a dvc.lock to quote, item-text vectors and tuned values) as the
+    working directory."""
     base = base_project(tmp_path_factory)
     monkeypatch.chdir(tmp_path)
     params = copy_project(base, tmp_path, {"deploy": {"tolerance": {"ndcg": 1.0, "ild": 1.0, "coverage": 1.0,
                                                                     "novelty": 1.0, "personalization": 1.0}}})
-    Path("dvc.lock").write_text(DVC_LOCK)
+    texts = Path(params.item_text.dir)
+    texts.mkdir(parents=True)
+    (texts / "vectors.safetensors").write_bytes(b"vectors")
+    (texts / item_text.MODEL_RECORD).write_text(json.dumps(
+        {"model": item_text.PACKAGED, "files": item_text.folder_hashes(text_model)}))
+    Path(params.tune.chosen).write_text(json.dumps({"model": {"d_model": 16}}))
+    write_dvc_lock(dvc_md5(Path(params.features.dir)), params.features.min_user_interactions)
     deploy.main(params)
     return params
 
@@ -62,7 +80,8 @@ def test_manifest_records_the_whole_chain_params_code_and_environment(deployed):
     assert manifest["params_sha256"] == params_digest(manifest["params"])
     assert set(manifest["git"]) == {"commit", "dirty"}
     assert manifest["environment"]["packages"]["torch"] and manifest["environment"]["python"].startswith("3.")
-    assert manifest["dvc_lock"]["features"]["outs"] == {"data/features": "fedcba9876543210fedcba9876543210.dir"}
+    assert manifest["dvc_lock"]["features"]["outs"] == {"data/features": dvc_md5(Path("data/features"))}
+    assert manifest["dvc_lock"]["features"]["params"] == ["features.min_user_interactions"]
     assert manifest["created_at"].endswith("+00:00")
     # The version's own copies are hashed too: the served model is byte-identical to the trained one.
     assert manifest["deployed_files"]["model/model.safetensors"]["sha256"] == sha256("models/model/model.safetensors")
@@ -74,7 +93,8 @@ def test_lineage_prints_the_chain_from_policy_to_raw_files(deployed, capsys):
     assert out.startswith("deployed v0001")
     positions = [out.index(f"<- {name}") for name in reversed(CHAIN)]
     assert positions == sorted(positions)  # front first, raw files last
-    assert "data/raw/ml-100k/synthetic.inter" in out and "(dvc.lock: data/features md5 fedcba987654)" in out
+    assert "data/raw/ml-100k/synthetic.inter" in out
+    assert f"(dvc.lock: data/features md5 {dvc_md5(Path('data/features'))[:12]})" in out
     assert "(this version is being served)" in out
 
 
@@ -91,10 +111,11 @@ def test_verify_passes_then_names_every_artifact_that_changed(deployed, capsys):
     assert main(["lineage", "--verify"]) == 1
     captured = capsys.readouterr()
     err = captured.err
-    assert "3 artifact file(s) no longer match v0001" in err
+    assert "4 input(s) no longer match v0001" in err
     assert "MISMATCH deployed v0001: " in err and "policy.json changed" in err
     assert "MISMATCH features (features): data/features/meta.json changed (sha256 differs)" in err
     assert "MISMATCH features (features): data/features/extra.parquet is new, not in the manifest" in err
+    assert "MISMATCH data/features (stage features): its bytes are not those dvc.lock's md5" in err
     assert "not on disk any more (not checked): data/interactions.parquet" in captured.out
 
 
@@ -117,3 +138,37 @@ def test_lineage_of_an_older_version_and_of_a_missing_one(deployed, capsys):
 
 def test_dvc_lock_hashes_without_a_lock_is_empty(tmp_path):
     assert dvc_lock_hashes(tmp_path) == {}
+
+
+@pytest.mark.parametrize("change, named", [
+    ("vectors", "item text (item_text): data/item_text/vectors.safetensors changed"),
+    ("tokenizer", "item text (item_text): {model}/tokenizer.json: sha256 differs from the one recorded"),
+    ("tuned", "tuned values (tune): models/tuned.json changed"),
+    ("params", "params: features.min_user_interactions is 6 now, the version was built with 5"),
+])
+def test_verify_covers_every_input_of_the_served_version(deployed, text_model, change, named, capsys):
+    """The item-text vectors, the sentence model's files, the tuned values and the params a stage read."""
+    if change == "vectors":
+        Path("data/item_text/vectors.safetensors").write_bytes(b"other vectors")
+    elif change == "tokenizer":
+        (text_model / "tokenizer.json").write_text('{"model": "BPE"}')
+    elif change == "tuned":
+        Path("models/tuned.json").write_text(json.dumps({"model": {"d_model": 32}}))
+    else:
+        text = Path("params.yaml").read_text()
+        Path("params.yaml").write_text(text.replace("min_user_interactions: 5", "min_user_interactions: 6", 1))
+    capsys.readouterr()
+    assert main(["lineage", "--verify"]) == 1
+    assert f"MISMATCH {named.format(model=text_model)}" in capsys.readouterr().err
+
+
+def test_deploy_refuses_inputs_whose_bytes_are_not_those_dvc_lock_names(deployed, capsys):
+    """A remote that served altered objects: a new manifest would hash what was pulled, so only
+    dvc.lock's md5, committed where the bytes were built, tells them apart."""
+    write_dvc_lock("0" * 32 + ".dir", deployed.features.min_user_interactions)
+    capsys.readouterr()
+    assert main(["deploy"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recmoo deploy: error: refusing to deploy: data/features (stage features): its bytes "
+                          "are not those dvc.lock's md5 " + "0" * 32) and len(err.splitlines()) == 1
+    assert store.list_versions(deployed.deploy.store) == ["v0001"]

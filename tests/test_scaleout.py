@@ -4,6 +4,7 @@ Real servers on loopback (moto's S3 server, a PostgreSQL server in a temp folder
 training is tests/test_train.py::test_two_nodes_with_torchrun_train_one_model_as_good_as_one_process."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterEventType, DagsterInstance, validate_run_config
 
+from recmoo_dag import store
 from recmoo_dag.defs import build_defs
 from recmoo_dag.defs.pipeline import load_pipeline
 from tests.defs_support import WALL_CLOCK_KEYS, artifact_digests, dvc, make_project
@@ -52,6 +54,44 @@ def test_push_then_pull_in_a_fresh_clone_restores_every_artifact(repro_project, 
         assert artifact_digests(clone, outs(project)) == artifact_digests(project, outs(project))
         assert "Cache and remote 'shared' are in sync" in dvc(clone, "status", "--cloud")
         assert "Data and pipelines are up to date" in dvc(clone, "status")
+
+
+def test_an_object_altered_on_the_remote_is_refused_by_pull_and_never_deployed(repro_project, tmp_path):
+    """Someone with write access to the bucket swaps the model's weights. With the README's
+    `verify true`, `dvc pull` re-hashes what it downloads and refuses the object; a clone configured
+    without it gets the altered file with `dvc status` clean (DVC trusts the remote), and then
+    `recmoo deploy` refuses it against dvc.lock's md5."""
+    weights = "models/model/model.safetensors"
+    with s3_server() as s3:
+        project = tmp_path / "a"
+        shutil.copytree(repro_project, project, symlinks=True)
+        add_remote(dvc, project, s3)
+        git(project, "add", "-A")
+        git(project, "commit", "-qm", "a run")
+        dvc(project, "push")
+        md5 = hashlib.md5((project / weights).read_bytes()).hexdigest()
+        key = f"cache/files/md5/{md5[:2]}/{md5[2:]}"
+        original = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+        s3.client.put_object(Bucket=s3.bucket, Key=key, Body=original[:-8] + bytes(8))
+
+        clone = tmp_path / "b"
+        subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+        add_remote(dvc, clone, s3)
+        refused = dvc(clone, "pull", check=False)
+        assert f"Checkout failed for following targets:\n{Path(weights).parent}" in refused, refused
+        assert not (clone / weights).exists() or (clone / weights).read_bytes() == original
+
+        dvc(clone, "remote", "modify", "shared", "verify", "false")
+        dvc(clone, "pull")
+        assert (clone / weights).read_bytes() == original[:-8] + bytes(8)
+        assert "Data and pipelines are up to date" in dvc(clone, "status")  # DVC trusts what it pulled
+        versions = store.list_versions(clone / "deployments")  # committed by the `git add -A` above
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        deploy = subprocess.run(["recmoo", "deploy"], cwd=clone, env=env, capture_output=True, text=True, check=False)
+        assert deploy.returncode == 1, deploy.stdout + deploy.stderr
+        assert deploy.stderr.startswith("recmoo deploy: error: refusing to deploy: models/model (stage train): its "
+                                        "bytes are not those dvc.lock's md5"), deploy.stderr
+        assert store.list_versions(clone / "deployments") == versions
 
 
 def test_two_workspaces_share_one_run_through_the_remote_and_the_instance(repro_project, tmp_path):

@@ -1,4 +1,5 @@
 """The deployment store: atomic publish under kills, the CURRENT pointer, rollback, the decision log."""
+import errno
 import json
 import os
 import random
@@ -44,11 +45,106 @@ def test_versions_are_numbered_and_rollback_switches_between_them(tmp_path):
     assert [e["event"] for e in events] == ["rollback", "rollback"] and events[0]["to"] == "v0002"
 
 
+def tear(root: Path) -> None:
+    """What a writer killed mid-append leaves: the start of a record, no newline."""
+    with open(root / store.DECISIONS, "a") as handle:
+        handle.write('{"event": "depl')
+
+
 def test_a_torn_last_line_of_the_decision_log_is_skipped(tmp_path):
     store.log_decision(tmp_path, {"event": "deploy", "n": 1})
-    with open(tmp_path / store.DECISIONS, "a") as handle:
-        handle.write('{"event": "depl')
-    assert store.read_decisions(tmp_path) == [{"event": "deploy", "n": 1}]
+    tear(tmp_path)
+    with pytest.warns(UserWarning, match=rf"{tmp_path / store.DECISIONS}:2: .*torn"):
+        assert store.read_decisions(tmp_path) == [{"event": "deploy", "n": 1}]
+
+
+def test_records_appended_after_a_torn_line_are_kept(tmp_path):
+    store.log_decision(tmp_path, {"n": 1})
+    tear(tmp_path)
+    for n in (2, 3):  # the next writer starts on a fresh line: nothing is glued to the torn record
+        store.log_decision(tmp_path, {"n": n})
+    with pytest.warns(UserWarning, match=rf"{tmp_path / store.DECISIONS}:2: "):
+        assert store.read_decisions(tmp_path) == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+@pytest.mark.parametrize("bad", ['{"event": "depl', "\x00\x00\x00", "[1, 2]", "{not json}"])
+def test_a_bad_line_in_the_middle_is_skipped_and_named(tmp_path, bad):
+    (tmp_path / store.DECISIONS).write_text(f'{{"n": 1}}\n\n{bad}\n{{"n": 2}}\n')
+    with pytest.warns(UserWarning, match=rf"{tmp_path / store.DECISIONS}:3: ") as caught:
+        assert store.read_decisions(tmp_path) == [{"n": 1}, {"n": 2}]
+    assert len(caught) == 1
+
+
+def test_a_decision_that_cannot_be_appended_is_a_store_error(tmp_path):
+    (tmp_path / store.DECISIONS).mkdir()
+    with pytest.raises(store.StoreError, match=f"{tmp_path}: cannot append to {store.DECISIONS} .*Is a directory"):
+        store.log_decision(tmp_path, {"n": 1})
+
+
+def test_the_sync_sensor_sees_a_rollback_logged_after_a_torn_line(tmp_path):
+    # dvc_sync (defs/sync.py) tells a rollback from a deploy by the last record of decisions.jsonl.
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+
+    from recmoo_dag.defs.sync import SERVED, _observe_served
+    from tests.conftest import write_params
+
+    write_params(tmp_path)
+    root = tmp_path / "deployments"
+    publish_plain(root, "a")
+    publish_plain(root, "b")
+    tear(root)
+    store.rollback(root)
+    with DagsterInstance.ephemeral() as instance:
+        instance.report_runless_asset_event(AssetMaterialization("deploy", metadata={SERVED: "v0002"}))
+        with pytest.warns(UserWarning, match="decisions.jsonl:1: "):
+            assert _observe_served(instance, tmp_path)
+        (record,) = instance.fetch_observations(AssetKey("deploy"), limit=1).records
+        assert record.asset_observation.metadata["event"].value == "rollback (was v0002)"
+
+
+# ---------------------------------------------------------------- a store that cannot be written
+def no_space(folder: Path, name: str) -> None:
+    (folder / "weights.bin").write_text("half")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "weights.bin"))
+
+
+def test_a_failed_publish_removes_its_staging_folder_and_keeps_current(tmp_path):
+    root = tmp_path / "store"
+    publish_plain(root, "a")
+    with store.locked(root), pytest.raises(store.StoreError) as raised:
+        store.publish(root, no_space)
+    message = str(raised.value)
+    assert str(root) in message and "No space left on device" in message and "v0001 is still served" in message
+    assert "free space" in message and "\n" not in message
+    assert not list((root / store.VERSIONS).glob(".tmp-*"))
+    assert store.current_version(root) == "v0001" and store.list_versions(root) == ["v0001"]
+    assert publish_plain(root, "b") == "v0002"
+
+
+def test_a_store_that_is_not_a_folder_is_a_store_error(tmp_path):
+    # Tests may run as root, which ignores permission bits: here the store cannot be written because a
+    # file stands where a folder must be (test_deploy_failures.py has a real full and read-only filesystem).
+    root = tmp_path / "store"
+    publish_plain(root, "a")
+    (root / store.VERSIONS).rename(tmp_path / "moved")
+    (root / store.VERSIONS).write_text("")
+    with store.locked(root), pytest.raises(store.StoreError, match=f"{root}: cannot publish a new version: "):
+        store.publish(root, no_space)
+    assert store.current_version(root) == "v0001"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(store.StoreError, match=f"{tmp_path / 'file'}: cannot lock the store"), \
+            store.locked(tmp_path / "file"):
+        pass
+
+
+def test_a_failed_switch_leaves_current_alone(tmp_path):
+    root = tmp_path / "store"
+    publish_plain(root, "a")
+    (root / f".{store.CURRENT}.tmp-{os.getpid()}").mkdir()  # the temporary link's name is taken by a folder
+    (root / f".{store.CURRENT}.tmp-{os.getpid()}" / "x").write_text("")
+    with pytest.raises(store.StoreError, match=f"{root}: cannot switch to v0001"):
+        store.switch(root, "v0001")
+    assert store.current_version(root) == "v0001"
 
 
 def test_a_build_without_a_manifest_publishes_nothing(tmp_path):

@@ -13,6 +13,7 @@ from recmoo_dag.deploy import (
     judge,
     load_champion,
     record,
+    refuse_inputs_unlike_dvc_lock,
     report,
 )
 from recmoo_dag.features import load_features
@@ -27,6 +28,7 @@ from recmoo_dag.yardstick import yardsticks
 
 def main(params: Params) -> None:
     cfg, k = params.deploy, params.policy.k
+    refuse_inputs_unlike_dvc_lock(params)
     features = load_features(params.features.dir)
     generator = load_generator(params.train.model_dir)
     check_catalog(generator.model, features.n_items, params.train.model_dir, params.features.dir)

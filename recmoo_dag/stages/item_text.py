@@ -10,9 +10,9 @@ from safetensors.numpy import save_file
 
 from recmoo_dag.config import Params
 from recmoo_dag.io import atomic_write, write_json, write_parquet
-from recmoo_dag.item_text import embed, item_texts, texts_digest
+from recmoo_dag.item_text import MODEL_RECORD, embed, item_texts, texts_digest
 
-VECTORS_FILE, TEXTS_FILE, MODEL_FILE = "vectors.safetensors", "texts.parquet", "model.json"  # load_vectors reads the first
+VECTORS_FILE, TEXTS_FILE = "vectors.safetensors", "texts.parquet"  # load_vectors reads the first
 
 
 def main(params: Params) -> None:
@@ -26,7 +26,7 @@ def main(params: Params) -> None:
     write_parquet(out / TEXTS_FILE, catalog[["item_idx", "item_id"]].assign(text=texts))
     encode_seconds = record.pop("encode_seconds")  # wall time: the metrics, not the artifact, carry it
     record = {**record, "texts_sha256": texts_digest(texts), "fields": cfg.fields, "max_tags": cfg.max_tags}
-    atomic_write(out / MODEL_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n"))
+    atomic_write(out / MODEL_RECORD, lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n"))
     items, without = len(texts) - 1, sum(not text for text in texts[1:])
     write_json(cfg.metrics, {"model": cfg.model, "items": items, "dims": record["dims"], "items_without_text": without,
                              "seconds": round(seconds, 3),

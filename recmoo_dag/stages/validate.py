@@ -20,8 +20,7 @@ def main(params: Params) -> None:
     report = validate_interactions(interactions, rules, whole_dataset=True, source=params.data.interactions)
     write_json(rules.report, report.to_json())
     if not report.success:
-        raise ValidationFailed(f"validate: {params.data.interactions} failed validation "
-                               f"(full report: {rules.report}):\n{report.summary}")
+        raise ValidationFailed(f"{report.line()} (full report: {rules.report})")
     write_parquet(rules.interactions, without_repeats(interactions))
     write_parquet(rules.items, pd.read_parquet(params.data.items))
     print(f"validate: {report.summary.splitlines()[0]}")
@@ -29,18 +28,21 @@ def main(params: Params) -> None:
 
 def check_files(params: Params, paths: list[str], fmt: str | None = None) -> int:
     """Check log batches with the stage's schema and row rules (size minimums are for the whole
-    dataset); one line per file, exit status 1 when any fails."""
+    dataset). Every file is checked; one line each, `recmoo validate: error: ...` on stderr for a
+    file that fails; exit status 1 when any does."""
     fmt = fmt or params.data.format
     failed = 0
     for path in paths:
         try:
             frame = read_interactions(Path(path), fmt, params.data.generic)
         except DataError as err:
-            print(f"FAIL {err}", file=sys.stderr)
+            print(f"recmoo validate: error: {err}", file=sys.stderr)
             failed += 1
             continue
         report = validate_interactions(frame, params.validation, whole_dataset=False, source=str(path))
-        print(("ok   " if report.success else "FAIL ") + report.summary,
-              file=sys.stdout if report.success else sys.stderr)
-        failed += not report.success
+        if report.success:
+            print(f"validate: {report.summary}")
+        else:
+            print(f"recmoo validate: error: {report.line()}", file=sys.stderr)
+            failed += 1
     return 1 if failed else 0
