@@ -10,9 +10,16 @@ connections ("concurrent"); the same with a live session of 5 recent items (a tr
 per request); and a mix with unknown users. Each is repeated `--repeats` times; the table shows
 the median of the repeats.
 
+The "attack" scenario opens `--attackers` connections of each kind at once: slow headers (a head
+that never ends, one byte a second), slow bodies (a complete head, then a body one byte a second)
+and idle ones (connect, send nothing), and probes GET /health every 0.1 s on fresh connections
+meanwhile. It reports /health's answers and latency during the attack, and per kind how long until
+the server dropped each connection (or answered it: 503 over serve.max_connections).
+
     python benchmarks/bench_serve.py                      # the deployed version in deploy.store
     python benchmarks/bench_serve.py --scratch            # deploy an untrained model first (no training needed)
     python benchmarks/bench_serve.py --workers 1 2 --requests 3000 --clients 16
+    python benchmarks/bench_serve.py --scenarios attack --workers 1 --attackers 2000
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Self
@@ -120,6 +128,108 @@ async def load(port: int, requests: list[bytes], clients: int, k: int) -> dict:
             "rps": len(requests) / elapsed, "errors": len(errors), "first_error": errors[0] if errors else ""}
 
 
+ATTACK_HEADS = {"slow header": b"GET /health HTTP/1.1\r\nHost: bench\r\nX-Pad: ",
+                "slow body": b"POST /recommend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 1000\r\n\r\n",
+                "idle": b""}
+HEALTH = b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+
+
+async def attacker(port: int, head: bytes, watch: float) -> tuple[float, float | None, bytes]:
+    """Seconds to connect; seconds from the connect attempt until the server closed the connection
+    (None: still open after `watch`); the status line it answered (empty: dropped without an answer).
+    The server's clock for the connection starts between the attempt and the client seeing it open."""
+    start = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    connected = time.monotonic()
+
+    async def trickle() -> None:
+        try:
+            writer.write(head)
+            while head:
+                await writer.drain()
+                await asyncio.sleep(1.0)
+                writer.write(b"a")
+        except ConnectionError:
+            pass
+
+    sender = asyncio.create_task(trickle())
+    answer = b""
+    try:
+        async with asyncio.timeout(watch):
+            try:
+                while chunk := await reader.read(4096):
+                    answer += chunk
+            except ConnectionError:
+                pass
+        return connected - start, time.monotonic() - start, answer.split(b"\r\n", 1)[0]
+    except TimeoutError:
+        return connected - start, None, b""
+    finally:
+        sender.cancel()
+        writer.close()
+
+
+def probe_health(port: int, stop: threading.Event) -> list[tuple[float, bool, float]]:
+    """GET /health on a new connection every 0.1 s until `stop`: (when, answered 200, seconds). Blocking
+    sockets in a thread, so that the probe does not queue behind the attackers in the event loop."""
+    answers = []
+    while not stop.is_set():
+        start = time.perf_counter()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(HEALTH)
+                ok = sock.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            ok = False
+        answers.append((start, ok, time.perf_counter() - start))
+        stop.wait(0.1)
+    return answers
+
+
+async def attack(port: int, n: int, watch: float) -> dict:
+    """`n` attackers of each kind, opened 200 at a time (a burst larger than the listen backlog
+    would measure SYN retries), with /health probed throughout."""
+    stop = threading.Event()
+    health = asyncio.create_task(asyncio.to_thread(probe_health, port, stop))
+    begun = time.perf_counter()
+    tasks: dict[str, list[asyncio.Task]] = {kind: [] for kind in ATTACK_HEADS}
+    for start in range(0, n, 200):
+        for kind, head in ATTACK_HEADS.items():
+            tasks[kind] += [asyncio.create_task(attacker(port, head, watch)) for _ in range(min(200, n - start))]
+        await asyncio.sleep(0.05)
+    opened = time.perf_counter() - begun
+    outcomes = {kind: await asyncio.gather(*group) for kind, group in tasks.items()}
+    stop.set()
+    return {"attackers": outcomes, "opened_s": opened,
+            "health": [(when - begun, ok, seconds) for when, ok, seconds in await health]}
+
+
+def report_attack(workers: int, n: int, watch: float, result: dict) -> None:
+    print(f"\nattack: {n} connections of each kind, watched for {watch:.0f} s, {workers} worker(s); "
+          "seconds to drop are counted from the connect attempt")
+    print(f"{'kind':>12} {'connect p99 s':>13} {'dropped':>8} {'median s':>9} {'max s':>7}  answered")
+    for kind, outcomes in result["attackers"].items():
+        connects = sorted(c for c, _, _ in outcomes)
+        seconds = sorted(s for _, s, _ in outcomes if s is not None)
+        answered: dict[str, int] = {}
+        for _, s, status in outcomes:
+            if s is not None and status:
+                answered[status.decode()] = answered.get(status.decode(), 0) + 1
+        print(f"{kind:>12} {connects[int(len(connects) * 0.99) - 1]:>13.3f} {len(seconds):>8} "
+              f"{statistics.median(seconds) if seconds else float('nan'):>9.2f} {seconds[-1] if seconds else float('nan'):>7.2f}  "
+              + (", ".join(f"{count} x {status}" for status, count in answered.items()) or "-"))
+    # The opening burst (every attacker connecting within opened_s) and the hold after it load the
+    # server differently: connection setup, then only timers.
+    opened = result["opened_s"] + 0.5
+    for phase, probes in (("while the attackers connect", [p for p in result["health"] if p[0] < opened]),
+                          ("while they are held", [p for p in result["health"] if p[0] >= opened])):
+        latencies = sorted(seconds * 1e3 for _, _, seconds in probes)
+        ok = sum(ok for _, ok, _ in probes)
+        print(f"/health {phase}: {ok}/{len(latencies)} answered 200; p50 {latencies[len(latencies) // 2]:.1f} ms, "
+              f"p99 {latencies[max(int(len(latencies) * 0.99) - 1, 0)]:.1f} ms, max {latencies[-1]:.1f} ms")
+
+
 def scenarios(users: list[str], items: list[str], n: int, k: int, seed: int) -> dict[str, list[bytes]]:
     rng = random.Random(seed)
     known = [encode({"user_id": rng.choice(users), "k": k}) for _ in range(n)]
@@ -176,6 +286,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="connections of the concurrent scenarios")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--scenarios", nargs="+", choices=["load", "attack"], default=["load"])
+    parser.add_argument("--attackers", type=int, default=2000, help="connections of each kind in the attack")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
@@ -195,6 +307,12 @@ def main() -> None:
         rows = []
         for workers in args.workers:
             with Service(params_file, workers) as service:
+                if "attack" in args.scenarios:
+                    # Every attacker is dropped or answered by then, if the deadlines hold.
+                    watch = params.serve.header_timeout_s + params.serve.body_timeout_s + 10
+                    report_attack(workers, args.attackers, watch, asyncio.run(attack(service.port, args.attackers, watch)))
+                if "load" not in args.scenarios:
+                    continue
                 warm = scenarios(user_ids, item_ids, 300, args.k, seed=0)
                 asyncio.run(load(service.port, warm["mixed"], 4, args.k))
                 for name in ("user", "session", "mixed"):
@@ -208,6 +326,8 @@ def main() -> None:
                                      **{key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "rps")},
                                      "errors": sum(run["errors"] for run in runs),
                                      "first_error": next((run["first_error"] for run in runs if run["errors"]), "")})
+    if not rows:
+        return
     print(f"\n{'workers':>7} {'scenario':>9} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
     for row in rows:
         print(f"{row['workers']:>7} {row['scenario']:>9} {row['clients']:>7} {row['p50']:>8.2f} {row['p99']:>8.2f} "

@@ -12,8 +12,13 @@ one user's candidates with the deployed decision variables. Where the candidates
 - otherwise (unknown or no user, no usable recent items): the N most popular training items, scored
   by log popularity, re-ranked by the same policy (its debias term flattens popularity, its
   calibration term is 0 without a history).
-`exclude` removes items from the candidates; seen and recent items are never recommended. Unknown
-ids never raise: they fall back as above, and the answer's `source` says which path was taken.
+`exclude` removes items from the candidates, and the list is still filled to k (at most N) while
+the catalog holds items neither seen, recent nor excluded: a session is scored with the excluded
+items masked before its top-N is taken; the popularity fallback takes the N most popular items left;
+a known user whose exclusions leave fewer than k of a full row of N candidates (so unseen items lie
+beyond it) is scored again by the generator from the whole sequence, as at deploy, with the excluded
+items masked (one forward pass; still source "user"). Seen and recent items are never recommended.
+Unknown ids never raise: they fall back as above, and the answer's `source` says which path was taken.
 The policy's dither is drawn from the request's `user_id` (the same user gets the same list, known
 to the catalog or not); the popularity fallback and requests without a user share the empty id's.
 
@@ -73,8 +78,8 @@ class Recommender:
         self.profiles = self.terms.profiles(self.histories)  # (U, d)
         counts = np.asarray(b.train_counts)
         popular = np.lexsort((np.arange(len(counts)), -counts))  # most popular first, ties by index
-        popular = popular[popular != 0][: self.n_candidates]
-        self.popular_items = popular.astype(np.int32)  # (N,)
+        self.popularity_order = popular[popular != 0].astype(np.int32)  # (I,) every item, most popular first
+        self.popular_items = self.popularity_order[: self.n_candidates]  # (N,)
         # Sessions read the last `session_window` items (history + recent): the forward pass grows
         # with the window, and the most recent items carry most of the next-item signal.
         self.window = min(session_window or model.max_len, model.max_len)
@@ -104,7 +109,7 @@ class Recommender:
             # The recent items arrived one by one, after everything known: each is a basket of its own.
             sequence = np.concatenate([self.bundle.history[span], recent]).astype(np.int32)  # (E,) oldest first
             opens = np.concatenate([self.bundle.opens[span], np.ones(len(recent), dtype=bool)])  # (E,)
-            items, logits = self._score_session(sequence, opens, excluded)
+            items, logits = self._score_session(sequence, opens, excluded, self.window)
             profile = self.terms.profiles(histories_of(np.array([0, len(sequence)]), sequence, opens))[0]
             source = "session"
             key = id_keys([user_id]) if user_id is not None else self.anonymous_key
@@ -113,14 +118,20 @@ class Recommender:
             if self._precomputed(self.user_lists[u], items, excluded, k):
                 return self._answer(items, logits, self.user_lists[u][:k], "user")
             keep = (items != 0) & ~np.isin(items, excluded)
-            items, logits = items[keep], logits[keep]
+            if keep.sum() < k and (items != 0).all():  # unseen items lie beyond the row: rank them all again
+                items, logits = self._score_session(self.bundle.history[span], self.bundle.opens[span],
+                                                    excluded, self.generator.model.max_len)
+            else:
+                items, logits = items[keep], logits[keep]
             profile, source, key = self.profiles[u], "user", self.user_keys[u:u + 1]
         else:
-            items, logits = self.popular_items, self.terms.log_pop[self.popular_items]
-            if self._precomputed(self.popular_list, items, excluded, k):
-                return self._answer(items, logits, self.popular_list[:k], "popularity")
-            keep = ~np.isin(items, excluded)
-            items, logits = items[keep], logits[keep]
+            if self._precomputed(self.popular_list, self.popular_items, excluded, k):
+                return self._answer(self.popular_items, self.terms.log_pop[self.popular_items],
+                                    self.popular_list[:k], "popularity")
+            # At most len(excluded) of the first N + len(excluded) items are excluded: N of them are left.
+            head = self.popularity_order[: self.n_candidates + len(excluded)]
+            items = head[~np.isin(head, excluded)][: self.n_candidates]  # (n,)
+            logits = self.terms.log_pop[items]
             profile, source, key = np.zeros(self.terms.unit.shape[1], np.float32), "popularity", self.anonymous_key
         return self._answer(items, logits, self._rerank(items, logits, profile, key, k), source)
 
@@ -146,11 +157,11 @@ class Recommender:
             out[rows] = rerank(requests, policy, self.pool)[0]
         return out
 
-    def _score_session(self, sequence: np.ndarray, opens: np.ndarray,
-                       excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The generator's top-N unseen items after `sequence` (its baskets start where `opens`):
-        -> items (n,), scores (n,), best first."""
-        scores = sequence_scores(self.generator, sequence, opens, self.window, self.bundle.ease)  # (I + 1,)
+    def _score_session(self, sequence: np.ndarray, opens: np.ndarray, excluded: np.ndarray,
+                       window: int) -> tuple[np.ndarray, np.ndarray]:
+        """The generator's top-N items after `sequence` (its baskets start where `opens`), reading its
+        last `window` items, with seen and `excluded` items masked: -> items (n,), scores (n,), best first."""
+        scores = sequence_scores(self.generator, sequence, opens, window, self.bundle.ease)  # (I + 1,)
         scores[sequence] = -np.inf  # seen and recent items are never recommended
         scores[excluded] = -np.inf
         items, item_scores = best_of(scores[None], self.n_candidates)  # (1, n) as the candidates stage ranks

@@ -1,31 +1,75 @@
-"""`recmoo serve`: the HTTP service of the deployed policy (FastAPI + uvicorn, OpenAPI docs at /docs).
+"""`recmoo serve`: the HTTP service of the deployed policy (FastAPI + uvicorn). Its OpenAPI schema is
+at /openapi.json, Swagger UI at /docs and ReDoc at /redoc, both from files of the fastapi-offline
+package: no CDN, so the docs load on a machine without internet.
 
     POST /recommend  {"user_id"?, "recent_items"?, "k"?, "exclude"?}
                      -> {"items": [{"item_id", "title", "score"}], "policy_version", "source"}
     GET  /health     -> {"status": "ok", "policy_version"}
     GET  /policy     -> the served version: decision variables, rule, gate, test figures, lineage summary
+    GET  /version    -> the served version, the gate's verdict, its test and valid figures
 
 The answer logic (and the fallbacks for unknown users and items) is recmoo_dag/recommender.py; this
-module only validates requests and swaps versions. Invalid requests get a 4xx with a message:
-422 for wrong types, k out of [1, serve.max_k], oversized lists, unknown fields or malformed JSON;
-413 for bodies over serve.max_body_bytes. Ids may be JSON strings or integers (answers use strings).
+module only validates requests and swaps versions. POST /recommend answers
+- 200 with the list: k items, or every item left when fewer remain that are neither seen, recent
+  nor excluded (at most the deployed N candidates);
+- 413 for a body over serve.max_body_bytes (or a Content-Length that is not a number), before parsing;
+- 422 for any other bad body, with {"detail": [{"loc", "msg", "type"}]} that never echoes the input:
+  not declared JSON (application/json or application/*+json); not UTF-8 (RFC 8259 section 8.1; a
+  leading byte order mark is ignored); not JSON, which includes an integer of more digits than
+  Python converts (4,300) and nesting deeper than the parser's recursion limit (about 1,000); not an
+  object; unknown fields; wrong types; k outside [1, serve.max_k]; lists over serve.max_recent_items
+  or serve.max_exclude; string ids over 128 characters or holding lone surrogates.
+Types are what the published schema says: ids are JSON strings or integers (answers use strings), and
+an integer is any JSON number with a zero fractional part, as JSON Schema defines it (k = 85.0 is
+85; 85.5, "85", true and NaN are refused). Unknown paths answer 404, other methods 405. Under
+`recmoo serve`, the connection limits of recmoo_dag/serve_http.py answer before any of this.
 """
 # No `from __future__ import annotations`: FastAPI reads the endpoint's body type at runtime, and
 # that type is built per app (its limits come from params).
+import json
 import os
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    Tag,
+)
 
 from recmoo_dag.config import ServeParams, load_params
 from recmoo_dag.recommender import LiveRecommender
 
 ID_MAX_CHARS = 128  # ids are short keys; longer strings are garbage, not lookups
-Id = Annotated[StrictStr, StringConstraints(max_length=ID_MAX_CHARS)] | StrictInt
+
+
+def _integral_float_as_int(value: Any) -> Any:
+    """85.0 -> 85: the schema's "integer" is JSON Schema's, any number with a zero fractional part.
+    Everything else goes on to StrictInt, which refuses fractions, strings, booleans and NaN."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _json_type(value: Any) -> str:
+    return "string" if isinstance(value, str) else "integer"
+
+
+Integer = Annotated[StrictInt, BeforeValidator(_integral_float_as_int)]
+# The branch is chosen by the value's type, so an error is one message at ("user_id", "string" or
+# "integer"), not one per branch under pydantic's internal names.
+Id = Annotated[Annotated[StrictStr, StringConstraints(max_length=ID_MAX_CHARS), Tag("string")]
+               | Annotated[Integer, Tag("integer")], Discriminator(_json_type)]
 
 
 class Item(BaseModel):
@@ -39,8 +83,9 @@ class RecommendResponse(BaseModel):
     items: list[Item]
     policy_version: str
     source: Literal["session", "user", "popularity"] = Field(
-        description="session: scored from recent_items; user: a known user's precomputed candidates; "
-                    "popularity: unknown user without usable recent items")
+        description="session: scored from recent_items; user: a known user's candidates, precomputed (scored "
+                    "again when exclusions leave fewer than k); popularity: unknown user without usable "
+                    "recent items")
 
 
 def request_model(settings: ServeParams) -> type[BaseModel]:
@@ -51,7 +96,7 @@ def request_model(settings: ServeParams) -> type[BaseModel]:
         user_id: Id | None = Field(None, description="a user of the training data; unknown ones fall back")
         recent_items: list[Id] = Field(default_factory=list, max_length=settings.max_recent_items,
                                        description="the live session, oldest first; unknown items are ignored")
-        k: StrictInt = Field(settings.default_k, ge=1, le=settings.max_k, description="list length")
+        k: Integer = Field(settings.default_k, ge=1, le=settings.max_k, description="list length")
         exclude: list[Id] = Field(default_factory=list, max_length=settings.max_exclude,
                                   description="items never to return")
 
@@ -61,12 +106,16 @@ def request_model(settings: ServeParams) -> type[BaseModel]:
 def create_app(store_dir: str | Path, settings: ServeParams) -> FastAPI:
     live = LiveRecommender(store_dir, settings.reload_check_ms, settings.session_window)
     RecommendRequest = request_model(settings)
-    app = FastAPI(title="recmoo_dag", summary="Re-ranked recommendations of the deployed Pareto policy.")
+    app = FastAPIOffline(title="recmoo_dag",
+                         summary="Re-ranked recommendations of the deployed Pareto policy.")
+    app.router.route_class = ContractRoute  # the routes declared below read JSON bodies by the contract
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.state.live = live
 
-    @app.post("/recommend", response_model=RecommendResponse)
+    @app.post("/recommend", response_model=RecommendResponse, responses={413: {
+        "description": f"Body over {settings.max_body_bytes} bytes (serve.max_body_bytes)",
+        "content": {"application/json": {"schema": {"properties": {"detail": {"type": "string"}}}}}}})
     async def recommend(body: RecommendRequest) -> RecommendResponse:  # type: ignore[valid-type]
         # Inline, not in a thread pool: the work is ~1 ms of numpy/torch and a worker per core.
         answer = live.get().recommend(
@@ -89,12 +138,55 @@ def create_app(store_dir: str | Path, settings: ServeParams) -> FastAPI:
     return app
 
 
+class ContractRequest(Request):
+    """A request whose JSON body is read as the module docstring says: UTF-8 only, and every body
+    the parser refuses is malformed JSON. FastAPI turns a JSONDecodeError into a 422 but any other
+    parse failure (a UnicodeDecodeError, the int-digit limit's ValueError, a RecursionError) into a
+    400, so each is raised as a JSONDecodeError with a fixed reason that never quotes the body."""
+
+    async def json(self) -> Any:
+        body = await self.body()
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise json.JSONDecodeError("body is not UTF-8", "", err.start) from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # the only other ValueError of json.loads: int() past the digit limit
+            raise json.JSONDecodeError(f"an integer of more than {sys.get_int_max_str_digits()} digits",
+                                       "", 0) from None
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", "", 0) from None
+
+
+class ContractRoute(APIRoute):
+    """A route whose endpoint reads its body through `ContractRequest` (FastAPI's custom-route hook)."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def contract_handler(request: Request) -> Response:
+            return await handler(ContractRequest(request.scope, request.receive))
+
+        return contract_handler
+
+
 async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
     """422 with where and what, without echoing the input: FastAPI's default handler copies the
     offending value into the answer, and a NaN or Infinity there cannot be rendered (a 500)."""
-    detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+    detail = [{"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
               for e in exc.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _message(error: dict) -> str:
+    """The error's message; for malformed JSON with the parser's reason, a fixed phrase such as
+    "Expecting ',' delimiter" (FastAPI's own message only says "JSON decode error")."""
+    if error.get("type") == "json_invalid":
+        return f"{error.get('msg', '')}: {error.get('ctx', {}).get('error', '')}"
+    return error.get("msg", "")
 
 
 def version_summary(manifest: dict) -> dict:
@@ -176,15 +268,30 @@ def app_from_env() -> FastAPI:
 
 
 def run(params_path: str, host: str, port: int, workers: int) -> None:
-    """Start uvicorn; the workers rebuild the app from `params_path` (uvicorn spawns them)."""
+    """Start uvicorn; the workers rebuild the app from `params_path` (uvicorn spawns them). Every
+    connection is under the deadlines and cap of serve_http.GuardedHttpToolsProtocol."""
+    import functools
+
     import uvicorn
 
     from recmoo_dag import store
+    from recmoo_dag.serve_http import GuardedHttpToolsProtocol, raise_descriptor_limit
 
     params = load_params(params_path)
+    cfg = params.serve
     folder = store.version_dir(params.deploy.store)  # fails with a message before the first deployment
+    descriptors = raise_descriptor_limit(cfg.max_connections)  # the workers inherit it
     os.environ["RECMOO_PARAMS"] = str(Path(params_path).resolve())
     print(f"serve: {folder.name} from {params.deploy.store} on http://{host}:{port} (docs: /docs), "
-          f"{workers} worker(s)")
+          f"{workers} worker(s); per worker at most {cfg.max_connections} connections ({descriptors} descriptors), "
+          f"{cfg.header_timeout_s} s for a request head, {cfg.body_timeout_s} s for a body")
+    # A partial of a module-level class: it pickles into the spawned workers, arguments included.
+    protocol = functools.partial(GuardedHttpToolsProtocol, header_timeout=cfg.header_timeout_s,
+                                 body_timeout=cfg.body_timeout_s, max_head_bytes=cfg.max_head_bytes,
+                                 max_connections=cfg.max_connections)
+    # No limit_concurrency: it counts idle connections and would refuse /health (the protocol caps
+    # instead). Keep-alive idling is bounded by the head deadline, armed at the same moment; uvicorn's
+    # own keep-alive timer gets the same length so that it never cuts in first.
     uvicorn.run("recmoo_dag.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http="httptools", access_log=False, log_level="warning")
+                loop="uvloop", http=protocol, timeout_keep_alive=cfg.header_timeout_s,
+                access_log=False, log_level="warning")

@@ -69,3 +69,16 @@ def test_popularity_fallback_is_re_ranked_by_the_policy(tmp_path, tmp_path_facto
     expected = [str(bundle.item_ids[i]) for i in order if i][:10]
     answer = Recommender.load(store.version_dir(params.deploy.store)).recommend("stranger", k=10)
     assert [item["item_id"] for item in answer.items] == expected
+
+
+def test_a_known_user_scored_again_gets_the_candidates_deploy_wrote(served):
+    """The fill for a known user whose exclusions empty the candidates scores the whole sequence
+    again: with nothing excluded, that is exactly the row deploy precomputed."""
+    recommender = Recommender.load(store.version_dir(served.deploy.store))
+    bundle, nothing = recommender.bundle, np.zeros(0, dtype=np.int64)
+    for u in np.flatnonzero((bundle.cand_items != 0).all(axis=1)):
+        span = slice(bundle.indptr[u], bundle.indptr[u + 1])
+        items, scores = recommender._score_session(bundle.history[span], bundle.opens[span], nothing,
+                                                   recommender.generator.model.max_len)
+        assert np.array_equal(items, bundle.cand_items[u]), u
+        assert np.allclose(scores, bundle.cand_scores[u], atol=1e-5), u

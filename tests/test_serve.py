@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import jsonschema
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -91,12 +94,46 @@ def test_exclude_and_k_larger_than_the_candidates(client, served):
     assert len(post(client, user_id=user, k=100).json()["items"]) == min(100, available)
 
 
+def test_excluded_items_are_replaced_while_items_remain(client, served):
+    """Exclusions never shorten a list while the catalog holds other items: on every path."""
+    bundle = read_bundle(store.version_dir(served.deploy.store))
+    catalog = [str(i) for i in bundle.item_ids[1:]]
+    n_candidates = bundle.cand_items.shape[1]
+    order = np.lexsort((np.arange(len(bundle.train_counts)), -bundle.train_counts))
+    popular = [str(bundle.item_ids[i]) for i in order if i]
+    # Anonymous: the N most popular items excluded, the less popular ones fill the list.
+    answer = post(client, exclude=popular[:n_candidates], k=5).json()
+    assert answer["source"] == "popularity"
+    assert set(ids(answer)) <= set(popular[n_candidates:])
+    assert len(answer["items"]) == min(5, len(popular) - n_candidates)
+    assert len(ids(post(client, exclude=catalog[3:], k=5).json())) == 3  # exactly what remains
+    # A known user with a full row of candidates (more unseen items beyond them), all of them excluded.
+    seen = [set(bundle.history[bundle.indptr[u]:bundle.indptr[u + 1]]) for u in range(len(bundle.user_ids))]
+    u = min(range(len(seen)), key=lambda user: len(seen[user]))
+    assert (bundle.cand_items[u] != 0).all()
+    excluded = [str(bundle.item_ids[i]) for i in bundle.cand_items[u]]
+    left = {str(bundle.item_ids[i]) for i in range(1, len(bundle.item_ids)) if i not in seen[u]}
+    left -= set(excluded)
+    answer = post(client, user_id=str(bundle.user_ids[u]), exclude=excluded, k=5).json()
+    assert answer["source"] == "user" and set(ids(answer)) <= left
+    assert len(ids(answer)) == min(5, len(left)) > 0
+    # A session: everything but the recent item and three others excluded.
+    answer = post(client, recent_items=catalog[:1], exclude=catalog[4:], k=5).json()
+    assert answer["source"] == "session" and sorted(ids(answer)) == sorted(catalog[1:4])
+
+
+def ids(answer: dict) -> list[str]:
+    return [item["item_id"] for item in answer["items"]]
+
+
 BAD_REQUESTS = [
     ({"user_id": "1", "k": 0}, 422, "greater than or equal to 1"),
     ({"user_id": "1", "k": 101}, 422, "less than or equal to 100"),
     ({"user_id": "1", "k": "10"}, 422, "valid integer"),
     ({"user_id": "1", "k": True}, 422, "valid integer"),
     ({"user_id": "1", "k": 2.5}, 422, "valid integer"),
+    ({"user_id": "1", "k": 85.5}, 422, "valid integer"),
+    ({"user_id": "1", "k": 1e300}, 422, "less than or equal to 100"),  # an integer, as JSON Schema says
     ({"user_id": 1.5}, 422, "user_id"),
     ({"user_id": ["1"]}, 422, "user_id"),
     ({"user_id": "x" * 129}, 422, "at most 128 characters"),
@@ -116,12 +153,37 @@ def test_invalid_requests_get_a_4xx_with_a_message(client, body, status, message
     assert message in json.dumps(response.json()["detail"])
 
 
-def test_malformed_and_oversized_bodies_are_4xx(client, served):
-    for raw, content_type in ((b'{"user_id": "1",', "application/json"), (b"", "application/json"),
-                              (b"\xff\xfe", "application/json"), (b"user_id=1", "text/plain")):
-        response = client.post("/recommend", content=raw, headers={"content-type": content_type})
-        assert 400 <= response.status_code < 500, (raw, response.status_code)
-        assert response.json()["detail"]
+# Raw bodies the JSON parser refuses, and the reason each 422 gives (a fixed phrase, never the input).
+MALFORMED = [
+    (b'{"user_id": "1",', "Expecting property name"),
+    (b"", "Field required"),
+    (b'{"user_id": "\xff"}', "not UTF-8"),  # invalid UTF-8 inside a string value
+    (b"\xff\xfe", "not UTF-8"),
+    ('{"k": 3}'.encode("utf-16"), "not UTF-8"),  # JSON on the wire is UTF-8 (RFC 8259, section 8.1)
+    (b'{"user_id": "\\ud800"}', "valid string"),  # an escaped lone surrogate is no Unicode string
+    (b'{"k": ' + b"9" * 5000 + b"}", "digits"),  # past Python's int-digit limit
+    (b'{"exclude": [-' + b"7" * 4301 + b"]}", "digits"),
+    (b"[" * 60000, "nested too deeply"),  # under serve.max_body_bytes, past the parser's recursion limit
+    (b'{"recent_items": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+    (b'{"k": NaN}', "valid integer"),
+    (b'{"k": Infinity}', "valid integer"),
+    (b'{"k": 1e999999}', "valid integer"),  # a huge exponent is an infinite float
+]
+
+
+def test_malformed_bodies_get_422_with_a_reason_and_no_echo(client):
+    for raw, message in MALFORMED:
+        response = client.post("/recommend", content=raw, headers={"content-type": "application/json"})
+        assert response.status_code == 422, (raw[:20], response.text[:200])
+        assert message in json.dumps(response.json()["detail"]) and len(response.content) < 400, raw[:20]
+
+
+def test_bodies_not_sent_as_json_and_oversized_bodies(client, served):
+    for headers in ({"content-type": "text/plain"}, {}):
+        response = client.post("/recommend", content=b'{"k": 3}', headers=headers)
+        assert response.status_code == 422 and "valid dictionary" in response.text
+    assert client.post("/recommend", content=b'\xef\xbb\xbf{"k": 3}',  # a UTF-8 byte order mark is ignored
+                       headers={"content-type": "application/json"}).status_code == 200
     huge = json.dumps({"exclude": ["x" * 100] * 1000}).encode()  # > serve.max_body_bytes (64 KiB)
     response = client.post("/recommend", content=huge, headers={"content-type": "application/json"})
     assert response.status_code == 413 and "over 65536 bytes" in response.json()["detail"]
@@ -147,7 +209,36 @@ def test_health_policy_and_openapi(client, served):
     assert set(version["valid"]["ratio"]) >= {"coverage@10", "coverage@10_ci"}
     spec = client.get("/openapi.json").json()
     assert {"/recommend", "/health", "/policy", "/version"} <= set(spec["paths"])
-    assert client.get("/docs").status_code == 200
+    assert set(spec["paths"]["/recommend"]["post"]["responses"]) == {"200", "413", "422"}  # the contract
+
+
+def test_docs_load_everything_from_the_service(client):
+    """No CDN: each docs page and every script, style sheet and icon it names come from the service itself."""
+    for page in ("/docs", "/redoc"):
+        response = client.get(page)
+        assert response.status_code == 200 and "://" not in response.text, page
+        found = re.findall(r"""(?:src|href|spec-url)="([^"]+)"|url: '([^']+)'""", response.text)
+        urls = {url for groups in found for url in groups if url}
+        assert "/openapi.json" in urls and len(urls) > 2, (page, urls)
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), (page, url)
+            assert client.get(url).status_code == 200, (page, url)
+
+
+# Bodies on either side of the published schema's edges: the service accepts exactly what it says.
+SCHEMA_CASES = [{"k": 85.0}, {"k": 1e1}, {"k": 85.5}, {"k": 101.0}, {"k": "10"}, {"k": True}, {"k": None},
+                {"user_id": 7.0}, {"user_id": 7.5}, {"user_id": "x" * 128}, {"user_id": "x" * 129},
+                {"recent_items": [1.0, "2"]}, {"exclude": [None]}, {"exclude": ["1"] * 1001}, {"other": 1}]
+
+
+def test_the_published_schema_accepts_exactly_what_the_service_does(client):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["RecommendRequest"]
+    validator = jsonschema.Draft202012Validator(schema)  # OpenAPI 3.1 schemas are JSON Schema 2020-12
+    for body in SCHEMA_CASES:
+        status = post(client, **body).status_code
+        assert status == (200 if validator.is_valid(body) else 422), (body, status)
+    assert post(client, user_id="1", k=7.0).json() == post(client, user_id="1", k=7).json()
+    assert post(client, user_id=1.0, k=3).json() == post(client, user_id="1", k=3).json()
 
 
 def test_a_promotion_and_a_rollback_are_picked_up_without_failed_requests(client, served):
