@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import yaml
 
@@ -124,14 +125,24 @@ def _running_ui(project: Path, port: int, storage: str, storage_env: dict[str, s
     try:
         wait_for(lambda: location_loaded(url), 180, "the webserver and the code location", log)
         yield SimpleNamespace(project=project, url=url, home=project / ".dagster_home", log=log,
-                              storage=storage)
+                              storage=storage, proc=proc)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # dagster dev stops the webserver, daemon and code servers
+        # Whatever the last test (a SIGTERM to `recmoo ui` alone) left of its session
+        for member in session_members(proc.pid):
+            member.kill()
+        proc.wait()
+
+
+def session_members(sid: int) -> list[psutil.Process]:
+    """Live processes of session `sid`: whatever `recmoo ui` started, unless it made a session of its own."""
+    members = []
+    for proc in psutil.process_iter():
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):  # ended while we looked
+            pass
+    return members
 
 
 def save(path: Path) -> None:
@@ -213,3 +224,20 @@ def test_sensor_starts_a_run_for_a_new_batch(ui):
     run = wait_for(lambda: finished_run(ui.url, by_sensor), RUN_TIMEOUT, "the sensor's run", ui.log)
     assert run["jobName"] == "new_logs"
     assert {"key": "recmoo/incoming_files", "value": "batch-0001.inter"} in run["tags"]
+
+
+def test_sigterm_to_recmoo_ui_stops_every_dagster_process_and_frees_the_port(ui):
+    """Last of the module: kill, systemd and a container stop send SIGTERM to `recmoo ui` alone.
+    It must reach `dagster dev`, which stops webserver, daemon and code servers and exits 0; a
+    wrapper that died alone left them holding the port and the instance."""
+    started = psutil.Process(ui.proc.pid).children(recursive=True)
+    assert len(started) >= 3, [" ".join(p.cmdline()[:5]) for p in started]  # webserver, daemon, code server
+    ui.proc.send_signal(signal.SIGTERM)
+    status = ui.proc.wait(timeout=60)
+    _, alive = psutil.wait_procs(started, timeout=10)
+    left = {p.pid: " ".join(p.cmdline()[:5]) for p in [*alive, *session_members(ui.proc.pid)] if p.is_running()}
+    assert not left, f"left running after `recmoo ui` exited {status}: {left}"
+    assert status == 0, ui.log.read_text()[-3000:]
+    with socket.socket() as sock:  # as a restarted webserver would bind it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", int(ui.url.rsplit(":", 1)[1])))
