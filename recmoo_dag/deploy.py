@@ -43,7 +43,7 @@ from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.lineage import Artifact, build_lineage, dvc_lock_hashes, lock_mismatches
-from recmoo_dag.objectives import JUDGED, label
+from recmoo_dag.objectives import JUDGED, REPORTED, label
 from recmoo_dag.policy import POOL, VARIABLES, accuracy_only_policy, id_keys, policy_vector
 from recmoo_dag.results import DeployReport
 from recmoo_dag.uncertainty import Bootstrap, Ratio, percentiles, ratio
@@ -78,12 +78,13 @@ class Figures:
 
 
 def figures(yard: Yardstick, policy: np.ndarray, boot: Bootstrap, level: float) -> Figures:
-    """A policy's judged objectives on `yard` and their intervals (a bootstrap over its users)."""
-    point = yard.replicates(np.atleast_2d(policy), np.ones((1, boot.n_users)))
-    draws = yard.replicates(np.atleast_2d(policy), boot.weights)
-    return Figures({name: float(point[name][0, 0]) for name in JUDGED},
-                   {name: tuple(float(v) for v in percentiles(draws[name][0], level)) for name in JUDGED},
-                   {name: draws[name][0] for name in JUDGED})
+    """A policy's judged objectives and catalogue figures on `yard` and their intervals (a bootstrap
+    over its users)."""
+    point = yard.replicates(np.atleast_2d(policy), np.ones((1, boot.n_users)), REPORTED)
+    draws = yard.replicates(np.atleast_2d(policy), boot.weights, REPORTED)
+    return Figures({name: float(point[name][0, 0]) for name in REPORTED},
+                   {name: tuple(float(v) for v in percentiles(draws[name][0], level)) for name in REPORTED},
+                   {name: draws[name][0] for name in REPORTED})
 
 
 def lower_bounds(yard: Yardstick, policies: np.ndarray, names: list[str], boot: Bootstrap,
@@ -315,7 +316,7 @@ def labelled_figures(figures_: Figures | None, k: int) -> dict | None:
     """{"ndcg@10": value, "ndcg@10_ci": [low, high], ...} of one policy's figures."""
     if figures_ is None:
         return None
-    return {key: value for name in JUDGED for key, value in (
+    return {key: value for name in REPORTED for key, value in (
         (label(name, k), figures_.values[name]), (f"{label(name, k)}_ci", list(figures_.intervals[name])))}
 
 
@@ -381,7 +382,7 @@ def report(served: str | None, choice: Choice, verdict: Verdict, champion: Champ
     confirmed = choice.confirmed if verdict.decision.promoted and not verdict.fallback else None
     return DeployReport(
         k, served, policy, verdict.fallback, verdict.accuracy_only.values, verdict.accuracy_only.intervals,
-        shown.values if shown else dict.fromkeys(JUDGED), shown.intervals if shown else dict.fromkeys(JUDGED),
+        shown.values if shown else dict.fromkeys(REPORTED), shown.intervals if shown else dict.fromkeys(REPORTED),
         {n: r.value for n, r in ratios.items()} if ratios else None,
         {n: (r.low, r.high) for n, r in ratios.items()} if ratios else None,
         {n: r.value for n, r in confirmed.items()} if confirmed else None,

@@ -196,6 +196,27 @@ def coverage_of_counts(counts: np.ndarray, n_items: int) -> np.ndarray:
     return (counts[..., 1:] > 0).sum(axis=-1) / n_items
 
 
+def exposure_gini_of_counts(counts: np.ndarray) -> np.ndarray:
+    """Gini index of item exposure over the whole catalogue, unexposed items included (0: every item
+    listed equally often, 1: one item takes every slot; as in Mansoury et al., TOIS 2022):
+    G = Σ_i (2i − n − 1) x_(i) / (n Σ x), x ascending. counts (..., I + 1), column 0 padding -> (...)."""
+    x = np.sort(np.asarray(counts, dtype=np.float64)[..., 1:], axis=-1)
+    n = x.shape[-1]
+    rank_weights = 2.0 * np.arange(1, n + 1) - n - 1
+    return (x @ rank_weights) / (n * np.maximum(x.sum(axis=-1), 1e-12))
+
+
+def tail_share_of_counts(counts: np.ndarray, train_popularity: np.ndarray, head: float = 0.2) -> np.ndarray:
+    """Share of impressions on long-tail items: outside the `head` share of the catalogue most
+    popular in training (Abdollahpouri et al. 2019). counts (..., I + 1); train_popularity (I + 1,)
+    the train counts or any increasing function of them (ln π) -> (...)."""
+    order = np.argsort(-np.asarray(train_popularity[1:], dtype=np.float64), kind="stable")
+    tail = np.ones(len(order), dtype=bool)
+    tail[order[:round(head * len(order))]] = False
+    x = np.asarray(counts, dtype=np.float64)[..., 1:]
+    return (x * tail).sum(axis=-1) / np.maximum(x.sum(axis=-1), 1e-12)
+
+
 def personalization(recs: np.ndarray, n_items: int) -> np.ndarray:
     """1 - mean overlap |L_a ∩ L_b| / k over all pairs of lists a < b (Zhou et al., PNAS 2010,
     "personalization"; a list per held-out basket, what the service answers at that moment).

@@ -9,12 +9,19 @@ short names (`JUDGED`: all but cost, the ones bounds and the gate judge); report
     coverage         catalog coverage@k                                        higher
     personalization  1 - mean overlap of two users' lists                      higher
     cost             modelled serving latency (ms)                             lower
+
+Reported beside them (`CATALOGUE`: measured on the same lists, not searched or judged):
+
+    exposure_gini    Gini index of item exposure over the catalogue@k          lower
+    tail_share       share of impressions outside the 20 % most popular items  higher
 """
 from __future__ import annotations
 
 OBJECTIVES = ("ndcg", "ild", "novelty", "coverage", "personalization", "cost")  # what the search trades off
 JUDGED = OBJECTIVES[:5]  # higher is better: what the decision rules, the bounds and the gate judge
-AT_K = ("ndcg", "ild", "coverage")  # labelled with the list length in reports
+CATALOGUE = ("exposure_gini", "tail_share")  # how the lists spread over the catalogue, reported with coverage
+REPORTED = JUDGED + CATALOGUE  # a deployed policy's figures
+AT_K = ("ndcg", "ild", "coverage", "exposure_gini", "tail_share")  # labelled with the list length in reports
 
 
 def label(name: str, k: int) -> str:

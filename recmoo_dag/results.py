@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from recmoo_dag.objectives import JUDGED, label
+from recmoo_dag.objectives import REPORTED, label
 
 METHODS = ("nsga", "mmr_sweep", "random", "grid")  # the search and its three baselines at equal budget
 
@@ -194,11 +194,12 @@ class SearchMetrics:
 
 
 def _labelled(values: dict | None, intervals: dict | None, k: int) -> dict | None:
-    """{label: value, label_ci: [low, high]} of JUDGED objectives ("ndcg@10", "ndcg@10_ci", ...)."""
+    """{label: value, label_ci: [low, high]} of JUDGED objectives ("ndcg@10", "ndcg@10_ci", ...),
+    and of the catalogue figures where given (a policy's figures; ratios are of JUDGED only)."""
     if values is None:
         return None
     out = {}
-    for name in JUDGED:
+    for name in [name for name in REPORTED if name in values]:
         out[label(name, k)] = values[name]
         if intervals is not None:
             out[f"{label(name, k)}_ci"] = list(intervals[name]) if intervals[name] is not None else None
@@ -208,9 +209,10 @@ def _labelled(values: dict | None, intervals: dict | None, k: int) -> dict | Non
 def _by_name(data: dict | None, k: int) -> tuple[dict | None, dict | None]:
     if data is None:
         return None, None
-    values = {name: data[label(name, k)] for name in JUDGED}
+    names = [name for name in REPORTED if label(name, k) in data]  # reports before CATALOGUE lack it
+    values = {name: data[label(name, k)] for name in names}
     intervals = {name: tuple(data[f"{label(name, k)}_ci"]) if data.get(f"{label(name, k)}_ci") else None
-                 for name in JUDGED}
+                 for name in names}
     return values, intervals
 
 
@@ -223,7 +225,7 @@ class DeployReport:
     version: str | None  # the served version, None when nothing is served
     policy: dict  # its decision variables by name
     fallback: dict | None  # why the accuracy-only policy is served instead, or None
-    accuracy_only: dict[str, float]  # test figures of the accuracy-only policy, by objective name (JUDGED)
+    accuracy_only: dict[str, float]  # test figures of the accuracy-only policy, by name (objectives.REPORTED)
     accuracy_only_ci: dict[str, tuple[float, float]]
     deployed: dict[str, float | None]  # test figures of what is served (or of the rejected candidate)
     deployed_ci: dict[str, tuple[float, float] | None]

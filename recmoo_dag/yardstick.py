@@ -26,10 +26,12 @@ from recmoo_dag.metrics import (
     case_ndcg,
     case_weights,
     coverage_of_counts,
+    exposure_gini_of_counts,
     list_metrics,
     personalization_of_counts,
     serving_cost,
     similarity_groups,
+    tail_share_of_counts,
 )
 from recmoo_dag.objectives import JUDGED, OBJECTIVES
 from recmoo_dag.policy import POOL, Requests, accuracy_only_policy, id_keys, recommended_items, rerank
@@ -109,9 +111,10 @@ class Yardstick:
     def replicates(self, policies: np.ndarray, weights: np.ndarray, names: tuple[str, ...] = JUDGED) -> dict[str, np.ndarray]:
         """The named objectives of each policy on the window's users resampled by `weights` (R, U)
         (uncertainty.Bootstrap.weights; ones((1, U)) for the users as they are): {name: (P, R)}.
-        NDCG, ILD and novelty are means over users of each user's mean over their baskets; coverage
-        and personalization are functions of every list of the users drawn, a user drawn twice
-        counting twice (Efron & Tibshirani 1993: resample the independent unit, recompute the statistic).
+        NDCG, ILD and novelty are means over users of each user's mean over their baskets; coverage,
+        personalization and the catalogue figures (objectives.CATALOGUE) are functions of every list
+        of the users drawn, a user drawn twice counting twice (Efron & Tibshirani 1993: resample the
+        independent unit, recompute the statistic).
         A resample holds ~63 % distinct users and coverage grows with users, so pooled replicates fall
         below the value measured on everyone; they are recentred on it (each policy's replicates
         shifted by value - their mean), keeping the bootstrap's spread around the measured value."""
@@ -127,21 +130,28 @@ class Yardstick:
                     "novelty": lambda: self.terms.info[lists].mean(axis=-1)}
         for name in set(names) & set(per_case):
             out[name] = per_user(per_case[name](), compact, len(users)) @ weights.T / drawn  # (P, R)
-        if {"coverage", "personalization"} & set(names):
+        pooled = {"coverage": lambda c, _: coverage_of_counts(c, self.n_items),
+                  "personalization": lambda c, n: personalization_of_counts(c, n, self.k),
+                  "exposure_gini": lambda c, _: exposure_gini_of_counts(c),
+                  "tail_share": lambda c, _: tail_share_of_counts(c, self.terms.log_pop)}
+        wanted = [name for name in pooled if name in names]
+        if wanted:
             lists_per_user = np.bincount(compact, minlength=len(users)).astype(np.float64)  # (U,)
             n_lists = weights @ lists_per_user  # (R,)
-            coverage, personalization = [], []
+            for name in wanted:
+                out[name] = []
             for policy_lists in lists:  # (C, k)
                 incidence = sparse.csr_array((np.ones(policy_lists.size), (np.repeat(compact, self.k),
                                                                            policy_lists.ravel())),
                                              shape=(len(users), self.n_items + 1))
                 counts = (incidence.T @ weights.T).T  # (R, I + 1) how many drawn lists hold each item
                 everyone = incidence.sum(axis=0)[None]  # (1, I + 1) every user once: the measured value
-                for pooled, values in ((coverage, lambda c, _: coverage_of_counts(c, self.n_items)),
-                                       (personalization, lambda c, n: personalization_of_counts(c, n, self.k))):
-                    drawn_values = values(counts, n_lists)
-                    pooled.append(drawn_values - drawn_values.mean() + values(everyone, lists_per_user.sum()[None])[0])
-            out["coverage"], out["personalization"] = np.array(coverage), np.array(personalization)
+                for name in wanted:
+                    drawn_values = pooled[name](counts, n_lists)
+                    out[name].append(drawn_values - drawn_values.mean()
+                                     + pooled[name](everyone, lists_per_user.sum()[None])[0])
+            for name in wanted:
+                out[name] = np.array(out[name])
         return {name: out[name] for name in names}
 
     @cached_property

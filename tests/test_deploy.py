@@ -8,7 +8,7 @@ import pytest
 from recmoo_dag import deploy, store
 from recmoo_dag.bundle import read_bundle
 from recmoo_dag.candidates import load_candidates
-from recmoo_dag.objectives import JUDGED, label
+from recmoo_dag.objectives import CATALOGUE, JUDGED, label
 from recmoo_dag.policy import VARIABLE_NAMES
 from recmoo_dag.stages.deploy import main as deploy_main
 from recmoo_dag.uncertainty import Ratio
@@ -38,9 +38,14 @@ def test_first_deploy_promotes_and_writes_exactly_the_documented_metrics(deploya
     assert set(written) == {"version", "policy", "fallback", "test", "valid", "gate"} and written["fallback"] is None
     assert set(written["policy"]) == set(VARIABLE_NAMES)
     assert set(written["test"]) == {"accuracy_only", "deployed", "ratio"} and set(written["valid"]) == {"ratio"}
-    for figures in (*written["test"].values(), written["valid"]["ratio"]):
-        assert set(figures) == LABELS | {f"{name}_ci" for name in LABELS}
-        for name in LABELS:  # every figure inside its interval
+    # A policy's figures add the catalogue's (exposure Gini, tail share) to the judged objectives;
+    # ratios are of the judged ones.
+    figure_labels = LABELS | {label(name, 10) for name in CATALOGUE}
+    test, valid = written["test"], written["valid"]
+    for figures, labels in ((test["accuracy_only"], figure_labels), (test["deployed"], figure_labels),
+                            (test["ratio"], LABELS), (valid["ratio"], LABELS)):
+        assert set(figures) == labels | {f"{name}_ci" for name in labels}
+        for name in labels:  # every figure inside its interval
             low, high = figures[f"{name}_ci"]
             assert low <= figures[name] + 1e-12 and figures[name] <= high + 1e-12, name
     assert set(written["gate"]) == {"promoted", "reason"}
