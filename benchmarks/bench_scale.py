@@ -9,10 +9,12 @@ with the default params; peak RSS is the process's own (ru_maxrss).
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 1000 10000 100000] [--skip-ml100k]
                                                [--samples 500 1000] [--workdir /tmp/recmoo-scale]
-                                               [--comparison-only]
+                                               [--comparison-only] [--exposure-only]
 
 --comparison-only re-runs just the sampled-vs-full comparison on the ML-100K project an earlier run
-left in the workdir (its pipeline's artifacts are reused as they are).
+left in the workdir (its pipeline's artifacts are reused as they are). --exposure-only times the
+global exposure solve (recmoo_dag/exposure.py) alone, on synthetic candidate sets of every --sizes
+(200 candidates per user from 5,000 items, Zipf-like popularity, k = 10, capacity 2x the equal share).
 """
 from __future__ import annotations
 
@@ -119,8 +121,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs="*", default=[500, 1000])
     parser.add_argument("--workdir", default="/tmp/recmoo-scale")
     parser.add_argument("--comparison-only", action="store_true")
+    parser.add_argument("--exposure-only", action="store_true")
     args = parser.parse_args()
     work, rows = Path(args.workdir), []
+    if args.exposure_only:
+        print_exposure([exposure_solve(users) for users in args.sizes])
+        return
     if args.comparison_only:
         if not (work / "ml-100k" / "reports" / "search" / "front.csv").exists():
             raise SystemExit(f"--comparison-only: no ML-100K project in {work}: run the benchmark without it first")
@@ -140,6 +146,43 @@ def main() -> None:
     print_rows(rows)
     if comparison:
         print_comparison(comparison)
+
+
+def exposure_solve(users: int, n_items: int = 5000, n_candidates: int = 200, k: int = 10, seed: int = 0) -> dict:
+    """Seconds, peak traced memory, gap and exposure of the price solve on a synthetic candidate set."""
+    import tracemalloc
+
+    import numpy as np
+
+    from recmoo_dag.exposure import capacities, solve_prices, top_k_counts
+    from recmoo_dag.metrics import exposure_gini_of_counts
+
+    rng = np.random.default_rng(seed)
+    weight = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    # Candidates by popularity (with replacement across users, distinct enough within a user's 200)
+    items = (rng.choice(n_items, size=(users, n_candidates), p=weight / weight.sum()) + 1).astype(np.int32)
+    scores = (rng.normal(size=items.shape) + 3.0 * weight[items - 1] / weight.max()).astype(np.float32)
+    cap = capacities(users, k, n_items, slack=2.0)
+    before, _ = top_k_counts(scores.astype(np.float64), items, np.zeros(n_items + 1), k)
+    tracemalloc.start()
+    start = time.perf_counter()
+    solved = solve_prices(scores, items, cap, k, iterations=200, seed=seed)
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    after, _ = top_k_counts(scores.astype(np.float64), items, solved.prices, k)
+    return {"users": users, "seconds": seconds, "peak_gb": peak / 1e9, "iterations": solved.iterations,
+            "gap": solved.gap, "max_over_cap": (before.max() / cap[1], after.max() / cap[1]),
+            "gini": (float(exposure_gini_of_counts(before)), float(exposure_gini_of_counts(after)))}
+
+
+def print_exposure(rows: list[dict]) -> None:
+    print("\nexposure prices (recmoo_dag/exposure.py): 200 candidates per user, 5,000 items, k = 10, capacity 2x")
+    print(f"{'users':>9}{'seconds':>9}{'peak GB':>9}{'iters':>7}{'gap':>8}{'max/cap before':>16}{'after':>7}"
+          f"{'Gini before':>13}{'after':>7}")
+    for r in rows:
+        print(f"{r['users']:>9,}{r['seconds']:>9.1f}{r['peak_gb']:>9.2f}{r['iterations']:>7}{r['gap']:>8.2%}"
+              f"{r['max_over_cap'][0]:>16.1f}{r['max_over_cap'][1]:>7.2f}{r['gini'][0]:>13.3f}{r['gini'][1]:>7.3f}")
 
 
 def print_rows(rows: list[dict]) -> None:
