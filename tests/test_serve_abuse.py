@@ -28,8 +28,9 @@ from tests.deploy_support import FRONT, LOOSE, base_project, deployed_copy
 pytestmark = pytest.mark.xdist_group("serve_abuse")
 
 HOST = "127.0.0.1"
-DEADLINE = 1.0  # serve.header_timeout_s and serve.body_timeout_s of the test service
-SLACK = 1.0  # a timer on a shared 2-core machine fires late by this much at most
+DEADLINE = 2.0  # serve.header_timeout_s and serve.body_timeout_s of the test service
+SLACK = 1.5  # a timer on a shared 2-core machine fires late by this much at most (CI runs heavy tests beside)
+FAST = 1.0  # seconds: a 503 or a /health answer under attack, against the deadline's "never"
 CAP = 200  # serve.max_connections
 PER_KIND = 60  # slow-header, slow-body and idle attackers each: 180 in all, under the cap
 SERVE = {"header_timeout_s": DEADLINE, "body_timeout_s": DEADLINE, "max_connections": CAP, "max_head_bytes": 16384}
@@ -166,7 +167,7 @@ def test_slow_and_idle_clients_are_dropped_at_their_deadline_while_health_answer
         assert None not in seconds, f"{seconds.count(None)} {kind} clients still connected after {DEADLINE + SLACK + 2} s"
         assert DEADLINE * 0.9 <= min(seconds) and max(seconds) <= DEADLINE + SLACK, (kind, min(seconds), max(seconds))
     assert len(health) >= 5 and {status for status, _ in health} == {200}, health
-    assert max(seconds for _, seconds in health) < 0.5, health
+    assert max(seconds for _, seconds in health) < FAST, health
 
 
 @pytest.mark.slow
@@ -192,7 +193,7 @@ def test_over_the_cap_a_request_gets_a_fast_503_and_health_still_answers(port):
 
     refused, refused_in, health, checked_by, served = asyncio.run(scenario())
     assert checked_by < DEADLINE, "the fillers may have been dropped before the checks: the test proves nothing"
-    assert refused == 503 and refused_in < 0.5, (refused, refused_in)
+    assert refused == 503 and refused_in < FAST, (refused, refused_in)
     assert health == 200
     assert served is not None, f"the idle fillers were still connected {DEADLINE + SLACK} s after the check"
     assert served == 200  # they were dropped at their deadline: room again
