@@ -5,10 +5,20 @@ sends a fixed number of POST /recommend requests per scenario over keep-alive co
 stops it. The client is raw asyncio HTTP/1.1 so that it costs the 2-core machine as little as
 possible; every answer is checked (status 200, k items) and anything else counts as an error.
 
-Scenarios (k = 10): known users one client at a time ("single") and from `--clients` concurrent
-connections ("concurrent"); the same with a live session of 5 recent items (a transformer forward
-per request); and a mix with unknown users. Each is repeated `--repeats` times; the table shows
-the median of the repeats.
+Scenarios (k = 10): known users (precomputed lists) from 1 and `--clients` concurrent connections;
+live sessions of 5 recent items (a forward pass each, micro-batched by the service) from each of
+`--session-clients` connections; and mixed loads from `--clients` connections: "mixed", 80 % known
+users and 20 % sessions, and, where the service takes POST /events, "mixed+ev": 80 % known users,
+15 % sessions and 5 % posts of one event (on a temporary project, as the "events" scenario below; the
+events join their users' next requests, which then cost a forward pass). Each is repeated
+`--repeats` times; the table shows the median of the repeats.
+
+The "events" scenario posts batches of `--event-batch` events (known users and items, times stamped by
+the service) to POST /events from 1 and `--clients` connections, `--event-requests` batches a run, on
+a copy of the served version in a temporary project: the log and the batch files it rolls land
+there, never in the repository's data/raw/incoming. An event counts when its batch is answered 200
+with every event accepted, i.e. once it is on disk (fsync); after the runs, the log and the batch files
+are read back and must hold exactly the acknowledged events.
 
 The "attack" scenario opens `--attackers` connections of each kind at once: slow headers (a head
 that never ends, one byte a second), slow bodies (a complete head, then a body one byte a second)
@@ -20,14 +30,17 @@ the server dropped each connection (or answered it: 503 over serve.max_connectio
     python benchmarks/bench_serve.py --scratch            # deploy an untrained model first (no training needed)
     python benchmarks/bench_serve.py --workers 1 2 --requests 3000 --clients 16
     python benchmarks/bench_serve.py --scenarios attack --workers 1 --attackers 2000
+    python benchmarks/bench_serve.py --scenarios events --workers 1 2
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -62,7 +75,7 @@ class Service:
     def __enter__(self) -> Self:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "recmoo_dag.cli", "serve", "--params", str(self.params_file),
-             "--port", str(self.port), "--workers", str(self.workers)], cwd=REPO,
+             "--port", str(self.port), "--workers", str(self.workers)], cwd=self.params_file.parent,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while not self._healthy():
@@ -91,10 +104,10 @@ class Service:
             self.process.wait()
 
 
-def encode(body: dict) -> bytes:
+def encode(body: dict, path: str = "/recommend") -> bytes:
     data = json.dumps(body).encode()
-    return (b"POST /recommend HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(data)) + data
+    return (b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data))) + data
 
 
 async def one_connection(port: int, requests: list[bytes], k: int, latencies: list[float], errors: list[str]) -> None:
@@ -110,10 +123,23 @@ async def one_connection(port: int, requests: list[bytes], k: int, latencies: li
                     length = int(line.split(b":")[1])
             body = await reader.readexactly(length)
             latencies.append(time.perf_counter() - start)
-            if not status.startswith(b"HTTP/1.1 200") or len(json.loads(body)["items"]) != k:
+            if not status.startswith(b"HTTP/1.1 200") or not complete(json.loads(body), request, k):
                 errors.append(status.decode().strip() + " " + body[:200].decode(errors="replace"))
     finally:
         writer.close()
+
+
+def complete(answer: dict, request: bytes, k: int) -> bool:
+    """k items for POST /recommend; every event accepted for POST /events (the mixed load posts one)."""
+    return answer["accepted"] == 1 if request.startswith(b"POST /events") else len(answer["items"]) == k
+
+
+def takes_events(port: int) -> bool:
+    """Whether the service has POST /events (its OpenAPI schema lists the path)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    return b'"/events"' in answer
 
 
 async def load(port: int, requests: list[bytes], clients: int, k: int) -> dict:
@@ -232,18 +258,124 @@ def report_attack(workers: int, n: int, watch: float, result: dict) -> None:
 
 def scenarios(users: list[str], items: list[str], n: int, k: int, seed: int) -> dict[str, list[bytes]]:
     rng = random.Random(seed)
-    known = [encode({"user_id": rng.choice(users), "k": k}) for _ in range(n)]
-    session = [encode({"user_id": rng.choice(users), "recent_items": rng.sample(items, 5), "k": k}) for _ in range(n)]
-    mixed = [encode(rng.choice([{"user_id": rng.choice(users), "k": k},
-                                {"user_id": rng.choice(users), "recent_items": rng.sample(items, 3), "k": k},
-                                {"user_id": f"stranger-{rng.randrange(10**6)}", "k": k}])) for _ in range(n)]
-    return {"user": known, "session": session, "mixed": mixed}
+
+    def known() -> bytes:
+        return encode({"user_id": rng.choice(users), "k": k})
+
+    def session() -> bytes:
+        return encode({"user_id": rng.choice(users), "recent_items": rng.sample(items, 5), "k": k})
+
+    def event() -> bytes:
+        return encode({"events": [{"user_id": rng.choice(users), "item_id": rng.choice(items)}]}, "/events")
+
+    draws = [rng.random() for _ in range(n)]
+    return {"user": [known() for _ in range(n)], "session": [session() for _ in range(n)],
+            "mixed": [known() if x < 0.8 else session() for x in draws],
+            "mixed+ev": [known() if x < 0.8 else session() if x < 0.95 else event() for x in draws]}
+
+
+def events_project(params_file: Path, workdir: Path) -> Path:
+    """A project for the events scenario: the params, with the store, the event log and the incoming
+    folder inside it, and a copy of the served version. Returns its params file."""
+    raw = yaml.safe_load(params_file.read_text())
+    store = Path(load_params(params_file).deploy.store)
+    served = (store if store.is_absolute() else params_file.parent / store) / "CURRENT"
+    project = workdir / "events"
+    version = project / "deployments" / "versions" / served.resolve().name
+    shutil.copytree(served.resolve(), version)
+    (project / "deployments" / "CURRENT").symlink_to(version.relative_to(project / "deployments"))
+    raw["deploy"]["store"] = "deployments"
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return project / "params.yaml"
+
+
+async def post_events(port: int, requests: list[bytes], size: int, latencies: list[float], errors: list[str]) -> None:
+    """One keep-alive connection posting `requests` in turn; an answer other than 200 with `size` accepted is an error."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for request in requests:
+            start = time.perf_counter()
+            writer.write(request)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+            if not status.startswith(b"HTTP/1.1 200") or json.loads(body)["accepted"] != size:
+                errors.append(status.decode().strip() + " " + body[:200].decode(errors="replace"))
+    finally:
+        writer.close()
+
+
+async def events_load(port: int, requests: list[bytes], clients: int, size: int) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = time.perf_counter()
+    await asyncio.gather(*(post_events(port, requests[i::clients], size, latencies, errors) for i in range(clients)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    acknowledged = (len(requests) - len(errors)) * size
+    return {"p50": latencies[len(latencies) // 2] * 1e3, "p99": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
+            "events_per_s": acknowledged / elapsed, "acknowledged": acknowledged, "errors": len(errors),
+            "first_error": errors[0] if errors else ""}
+
+
+def events_scenario(params_file: Path, workdir: Path, workers_list: list[int], users: list[str], items: list[str],
+                    args: argparse.Namespace) -> None:
+    """POST /events rates (module docstring), then every acknowledged event found on disk again."""
+    from recmoo_dag.data import find_log_files, read_interactions
+    from recmoo_dag.events import read_segment
+
+    rng = random.Random(0)
+    print(f"\nevents: batches of {args.event_batch}, {args.event_requests} batches a run, median of {args.repeats}")
+    print(f"{'workers':>7} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'events/s':>9} {'errors':>6}")
+    for workers in workers_list:
+        project_params = events_project(params_file, workdir / f"w{workers}")
+        project, params, acknowledged = project_params.parent, load_params(project_params), 0
+        with Service(project_params, workers) as service:
+            for clients in (1, args.clients):
+                runs = []
+                for _ in range(args.repeats):
+                    requests = [encode({"events": [{"user_id": rng.choice(users), "item_id": rng.choice(items)}
+                                                   for _ in range(args.event_batch)]}, "/events")
+                                for _ in range(args.event_requests)]
+                    runs.append(asyncio.run(events_load(service.port, requests, clients, args.event_batch)))
+                acknowledged += sum(run["acknowledged"] for run in runs)
+                errors = sum(run["errors"] for run in runs)
+                print(f"{workers:>7} {clients:>7} {statistics.median(r['p50'] for r in runs):>8.2f} "
+                      f"{statistics.median(r['p99'] for r in runs):>8.2f} "
+                      f"{statistics.median(r['events_per_s'] for r in runs):>9.0f} {errors:>6}"
+                      + (f"  {next(r['first_error'] for r in runs if r['errors'])}" if errors else ""))
+        # The service's shutdown rolled every segment: the batch files hold what was acknowledged.
+        files = find_log_files(project / params.data.incoming_dir, params.data.format, params.data.generic)[0]
+        on_disk = sum(len(read_interactions(path, params.data.format, params.data.generic)) for path in files)
+        on_disk += sum(len(read_segment(path)) for path in (project / params.serve.events_log_dir).glob("*.jsonl"))
+        print(f"        {acknowledged} acknowledged; on disk after the service stopped: {on_disk} events in "
+              f"{len(files)} batch file(s)" + ("" if on_disk == acknowledged else "  MISMATCH"))
+
+
+def load_rows(port: int, workers: int, plan: list[tuple[str, int]], user_ids: list[str], item_ids: list[str],
+              args: argparse.Namespace) -> list[dict]:
+    """One table row per (scenario, clients) of `plan`: the median of `args.repeats` runs."""
+    rows = []
+    for name, clients in plan:
+        runs = [asyncio.run(load(port, scenarios(user_ids, item_ids, args.requests, args.k, seed=r + 1)[name],
+                                 clients, args.k)) for r in range(args.repeats)]
+        rows.append({"workers": workers, "scenario": name, "clients": clients,
+                     **{key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "rps")},
+                     "errors": sum(run["errors"] for run in runs),
+                     "first_error": next((run["first_error"] for run in runs if run["errors"]), "")})
+    return rows
 
 
 def scratch_deployment(params_file: Path, workdir: Path) -> Path:
     """Deploy an untrained model of the configured architecture (serving cost does not depend on
     training) with candidates and a mid-sized policy into a store under `workdir`, from the
-    project's features. Returns the scratch params file (project inputs by absolute path)."""
+    project's features. `workdir` becomes a project of its own (every configured path must lie
+    inside the params file's folder): the inputs the deploy reads are copied there, at the paths
+    params.yaml gives them. Returns the scratch params file."""
     import pandas as pd
     import torch
 
@@ -253,27 +385,31 @@ def scratch_deployment(params_file: Path, workdir: Path) -> Path:
     from recmoo_dag.policy import VARIABLE_NAMES
     from recmoo_dag.stages import candidates, deploy
 
+    project = params_file.parent
     raw = load_params(params_file).model_dump(by_alias=True, mode="json")  # every key, defaults included
-    for section, key in (("data", "raw_dir"), ("data", "dataset_dir"), ("data", "incoming_dir"),
-                         ("data", "interactions"), ("data", "items"), ("validate", "interactions"),
+    for section, key in (("data", "raw_dir"), ("data", "interactions"), ("data", "items"), ("validate", "interactions"),
                          ("validate", "items"), ("features", "dir"), ("item_text", "dir")):
-        raw[section][key] = str(REPO / raw[section][key])
-    raw["train"]["model_dir"] = str(workdir / "model")
-    raw["candidates"]["path"] = str(workdir / "candidates.npz")
-    raw["search"]["front"] = str(workdir / "front.csv")
-    raw["deploy"].update(store=str(workdir / "deployments"), metrics=str(workdir / "deploy.json"), min_ratio={})
+        source, copy = project / raw[section][key], workdir / raw[section][key]
+        if source.is_dir():
+            shutil.copytree(source, copy, dirs_exist_ok=True)
+        elif source.is_file():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, copy)
+    raw["deploy"]["min_ratio"] = {}
     scratch = workdir / "params.yaml"
     scratch.write_text(yaml.safe_dump(raw, sort_keys=False))
-    params = load_params(scratch)
-    torch.manual_seed(params.seed)
-    architecture = {"n_items": load_features(params.features.dir).n_items, **params.model.model_dump()}
-    save_model(SeqRecModel(**architecture).eval(), params.train.model_dir, architecture, {"scratch": True})
-    save_generator(params.train.model_dir, "model", 0.0, 1.0)
-    candidates.main(params)
-    policy = {"log10_temperature": 0.0, "debias": 0.2, "novelty": 0.2, "calibration": 0.2, "dither": 0.0,
-              "diversity": 0.5, "pool": 100}  # a diversified mid-pool policy
-    pd.DataFrame([policy])[list(VARIABLE_NAMES)].to_csv(params.search.front, index=False)
-    deploy.main(params)
+    with contextlib.chdir(workdir):  # the stages read and write the params' relative paths
+        params = load_params(scratch)
+        torch.manual_seed(params.seed)
+        architecture = {"n_items": load_features(params.features.dir).n_items, **params.model.model_dump()}
+        save_model(SeqRecModel(**architecture).eval(), params.train.model_dir, architecture, {"scratch": True})
+        save_generator(params.train.model_dir, "model", 0.0, 1.0)
+        candidates.main(params)
+        policy = {"log10_temperature": 0.0, "debias": 0.2, "novelty": 0.2, "calibration": 0.2, "dither": 0.0,
+                  "diversity": 0.5, "pool": 100}  # a diversified mid-pool policy
+        Path(params.search.front).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([policy])[list(VARIABLE_NAMES)].to_csv(params.search.front, index=False)
+        deploy.main(params)
     return scratch
 
 
@@ -284,9 +420,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2])
     parser.add_argument("--requests", type=int, default=2000, help="per scenario and repeat")
     parser.add_argument("--clients", type=int, default=16, help="connections of the concurrent scenarios")
+    parser.add_argument("--session-clients", type=int, nargs="+", default=[1, 16, 64],
+                        help="connections of the session scenario, one run each")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--scenarios", nargs="+", choices=["load", "attack"], default=["load"])
+    parser.add_argument("--scenarios", nargs="+", choices=["load", "attack", "events"], default=["load"])
+    parser.add_argument("--event-batch", type=int, default=100, help="events per POST /events")
+    parser.add_argument("--event-requests", type=int, default=300, help="batches per events run and repeat")
     parser.add_argument("--attackers", type=int, default=2000, help="connections of each kind in the attack")
     args = parser.parse_args()
 
@@ -296,7 +436,7 @@ def main() -> None:
             params_file = scratch_deployment(params_file, Path(tmp))
         params = load_params(params_file)
         store = Path(params.deploy.store)
-        store = store if store.is_absolute() else REPO / store
+        store = store if store.is_absolute() else params_file.parent / store
         import numpy as np
 
         with np.load(store / "CURRENT" / "users.npz", allow_pickle=False) as users, \
@@ -315,17 +455,17 @@ def main() -> None:
                     continue
                 warm = scenarios(user_ids, item_ids, 300, args.k, seed=0)
                 asyncio.run(load(service.port, warm["mixed"], 4, args.k))
-                for name in ("user", "session", "mixed"):
-                    for clients in (1, args.clients):
-                        if name == "mixed" and clients == 1:
-                            continue
-                        runs = [asyncio.run(load(service.port, scenarios(user_ids, item_ids, args.requests, args.k,
-                                                                         seed=r + 1)[name], clients, args.k))
-                                for r in range(args.repeats)]
-                        rows.append({"workers": workers, "scenario": name, "clients": clients,
-                                     **{key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "rps")},
-                                     "errors": sum(run["errors"] for run in runs),
-                                     "first_error": next((run["first_error"] for run in runs if run["errors"]), "")})
+                plan = ([("user", c) for c in (1, args.clients)] + [("session", c) for c in args.session_clients]
+                        + [("mixed", args.clients)])
+                rows += load_rows(service.port, workers, plan, user_ids, item_ids, args)
+                events = takes_events(service.port)
+            if "load" in args.scenarios and events:  # its events must not land in this project's incoming folder
+                with Service(events_project(params_file, Path(tmp) / f"mixed-w{workers}"), workers) as service:
+                    asyncio.run(load(service.port, warm["mixed"], 4, args.k))
+                    rows += load_rows(service.port, workers, [("mixed+ev", args.clients)], user_ids, item_ids, args)
+        if "events" in args.scenarios:
+            events_scenario(params_file, Path(tmp), args.workers, [str(u) for u in user_ids],
+                            [str(i) for i in item_ids], args)
     if not rows:
         return
     print(f"\n{'workers':>7} {'scenario':>9} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")

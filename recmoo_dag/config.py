@@ -359,12 +359,23 @@ class ServeParams(Section):
     max_body_bytes: int = Field(ge=1024)
     reload_check_ms: int = Field(ge=0)
     torch_threads: int = Field(ge=1)
+    # Micro-batching of forward passes (recmoo_dag/batcher.py): a longer wait is latency, not batching.
+    batch_wait_ms: float = Field(ge=0, le=50)
+    max_batch: int = Field(ge=1, le=1024)
+    queue_size: int = Field(ge=1)
+    history_cache_mb: int = Field(ge=0)
     # The upper bounds keep each deadline a deadline: beyond them an attacker holds a connection
     # about as long as the unbounded server let it.
     header_timeout_s: float = Field(gt=0, le=60)
     body_timeout_s: float = Field(gt=0, le=300)
     max_head_bytes: int = Field(ge=1024, le=1 << 20)
     max_connections: int = Field(ge=1)
+    # POST /events (recmoo_dag/events.py)
+    events_log_dir: ProjectPath
+    events_max_batch: int = Field(ge=1)
+    events_roll_count: int = Field(ge=1)
+    events_roll_seconds: float = Field(gt=0)
+    events_max_users: int = Field(ge=1)
 
 
 class Params(Section):

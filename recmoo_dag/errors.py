@@ -50,3 +50,8 @@ class InputError(RecmooError, ValueError):
 class StoreError(RecmooError, RuntimeError):
     """The deployment store is missing, empty, cannot be written (full, read-only), or was asked for
     a version it does not hold."""
+
+
+class EventLogError(RecmooError, RuntimeError):
+    """The service's event log cannot be written (full, read-only); the events of the request were not
+    acknowledged, and nothing of them is kept."""

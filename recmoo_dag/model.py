@@ -32,6 +32,8 @@ from recmoo_dag.io import atomic_write
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
+KeysValues = tuple[torch.Tensor, torch.Tensor]  # one layer's attention keys and values, each (B, H, P, D/H)
+
 
 class BasketSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float):
@@ -43,16 +45,21 @@ class BasketSelfAttention(nn.Module):
         self.proj = nn.Linear(d_model, d_model)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, L, D), mask (B, 1, L, L) True = may attend -> (B, L, D)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                past: KeysValues | None = None) -> tuple[torch.Tensor, KeysValues]:
+        """x (B, L, D) new positions, mask (B, 1, L, P + L) True = may attend, past: the keys and
+        values (B, H, P, D/H) each of P earlier positions (None: P = 0) -> (B, L, D), and the keys
+        and values of all P + L positions."""
         B, L, D = x.shape
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2)
                    for t in self.qkv(x).split(D, dim=2))  # 3 x (B, H, L, D/H)
+        if past is not None:  # the earlier positions are read, not computed again
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # 2 x (B, H, P + L, D/H)
         # No dropout on the attention weights: on CPU it materializes a (B, H, L, L) mask and makes a
         # step ~6x slower; dropout on embeddings and residual branches regularizes enough.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, D/H)
         y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
-        return self.resid_dropout(self.proj(y))
+        return self.resid_dropout(self.proj(y)), (k, v)
 
 
 class Block(nn.Module):
@@ -64,9 +71,11 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(),
                                  nn.Linear(4 * d_model, d_model), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)  # (B, L, D)
-        return x + self.mlp(self.ln_2(x))  # (B, L, D)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                past: KeysValues | None = None) -> tuple[torch.Tensor, KeysValues]:
+        attended, keys_values = self.attn(self.ln_1(x), mask, past)  # (B, L, D)
+        x = x + attended  # (B, L, D)
+        return x + self.mlp(self.ln_2(x)), keys_values  # (B, L, D)
 
 
 def basket_means(hidden: torch.Tensor, baskets: torch.Tensor) -> torch.Tensor:
@@ -132,18 +141,33 @@ class SeqRecModel(nn.Module):
         """seq (B, L) int64 left-padded with 0, baskets (B, L) int64 each position's basket counted
         from the window's first (-1 at padding), L <= max_len -> every position's basket mean of the
         final states (B, L, D): at a position of basket b, the state that predicts basket b + 1."""
-        real = baskets >= 0  # (B, L)
+        hidden, _ = self.encode(seq, baskets)  # (B, L, D)
+        return basket_means(hidden, baskets)  # (B, L, D)
+
+    def encode(self, seq: torch.Tensor, baskets: torch.Tensor, past: list[KeysValues] | None = None,
+               past_baskets: torch.Tensor | None = None) -> tuple[torch.Tensor, list[KeysValues]]:
+        """The final states (B, L, D) of L new positions, and every layer's keys and values (B, H,
+        P + L, D/H) each of all positions: seq, baskets (B, L) as in `forward`, after P earlier
+        positions whose per-layer keys and values an earlier `encode` returned (`past`; None: P = 0)
+        and whose baskets (B, P) are `past_baskets` (-1 at padding), all before the new ones.
+        Reading them is exact: a position's keys and values depend on its own basket number and on
+        its and earlier baskets' items only (block-causal), never on what follows."""
         # Baskets, not events, are positions: the items of one timestamp share theirs.
         items = F.embedding(seq, self.item_table(), padding_idx=PADDING_ITEM)  # (B, L, D)
         x = self.dropout(items + self.position_embedding(baskets.clamp(min=0)))  # (B, L, D)
+        keys = baskets if past_baskets is None else torch.cat([past_baskets, baskets], dim=1)  # (B, P + L)
+        n_past, n_new = keys.shape[1] - seq.shape[1], seq.shape[1]
         # Block-causal: a position sees its own basket and the earlier ones. Padding keys are hidden;
         # every query still sees itself, so padded rows never become all -inf (NaN).
-        visible = (baskets[:, None, :] <= baskets[:, :, None]) & real[:, None, :]  # (B, L, L)
-        own = torch.eye(seq.shape[1], dtype=torch.bool, device=seq.device)  # (L, L)
-        mask = (visible | own)[:, None]  # (B, 1, L, L)
-        for block in self.blocks:
-            x = block(x, mask)  # (B, L, D)
-        return basket_means(self.ln_f(x), baskets)  # (B, L, D)
+        visible = (keys[:, None, :] <= baskets[:, :, None]) & (keys >= 0)[:, None, :]  # (B, L, P + L)
+        columns = torch.arange(n_past + n_new, device=seq.device)  # (P + L,)
+        own = columns[None, :] == columns[n_past:, None]  # (L, P + L)
+        mask = (visible | own)[:, None]  # (B, 1, L, P + L)
+        presents = []
+        for layer, block in enumerate(self.blocks):
+            x, keys_values = block(x, mask, None if past is None else past[layer])  # (B, L, D)
+            presents.append(keys_values)
+        return self.ln_f(x), presents
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of the real items 1..n_items (column j is item j + 1): hidden (..., D) -> (..., I).
@@ -156,10 +180,13 @@ class SeqRecModel(nn.Module):
     def score_next(self, seq: torch.Tensor, baskets: torch.Tensor) -> torch.Tensor:
         """Scores of the basket after each sequence: seq, baskets (B, L <= max_len) as in `forward`
         (evaluate.left_padded builds them) -> (B, I + 1) float, column 0 (padding) -inf."""
-        hidden = self(seq, baskets)[:, -1]  # (B, D) the last basket's state
+        return self.scores_of(self(seq, baskets)[:, -1])  # (B, D) the last basket's state
+
+    def scores_of(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of the basket after each state: hidden (B, D) -> (B, I + 1) float, column 0 (padding) -inf."""
         # Ranking a whole catalog needs fp32 scores even under bf16 autocast: bf16 keeps ~3 digits
         # and would tie the target with its neighbours.
-        with torch.autocast(device_type=seq.device.type, enabled=False):
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
             logits = self.item_logits(hidden.float())  # (B, I)
         padding = torch.full_like(logits[:, :1], float("-inf"))  # (B, 1)
         return torch.cat([padding, logits], dim=1)  # (B, I + 1)

@@ -296,9 +296,10 @@ def rerank(requests: Requests, policies: np.ndarray, k: int, threads: int = 1) -
     tiles = [slice(u, min(u + step, requests.n_requests)) for u in range(0, requests.n_requests, step)]
 
     terms = policy_terms(policies)
-    # The whole request set's block, built once and shared by the threads, while it fits in memory;
-    # beyond that (100k users x 200 candidates would be 16 GB) the greedy gathers the rows it reads.
-    if requests.block_bytes <= BLOCK_CACHE_BYTES:
+    # The whole request set's block, built once and shared by the threads and policies, while it
+    # fits in memory; beyond that (100k users x 200 candidates would be 16 GB), and for one policy
+    # (whose lists read k of a user's N rows: a live request), the greedy gathers the rows it reads.
+    if len(policies) > 1 and requests.block_bytes <= BLOCK_CACHE_BYTES:
         block, item_sim = np.ascontiguousarray(requests.block), np.empty((0, 0), np.float32)
     else:
         block, item_sim = np.empty((0, width, width), np.float32), np.ascontiguousarray(requests.item_sim)

@@ -19,6 +19,8 @@ a known user whose exclusions leave fewer than k of a full row of N candidates (
 beyond it) is scored again by the generator from the whole sequence, as at deploy, with the excluded
 items masked (one forward pass; still source "user"). Seen and recent items are never recommended.
 Unknown ids never raise: they fall back as above, and the answer's `source` says which path was taken.
+The two that need a forward pass are `prepare`d into a `Pending` request; `recommend` scores it at
+once and alone, the service's micro-batches score many together (`answer`), with the same lists.
 The policy's dither is drawn from the request's `user_id` (the same user gets the same list, known
 to the catalog or not); the popularity fallback and requests without a user share the empty id's.
 
@@ -39,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from recmoo_dag import store
+from recmoo_dag.batch_scores import BatchScorer, Pending
 from recmoo_dag.bundle import Bundle, read_bundle
 from recmoo_dag.candidates import best_of
 from recmoo_dag.generator import Generator, sequence_scores
@@ -57,11 +60,13 @@ class Recommended:
 
 
 class Recommender:
-    """One deployed version in memory, immutable after construction."""
+    """One deployed version in memory, immutable after construction but for the cache of encoded
+    histories (at most `cache_bytes`), which only the service's batch thread touches."""
 
     def __init__(self, bundle: Bundle, generator: Generator, version: str, manifest: dict,
-                 session_window: int | None = None):
+                 session_window: int | None = None, cache_bytes: int = 0):
         self.bundle, self.generator, self.version, self.manifest = bundle, generator, version, manifest
+        self.scorer = BatchScorer(generator, bundle.ease, cache_bytes)
         model = generator.model
         b = bundle
         self.n_candidates = b.cand_items.shape[1]
@@ -93,14 +98,31 @@ class Recommender:
                                              self.anonymous_key)[0]
 
     @classmethod
-    def load(cls, folder: str | Path, session_window: int | None = None) -> Recommender:
+    def load(cls, folder: str | Path, session_window: int | None = None, cache_bytes: int = 0) -> Recommender:
         folder = Path(folder)
         manifest = store.read_manifest(folder.parent.parent, folder.name)
         bundle = read_bundle(folder)
-        return cls(bundle, bundle.generator(), folder.name, manifest, session_window)
+        return cls(bundle, bundle.generator(), folder.name, manifest, session_window, cache_bytes)
 
     def recommend(self, user_id: str | None = None, recent_items: list[str] | tuple = (), k: int = 10,
                   exclude: list[str] | tuple = ()) -> Recommended:
+        """One request answered at once, a forward pass scoring it alone and from scratch
+        (`generator.sequence_scores`): the reference that the service's batches (`answer`) equal."""
+        pending = self.prepare(user_id, recent_items, k, exclude)
+        if isinstance(pending, Recommended):
+            return pending
+        scores = sequence_scores(self.generator, pending.sequence, pending.opens, pending.window, self.bundle.ease)
+        return self._finish([pending], scores[None])[0]
+
+    def answer(self, batch: list[Pending]) -> list[Recommended]:
+        """Requests waiting for the generator, scored in one forward pass with the known histories'
+        encodings reused (recmoo_dag/batch_scores.py): what the service's micro-batches run."""
+        return self._finish(batch, self.scorer.scores(batch))
+
+    def prepare(self, user_id: str | None = None, recent_items: list[str] | tuple = (), k: int = 10,
+                exclude: list[str] | tuple = ()) -> Recommended | Pending:
+        """The answer where no forward pass is needed (precomputed lists, the popularity fallback),
+        else the request as it waits for the generator's scores."""
         u = self.user_index.get(user_id) if user_id is not None else None
         recent = np.array([self.item_index[i] for i in recent_items if i in self.item_index], dtype=np.int64)
         excluded = np.array([self.item_index[i] for i in exclude if i in self.item_index], dtype=np.int64)
@@ -109,20 +131,20 @@ class Recommender:
             # The recent items arrived one by one, after everything known: each is a basket of its own.
             sequence = np.concatenate([self.bundle.history[span], recent]).astype(np.int32)  # (E,) oldest first
             opens = np.concatenate([self.bundle.opens[span], np.ones(len(recent), dtype=bool)])  # (E,)
-            items, logits = self._score_session(sequence, opens, excluded, self.window)
-            profile = self.terms.profiles(histories_of(np.array([0, len(sequence)]), sequence, opens))[0]
-            source = "session"
+            profile = self.terms.profile(sequence)  # (d,)
             key = id_keys([user_id]) if user_id is not None else self.anonymous_key
-        elif u is not None:
+            return Pending(u, sequence, opens, span.stop - span.start, self.window, excluded, k, profile, key,
+                           "session")
+        if u is not None:
             items, logits = self.bundle.cand_items[u], self.bundle.cand_scores[u]
             if self._precomputed(self.user_lists[u], items, excluded, k):
                 return self._answer(items, logits, self.user_lists[u][:k], "user")
             keep = (items != 0) & ~np.isin(items, excluded)
             if keep.sum() < k and (items != 0).all():  # unseen items lie beyond the row: rank them all again
-                items, logits = self._score_session(self.bundle.history[span], self.bundle.opens[span],
-                                                    excluded, self.generator.model.max_len)
-            else:
-                items, logits = items[keep], logits[keep]
+                return Pending(u, self.bundle.history[span], self.bundle.opens[span], span.stop - span.start,
+                               self.generator.model.max_len, excluded, k, self.profiles[u], self.user_keys[u:u + 1],
+                               "user")
+            items, logits = items[keep], logits[keep]
             profile, source, key = self.profiles[u], "user", self.user_keys[u:u + 1]
         else:
             if self._precomputed(self.popular_list, self.popular_items, excluded, k):
@@ -157,16 +179,36 @@ class Recommender:
             out[rows] = rerank(requests, policy, self.pool)[0]
         return out
 
-    def _score_session(self, sequence: np.ndarray, opens: np.ndarray, excluded: np.ndarray,
-                       window: int) -> tuple[np.ndarray, np.ndarray]:
-        """The generator's top-N items after `sequence` (its baskets start where `opens`), reading its
-        last `window` items, with seen and `excluded` items masked: -> items (n,), scores (n,), best first."""
-        scores = sequence_scores(self.generator, sequence, opens, window, self.bundle.ease)  # (I + 1,)
-        scores[sequence] = -np.inf  # seen and recent items are never recommended
-        scores[excluded] = -np.inf
-        items, item_scores = best_of(scores[None], self.n_candidates)  # (1, n) as the candidates stage ranks
-        real = items[0] != 0
-        return items[0][real], item_scores[0][real]
+    def _candidates(self, batch: list[Pending], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The generator's top N for each request of `batch`, as the candidates stage ranks them, with
+        seen, recent and excluded items masked: scores (B, I + 1) -> items (B, N) int32, scores (B, N),
+        padding (0, -inf) last."""
+        rows = np.repeat(np.arange(len(batch)), [len(p.sequence) + len(p.excluded) for p in batch])
+        columns = np.concatenate([np.concatenate([p.sequence, p.excluded]) for p in batch]).astype(np.int64)
+        scores[rows, columns] = -np.inf  # seen and recent items are never recommended, nor excluded ones
+        return best_of(scores, self.n_candidates)
+
+    def _finish(self, batch: list[Pending], scores: np.ndarray) -> list[Recommended]:
+        """The answers of `batch` from the generator's scores (B, I + 1): its candidates re-ranked by
+        the policy (rows of one pool size at once; a row computes alone, so its list does not depend
+        on the batch)."""
+        items, item_scores = self._candidates(batch, scores)  # (B, N)
+        real = (items != 0).sum(axis=1)  # (B,)
+        ks = np.minimum([p.k for p in batch], real)  # (B,)
+        pools = np.clip(np.round(self.policy[0, POOL]), ks, real).astype(np.int64)  # (B,) a longer list needs a larger pool
+        picks = [np.zeros(0, dtype=np.int64)] * len(batch)
+        for pool in np.unique(pools[ks > 0]):
+            group = np.flatnonzero((pools == pool) & (ks > 0))  # (R,)
+            policy = self.policy.copy()
+            policy[0, POOL] = pool
+            # Greedy MMR's first k picks do not depend on k: the group's longest list serves every row.
+            requests = self.terms.requests(items[group, :pool], item_scores[group, :pool],
+                                           np.stack([batch[r].profile for r in group]),
+                                           np.concatenate([batch[r].key for r in group]))
+            for r, top in zip(group, rerank(requests, policy, int(ks[group].max()))[0]):  # (R, k)
+                picks[r] = top[:ks[r]]
+        return [self._answer(items[r, :real[r]], item_scores[r, :real[r]], picks[r], p.source)
+                for r, p in enumerate(batch)]
 
     def _rerank(self, items: np.ndarray, logits: np.ndarray, profile: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
         """Positions of the policy's top-k among `items` (n,) for the history profile (d,) and dither
@@ -183,13 +225,14 @@ class Recommender:
 class LiveRecommender:
     """The Recommender of the store's CURRENT version, swapped in the background when CURRENT moves."""
 
-    def __init__(self, store_dir: str | Path, check_ms: int, session_window: int | None = None):
+    def __init__(self, store_dir: str | Path, check_ms: int, session_window: int | None = None,
+                 cache_bytes: int = 0):
         self.store_dir = Path(store_dir)
         self.check_s = check_ms / 1000.0
-        self.session_window = session_window
+        self.session_window, self.cache_bytes = session_window, cache_bytes
         store.version_dir(self.store_dir)  # fails with a message before the first deployment
         self.target = os.readlink(self._link())
-        self.current = Recommender.load(self.store_dir / self.target, session_window)
+        self.current = Recommender.load(self.store_dir / self.target, session_window, cache_bytes)
         self.next_check = time.monotonic() + self.check_s
         self.failed_target: str | None = None
         self._loading = threading.Lock()
@@ -213,7 +256,7 @@ class LiveRecommender:
 
     def _swap(self, target: str) -> None:
         try:
-            fresh = Recommender.load(self.store_dir / target, self.session_window)
+            fresh = Recommender.load(self.store_dir / target, self.session_window, self.cache_bytes)
         except Exception as err:  # noqa: BLE001  a broken version must not take the service down: log, keep serving
             self.failed_target = target
             print(f"serve: cannot load {target}: {err}; still serving {self.current.version}", file=sys.stderr)

@@ -7,12 +7,22 @@ package: no CDN, so the docs load on a machine without internet.
     GET  /health     -> {"status": "ok", "policy_version"}
     GET  /policy     -> the served version: decision variables, rule, gate, test figures, lineage summary
     GET  /version    -> the served version, the gate's verdict, its test and valid figures
+    POST /events     {"events": [{"user_id", "item_id", "timestamp"?, "event"?}, ...]}
+                     -> {"accepted", "unknown_items", "policy_version"}, once the events are on disk
+
+POST /events (recmoo_dag/events.py: the rules, the durable log and its batch files) answers 200 when
+every event is written and fsynced; 413 as above; 422 naming the row and the rule for a row that
+breaks a rule (the request schema's, or validation's for one event) and then writes nothing; 503
+when the log cannot be written (nothing acknowledged). A user's events then join their next
+request's session, before its recent_items, in the worker that took them.
 
 The answer logic (and the fallbacks for unknown users and items) is recmoo_dag/recommender.py; this
 module only validates requests and swaps versions. POST /recommend answers
 - 200 with the list: k items, or every item left when fewer remain that are neither seen, recent
   nor excluded (at most the deployed N candidates);
 - 413 for a body over serve.max_body_bytes (or a Content-Length that is not a number), before parsing;
+- 503 with Retry-After when the request needs a forward pass and serve.queue_size requests already
+  wait for one (recmoo_dag/batcher.py): a refusal at once instead of an unbounded wait;
 - 422 for any other bad body, with {"detail": [{"loc", "msg", "type"}]} that never echoes the input:
   not declared JSON (application/json or application/*+json); not UTF-8 (RFC 8259 section 8.1; a
   leading byte order mark is ignored); not JSON, which includes an integer of more digits than
@@ -26,6 +36,8 @@ an integer is any JSON number with a zero fractional part, as JSON Schema define
 """
 # No `from __future__ import annotations`: FastAPI reads the endpoint's body type at runtime, and
 # that type is built per app (its limits come from params).
+import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -49,10 +61,14 @@ from pydantic import (
     Tag,
 )
 
-from recmoo_dag.config import ServeParams, load_params
-from recmoo_dag.recommender import LiveRecommender
+from recmoo_dag.batcher import MicroBatcher, Overloaded
+from recmoo_dag.config import Params, ServeParams, load_params
+from recmoo_dag.errors import EventLogError
+from recmoo_dag.events import Intake, Problem
+from recmoo_dag.recommender import LiveRecommender, Recommended
 
 ID_MAX_CHARS = 128  # ids are short keys; longer strings are garbage, not lookups
+RETRY_AFTER_S = 1  # HTTP's smallest delay (whole seconds); a full queue drains in tens of milliseconds
 
 
 def _integral_float_as_int(value: Any) -> Any:
@@ -83,9 +99,9 @@ class RecommendResponse(BaseModel):
     items: list[Item]
     policy_version: str
     source: Literal["session", "user", "popularity"] = Field(
-        description="session: scored from recent_items; user: a known user's candidates, precomputed (scored "
-                    "again when exclusions leave fewer than k); popularity: unknown user without usable "
-                    "recent items")
+        description="session: scored from the user's events POST /events took, then recent_items; user: a known "
+                    "user's candidates, precomputed (scored again when exclusions leave fewer than k); popularity: "
+                    "unknown user without usable recent items or events")
 
 
 def request_model(settings: ServeParams) -> type[BaseModel]:
@@ -103,25 +119,69 @@ def request_model(settings: ServeParams) -> type[BaseModel]:
     return RecommendRequest
 
 
-def create_app(store_dir: str | Path, settings: ServeParams) -> FastAPI:
-    live = LiveRecommender(store_dir, settings.reload_check_ms, settings.session_window)
+def create_app(store_dir: str | Path, settings: ServeParams, params: Params | None = None) -> FastAPI:
+    """The service of the version `store_dir` serves; with the project's `params`, it takes events too
+    (POST /events needs data.format, data.incoming_dir and the validation rules)."""
+    live = LiveRecommender(store_dir, settings.reload_check_ms, settings.session_window,
+                           settings.history_cache_mb << 20)
+    batcher = MicroBatcher(settings.max_batch, settings.batch_wait_ms, settings.queue_size)
     RecommendRequest = request_model(settings)
-    app = FastAPIOffline(title="recmoo_dag",
+    intake = Intake(params, live.get().manifest) if params is not None else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        if intake is not None:
+            intake.close()  # rolls this worker's segment: the sensor sees its events now, not at the next start
+
+    app = FastAPIOffline(title="recmoo_dag", lifespan=lifespan,
                          summary="Re-ranked recommendations of the deployed Pareto policy.")
     app.router.route_class = ContractRoute  # the routes declared below read JSON bodies by the contract
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    app.state.live = live
+    app.add_exception_handler(Overloaded, overloaded)
+    app.state.live, app.state.batcher = live, batcher
 
-    @app.post("/recommend", response_model=RecommendResponse, responses={413: {
-        "description": f"Body over {settings.max_body_bytes} bytes (serve.max_body_bytes)",
-        "content": {"application/json": {"schema": {"properties": {"detail": {"type": "string"}}}}}}})
+    detail = {"application/json": {"schema": {"properties": {"detail": {"type": "string"}}}}}
+
+    def seen(recommender, user_id) -> list[str]:
+        """The user's events this worker took that the served version was not trained on (events.SessionStore)."""
+        return [] if intake is None or user_id is None else intake.sessions.items(str(user_id), recommender.manifest)
+
+    @app.post("/recommend", response_model=RecommendResponse, responses={
+        413: {"description": f"Body over {settings.max_body_bytes} bytes (serve.max_body_bytes)", "content": detail},
+        503: {"description": f"{settings.queue_size} requests already wait for a forward pass (serve.queue_size); "
+                             "retry after the Retry-After header's seconds", "content": detail}})
     async def recommend(body: RecommendRequest) -> RecommendResponse:  # type: ignore[valid-type]
-        # Inline, not in a thread pool: the work is ~1 ms of numpy/torch and a worker per core.
-        answer = live.get().recommend(
-            None if body.user_id is None else str(body.user_id), [str(i) for i in body.recent_items],
-            body.k, [str(i) for i in body.exclude])
+        # Lookups answer inline (tens of microseconds of numpy); a forward pass waits for the
+        # micro-batcher, whose thread shares it with the requests that arrive meanwhile.
+        recommender = live.get()
+        answer = recommender.prepare(
+            None if body.user_id is None else str(body.user_id),
+            [*seen(recommender, body.user_id), *map(str, body.recent_items)], body.k, [str(i) for i in body.exclude])
+        if not isinstance(answer, Recommended):
+            answer = await batcher.submit(recommender, answer)
         return RecommendResponse(items=answer.items, policy_version=answer.version, source=answer.source)
+
+    if intake is not None:
+        EventsRequest = events_model(settings)
+
+        @app.post("/events", response_model=EventsResponse, responses={
+            413: {"description": f"Body over {settings.max_body_bytes} bytes (serve.max_body_bytes)", "content": detail},
+            503: {"description": "The event log cannot be written: nothing was acknowledged", "content": detail}})
+        async def take_events(body: EventsRequest) -> Any:  # type: ignore[valid-type]
+            recommender = live.get()
+            events, problems = intake.check([(str(e.user_id), str(e.item_id), e.timestamp, e.event)
+                                             for e in body.events])
+            if problems:
+                return broken_rules(problems, intake.rules.max_failed_examples)
+            try:
+                await asyncio.to_thread(intake.record, events)  # on disk (fsync) before the answer
+            except EventLogError as err:
+                print(f"serve: {err}", file=sys.stderr)  # the paths and the OS's reason stay in the service's log
+                return JSONResponse({"detail": "events not recorded: the event log cannot be written"}, status_code=503)
+            unknown = sum(event.item_id not in recommender.item_index for event in events)
+            return EventsResponse(accepted=len(events), unknown_items=unknown, policy_version=recommender.version)
 
     @app.get("/health")
     async def health() -> dict:
@@ -179,6 +239,45 @@ async def invalid_request(request, exc: RequestValidationError) -> JSONResponse:
     detail = [{"loc": list(e.get("loc", ())), "msg": _message(e), "type": e.get("type", "")}
               for e in exc.errors()]
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+def events_model(settings: ServeParams) -> type[BaseModel]:
+    """The body of POST /events, with the limits of `settings`: the columns of ingest's schema a client reports."""
+
+    class Event(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        user_id: Id
+        item_id: Id = Field(description="an item the served version does not know is kept (and counted)")
+        timestamp: Integer | None = Field(None, description="seconds UTC; missing or null: when the service received it")
+        event: Annotated[StrictStr, StringConstraints(max_length=ID_MAX_CHARS)] | None = Field(
+            None, description="the event's kind (view, click, ...), kept where data.format has a column for it")
+
+    class EventsRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        events: list[Event] = Field(min_length=1, max_length=settings.events_max_batch, description="oldest first")
+
+    return EventsRequest
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="events written to the log and fsynced before this answer")
+    unknown_items: int = Field(description="accepted events whose item the served version does not know")
+    policy_version: str
+
+
+def broken_rules(problems: list[Problem], limit: int) -> JSONResponse:
+    """422 naming each offending row and the rule it breaks, never its value; the first `limit`
+    (validate.max_failed_examples) of them and how many more."""
+    detail = [{"loc": ["body", "events", p.row, p.column], "msg": f"row {p.row}: {p.column} {p.rule}",
+               "type": "value_error"} for p in problems[:limit]]
+    if len(problems) > limit:
+        detail.append({"loc": ["body", "events"], "msg": f"and {len(problems) - limit} more broken rule(s)",
+                       "type": "value_error"})
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def overloaded(request, exc: Overloaded) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _message(error: dict) -> str:
@@ -264,7 +363,7 @@ def app_from_env() -> FastAPI:
 
     params = load_params(os.environ.get("RECMOO_PARAMS", "params.yaml"))
     torch.set_num_threads(params.serve.torch_threads)
-    return create_app(params.deploy.store, params.serve)
+    return create_app(params.deploy.store, params.serve, params)
 
 
 def run(params_path: str, host: str, port: int, workers: int) -> None:
@@ -275,11 +374,13 @@ def run(params_path: str, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from recmoo_dag import store
+    from recmoo_dag.event_files import batch_format
     from recmoo_dag.serve_http import GuardedHttpToolsProtocol, raise_descriptor_limit
 
     params = load_params(params_path)
     cfg = params.serve
     folder = store.version_dir(params.deploy.store)  # fails with a message before the first deployment
+    batch_format(params.data)  # so does a data.format no batch file of POST /events could match
     descriptors = raise_descriptor_limit(cfg.max_connections)  # the workers inherit it
     os.environ["RECMOO_PARAMS"] = str(Path(params_path).resolve())
     print(f"serve: {folder.name} from {params.deploy.store} on http://{host}:{port} (docs: /docs), "

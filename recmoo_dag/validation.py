@@ -154,6 +154,27 @@ def _blank_regex() -> str:
     return f"^[{re.escape(whitespace)}]*$"
 
 
+BLANK_RULE = "must not be empty or whitespace-only"
+
+
+def timestamp_rule(rules: ValidateParams) -> str:
+    lo, hi = (datetime.fromtimestamp(t, UTC).date() for t in (rules.min_timestamp, rules.max_timestamp))
+    return (f"must lie in [{rules.min_timestamp}, {rules.max_timestamp}] seconds UTC ({lo} .. {hi}); "
+            "values far above are usually milliseconds read as seconds")
+
+
+def event_failures(user_id: str, item_id: str, timestamp: int, rules: ValidateParams) -> list[tuple[str, str]]:
+    """(column, rule) of each rule of the suite that one event breaks on its own: a blank id, a time out
+    of range. Plain Python for POST /events (recmoo_dag/events.py), where a GX run per request would cost
+    more than the request; types and nulls are the request schema's business there, and the rules over
+    many rows (the repeat share, the size minimums) judge the whole log when it is ingested."""
+    failures = [(column, BLANK_RULE) for column, value in (("user_id", user_id), ("item_id", item_id))
+                if not value.strip()]  # str.strip removes exactly the characters _blank_regex matches
+    if not rules.min_timestamp <= timestamp <= rules.max_timestamp:
+        failures.append(("timestamp", timestamp_rule(rules)))
+    return failures
+
+
 def _expectations(usable: list[str], rules: ValidateParams, whole_dataset: bool) -> list:
     """The GX expectations for the columns that passed the schema check, each tagged with the
     column label and rule text that the report shows."""
@@ -168,14 +189,10 @@ def _expectations(usable: list[str], rules: ValidateParams, whole_dataset: bool)
     for column in ("user_id", "item_id"):
         if column in usable:
             add(E.ExpectColumnValuesToNotBeNull, column, "must not be null", column=column)
-            add(E.ExpectColumnValuesToNotMatchRegex, column, "must not be empty or whitespace-only",
-                column=column, regex=_blank_regex())
+            add(E.ExpectColumnValuesToNotMatchRegex, column, BLANK_RULE, column=column, regex=_blank_regex())
     if "timestamp" in usable:
-        lo, hi = (datetime.fromtimestamp(t, UTC).date() for t in (rules.min_timestamp, rules.max_timestamp))
         add(E.ExpectColumnValuesToNotBeNull, "timestamp", "must not be null", column="timestamp")
-        add(E.ExpectColumnValuesToBeBetween, "timestamp",
-            f"must lie in [{rules.min_timestamp}, {rules.max_timestamp}] seconds UTC ({lo} .. {hi}); "
-            "values far above are usually milliseconds read as seconds",
+        add(E.ExpectColumnValuesToBeBetween, "timestamp", timestamp_rule(rules),
             column="timestamp", min_value=rules.min_timestamp, max_value=rules.max_timestamp)
     if "rating" in usable:
         # GX skips nulls in column-map expectations, so an all-NaN implicit-feedback column passes

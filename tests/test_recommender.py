@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from recmoo_dag import store
+from recmoo_dag.batch_scores import Pending
 from recmoo_dag.bundle import read_bundle
+from recmoo_dag.generator import sequence_scores
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.policy import id_keys, policy_vector, recommended_items, rerank
 from recmoo_dag.recommender import Recommender
@@ -72,13 +74,18 @@ def test_popularity_fallback_is_re_ranked_by_the_policy(tmp_path, tmp_path_facto
 
 
 def test_a_known_user_scored_again_gets_the_candidates_deploy_wrote(served):
-    """The fill for a known user whose exclusions empty the candidates scores the whole sequence
-    again: with nothing excluded, that is exactly the row deploy precomputed."""
-    recommender = Recommender.load(store.version_dir(served.deploy.store))
-    bundle, nothing = recommender.bundle, np.zeros(0, dtype=np.int64)
-    for u in np.flatnonzero((bundle.cand_items != 0).all(axis=1)):
-        span = slice(bundle.indptr[u], bundle.indptr[u + 1])
-        items, scores = recommender._score_session(bundle.history[span], bundle.opens[span], nothing,
-                                                   recommender.generator.model.max_len)
-        assert np.array_equal(items, bundle.cand_items[u]), u
-        assert np.allclose(scores, bundle.cand_scores[u], atol=1e-5), u
+    """The fill for a known user whose exclusions empty the candidates (or who asks for more than
+    them) scores the whole sequence again: with nothing excluded, that is exactly the row deploy
+    precomputed, scored alone or in the service's batches."""
+    recommender = Recommender.load(store.version_dir(served.deploy.store), cache_bytes=1 << 20)
+    bundle = recommender.bundle
+    full = np.flatnonzero((bundle.cand_items != 0).all(axis=1))
+    pending = [recommender.prepare(str(bundle.user_ids[u]), k=recommender.n_candidates + 1) for u in full]
+    assert all(isinstance(p, Pending) and p.source == "user" for p in pending)
+    batch_items, batch_scores = recommender._candidates(pending, recommender.scorer.scores(pending))  # (U', N)
+    for row, (u, p) in enumerate(zip(full, pending)):
+        scores = sequence_scores(recommender.generator, p.sequence, p.opens, p.window, bundle.ease)[None]
+        alone_items, alone_scores = recommender._candidates([p], scores)  # (1, N)
+        for items, item_scores in ((alone_items[0], alone_scores[0]), (batch_items[row], batch_scores[row])):
+            assert np.array_equal(items, bundle.cand_items[u]), u
+            assert np.allclose(item_scores, bundle.cand_scores[u], atol=1e-5), u

@@ -209,7 +209,7 @@ def test_health_policy_and_openapi(client, served):
     assert set(version["valid"]["ratio"]) >= {"coverage@10", "coverage@10_ci"}
     spec = client.get("/openapi.json").json()
     assert {"/recommend", "/health", "/policy", "/version"} <= set(spec["paths"])
-    assert set(spec["paths"]["/recommend"]["post"]["responses"]) == {"200", "413", "422"}  # the contract
+    assert set(spec["paths"]["/recommend"]["post"]["responses"]) == {"200", "413", "422", "503"}  # the contract
 
 
 def test_docs_load_everything_from_the_service(client):
