@@ -23,11 +23,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def s3_server(bucket: str = "recmoo") -> Iterator[SimpleNamespace]:
-    """moto's S3 API server on 127.0.0.1 with one bucket (s3fs needs a real server, not moto's mocks)."""
+def s3_server() -> Iterator[SimpleNamespace]:
+    """moto's S3 API server on 127.0.0.1 with one new bucket (s3fs needs a real server, not moto's mocks).
+    Every server of one process shares moto's in-memory backend, buckets included, and `dvc push`
+    skips objects a remote already holds: a bucket of its own per server keeps one test's objects
+    (an altered one, say) out of the next test's remote."""
+    import uuid
+
     import boto3
     from moto.server import ThreadedMotoServer
 
+    bucket = f"recmoo-{uuid.uuid4().hex[:12]}"
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

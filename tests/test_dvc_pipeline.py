@@ -83,8 +83,8 @@ def test_any_list_length_works_end_to_end(repro_project, tmp_path):
     assert "ndcg@5" in json.loads((project / "metrics" / "train.json").read_text())["model"]["test"]
     deployed = json.loads((project / "metrics" / "deploy.json").read_text())
     assert deployed["version"] is not None, deployed["gate"]  # the k = 10 champion kept, or a k = 5 policy promoted
-    judged = {"ndcg@5", "ild@5", "coverage@5", "novelty", "personalization"}
-    assert set(deployed["test"]["deployed"]) == judged | {f"{key}_ci" for key in judged}
+    figures = {"ndcg@5", "ild@5", "coverage@5", "novelty", "personalization", "exposure_gini@5", "tail_share@5"}
+    assert set(deployed["test"]["deployed"]) == figures | {f"{key}_ci" for key in figures}
     assert json.loads((project / "metrics" / "search.json").read_text())["front_size"] > 0
     assert pd.read_csv(project / "reports" / "search" / "front.csv")["pool"].min() >= 5
     served = subprocess.run([sys.executable, "-m", "recmoo_dag.cli", "recommend", "--user", "1", "-k", "5"],
