@@ -25,6 +25,7 @@ import pandas as pd
 from recmoo_dag.config import DataParams
 from recmoo_dag.data import FORMAT_PATTERNS
 from recmoo_dag.errors import ConfigError
+from recmoo_dag.io import fsync_dir, fsync_file
 
 
 class Event(NamedTuple):
@@ -77,7 +78,7 @@ class BatchFormat:
         rows = [self._row(event) for event in events]
         if self.file_type == "parquet":
             pd.DataFrame(rows, columns=[name for name, _ in self.columns]).to_parquet(part, index=False)
-            _fsync_file(part)
+            fsync_file(part)
         else:
             with open(part, "w", encoding=self.encoding, newline="") as handle:
                 if self.file_type == "jsonl":
@@ -90,9 +91,9 @@ class BatchFormat:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(part, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         if final.parent != Path(incoming):
-            _fsync_dir(Path(incoming))  # the batch's new folder
+            fsync_dir(Path(incoming))  # the batch's new folder
         return final
 
     def _row(self, event: Event) -> list:
@@ -169,16 +170,3 @@ def _encodable(text: str, encoding: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -52,6 +52,7 @@ from recmoo_dag.config import DataParams, Params, ValidateParams
 from recmoo_dag.data import find_log_files, read_interactions
 from recmoo_dag.errors import EventLogError, reason
 from recmoo_dag.event_files import BatchFormat, Event, batch_format
+from recmoo_dag.io import fsync_dir
 from recmoo_dag.validation import event_failures
 
 BATCH_NAME = re.compile(r"events-\d{8}-\d{6}-\d{6}-p\d+")  # a segment's name, and its batch file's
@@ -188,7 +189,7 @@ class EventLog:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.rename(hidden, path)
-            _fsync_dir(self.folder)  # the segment's name is on disk before any event in it is acknowledged
+            fsync_dir(self.folder)  # the segment's name is on disk before any event in it is acknowledged
         except OSError:
             os.close(fd)  # a `.new` or empty segment left behind is removed by the next start's recovery
             raise
@@ -285,13 +286,6 @@ def recover(folder: Path, incoming: Path, batch: BatchFormat) -> list[Path]:
             os.close(fd)
     return written
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------ sessions

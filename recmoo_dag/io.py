@@ -86,6 +86,21 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to the disk: what a rename or an acknowledgement promises is then durable."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a file created, renamed or removed in it) to the disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: str | Path, payload: dict) -> None:
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TextIO
 
 from recmoo_dag.errors import StoreError, quote
+from recmoo_dag.io import fsync_dir, fsync_file
 
 CURRENT = "CURRENT"
 VERSIONS = "versions"
@@ -140,7 +141,7 @@ def publish(store: str | Path, build: Callable[[Path, str], None], hook: Hook | 
         _fsync_tree(staging)
         hook("built")
         os.rename(staging, root / name)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException as err:
         # A full disk must not stay full of a half-written version (and a bug or Ctrl-C leaves none either).
         # After the rename there is no staging folder: the complete version stays, as after a kill.
@@ -164,7 +165,7 @@ def switch(store: str | Path, name: str, hook: Hook | None = None) -> None:
         if hook:
             hook("linked")
         os.replace(link, store / CURRENT)
-        _fsync_dir(store)
+        fsync_dir(store)
     except OSError as err:
         if link.is_symlink():
             link.unlink()
@@ -268,16 +269,7 @@ def _fsync_tree(folder: Path) -> None:
     """Flush every file and folder below `folder` so the rename publishes data, not empty inodes."""
     for path in sorted(folder.rglob("*"), reverse=True):
         if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
+            fsync_file(path)
         elif path.is_dir():
-            _fsync_dir(path)
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_dir(path)
+    fsync_dir(folder)
