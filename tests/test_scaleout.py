@@ -35,15 +35,20 @@ def outs(project: Path) -> list[str]:
     return [out for stage in load_pipeline(project).values() for out in stage.outs]
 
 
+def pushed_run(repro_project: Path, project: Path, s3) -> Path:
+    """A copy of the project that ran, committed to git with the remote configured, its outs pushed."""
+    shutil.copytree(repro_project, project, symlinks=True)
+    add_remote(dvc, project, s3)
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "a run")
+    dvc(project, "push")
+    return project
+
+
 def test_push_then_pull_in_a_fresh_clone_restores_every_artifact(repro_project, tmp_path):
     with s3_server() as s3:
-        project = tmp_path / "a"
-        shutil.copytree(repro_project, project, symlinks=True)
-        add_remote(dvc, project, s3)
-        git(project, "add", "-A")
-        git(project, "commit", "-qm", "a run")
+        project = pushed_run(repro_project, tmp_path / "a", s3)
         assert "secret_access_key" not in (project / ".dvc" / "config").read_text()  # local config only
-        dvc(project, "push")
         listed = s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="cache/")
         assert listed["KeyCount"] > 10
 
@@ -63,12 +68,7 @@ def test_an_object_altered_on_the_remote_is_refused_by_pull_and_never_deployed(r
     `recmoo deploy` refuses it against dvc.lock's md5."""
     weights = "models/model/model.safetensors"
     with s3_server() as s3:
-        project = tmp_path / "a"
-        shutil.copytree(repro_project, project, symlinks=True)
-        add_remote(dvc, project, s3)
-        git(project, "add", "-A")
-        git(project, "commit", "-qm", "a run")
-        dvc(project, "push")
+        project = pushed_run(repro_project, tmp_path / "a", s3)
         md5 = hashlib.md5((project / weights).read_bytes()).hexdigest()
         key = f"cache/files/md5/{md5[:2]}/{md5[2:]}"
         original = s3.client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
