@@ -14,7 +14,7 @@ with a message when that folder is absent: they are never part of the project), 
 
     .venv/bin/python benchmarks/bench_datasets.py [--logs ml-100k ml-latest-small lastfm-2k synthetic]
                                                   [--workdir /tmp/recmoo-bench] [--set key=value ...]
-                                                  [--compare-splits global_time leave_one_out]
+                                                  [--compare-splits global_time leave_one_out] [--refresh]
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ from recmoo_dag.results import DeployReport, SearchMetrics, TrainReport
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 SPLITS = ("user_tail", "global_time", "leave_one_out")
-STAGES = ("fetch", "ingest", "validate", "features", "item_text", "tune", "train", "candidates", "search", "deploy")
+STAGES = ("fetch", "ingest", "validate", "features", "item_text", "tune", "train", "candidates", "exposure", "search",
+          "deploy")
 
 # The data mappings of README "Your own logs", verbatim.
 LOGS = {
@@ -79,10 +80,17 @@ def set_value(params: dict, assignment: str) -> None:
     params[leaf] = yaml.safe_load(value)
 
 
-def project(root: Path, overrides: dict, folder: str | None, extra: list[str]) -> Path:
-    """A scratch git + DVC project with this checkout's pipeline and the log's params."""
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+def project(root: Path, overrides: dict, folder: str | None, extra: list[str], refresh: bool = False) -> Path:
+    """A scratch git + DVC project with this checkout's pipeline and the log's params. With `refresh`
+    and an earlier run there, only the code, dvc.yaml and params are replaced (DVC then re-runs the
+    stages they change) and the deploy store is emptied, so the deploy is a first one again."""
+    refresh = refresh and (root / "dvc.lock").is_file()
+    if refresh:
+        shutil.rmtree(root / "recmoo_dag")
+        shutil.rmtree(root / "deployments", ignore_errors=True)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
     for name in ("dvc.yaml", ".dvcignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "recmoo_dag", root / "recmoo_dag", ignore=shutil.ignore_patterns("__pycache__"))
@@ -90,6 +98,8 @@ def project(root: Path, overrides: dict, folder: str | None, extra: list[str]) -
     for assignment in extra:
         set_value(params, assignment)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if refresh:
+        return root
     if folder:
         shutil.copytree(SHARED / folder, root / params["data"]["dataset_dir"])
     for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
@@ -103,14 +113,17 @@ def env(root: Path) -> dict:
             "PYTHONPATH": str(root), "DVC_NO_ANALYTICS": "1"}
 
 
-def run(root: Path, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
-    """The stages in order with `dvc repro --single-item`; their wall seconds."""
+def run(root: Path, stages: tuple[str, ...] = STAGES, earlier: dict[str, float] | None = None) -> dict[str, float]:
+    """The stages in order with `dvc repro --single-item`; their wall seconds (a stage DVC skips as
+    unchanged keeps its seconds from `earlier`, the run that produced its outputs)."""
     seconds = {}
     for stage in stages:
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=root, env=env(root),
                               capture_output=True, text=True, check=False)
         seconds[stage] = time.perf_counter() - start
+        if earlier and stage in earlier and "didn't change, skipping" in proc.stdout:
+            seconds[stage] = earlier[stage]
         lines = [line for line in proc.stdout.splitlines() if line.startswith(f"{stage}:")]
         print(f"  {stage:<10} {seconds[stage]:6.1f}s  {lines[-1][len(stage) + 2:][:150] if lines else ''}", flush=True)
         if proc.returncode != 0:
@@ -209,6 +222,9 @@ def main() -> None:
     parser.add_argument("--compare-splits", nargs="*", default=[], choices=SPLITS,
                         help="other protocols, run up to train with the default protocol's tuned values")
     parser.add_argument("--reuse", action="store_true", help="read the rows of projects already finished in --workdir")
+    parser.add_argument("--refresh", action="store_true",
+                        help="re-run projects already in --workdir with this checkout's code and params: DVC re-runs "
+                             "only the stages they change; the deploy store starts empty")
     args = parser.parse_args()
     default = yaml.safe_load((REPO / "params.yaml").read_text())["features"]["split"]
     rows, workdir = [], Path(args.workdir)
@@ -227,9 +243,10 @@ def main() -> None:
                     tuned = json.loads((workdir / f"{name}-{default}" / "models" / "tuned.json").read_text())
                     extra += ["tune.enabled=false", *(f"{section}.{key}={json.dumps(value)}" for section in ("model", "train")
                                                       for key, value in tuned.get(section, {}).items())]
-                root = project(root, overrides, folder, extra)
+                earlier = finished if args.refresh else None
+                root = project(root, overrides, folder, extra, args.refresh)
                 try:
-                    finished = run(root, STAGES[:STAGES.index(last) + 1])
+                    finished = run(root, STAGES[:STAGES.index(last) + 1], earlier)
                 except StageFailed as failure:  # e.g. a global-time window with too few users: a finding, not a crash
                     if split == default:
                         raise

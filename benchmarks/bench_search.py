@@ -4,7 +4,7 @@
     python benchmarks/bench_search.py --skip-search     # throughput only (seconds)
     python benchmarks/bench_search.py --fit-latency     # measure one-request latency, fit a + b * pool
     python benchmarks/bench_search.py --candidates PATH # another candidates.npz than params' candidates.path
-    python benchmarks/bench_search.py --ablate dither   # NSGA with and without one variable's term, same budget
+    python benchmarks/bench_search.py --ablate exposure_cap exposure_floor  # NSGA with and without these terms, same budget
 
 Throughput is measured at the issue's reference point: all validation users, pool 100, k = 10, the
 full policy (genre MMR + novelty + calibration + debias) with random weights. Timings on a shared
@@ -33,6 +33,8 @@ from recmoo_dag.policy import (
     DEBIAS,
     DITHER,
     DIVERSITY,
+    EXPOSURE_CAP,
+    EXPOSURE_FLOOR,
     NOVELTY,
     POOL,
     TEMPERATURE,
@@ -77,7 +79,8 @@ def fit_latency(valid, n_users: int = 100, repeats: int = 5) -> tuple[float, flo
     """Latency (ms) of one request (one user, one policy) per pool: the median over users of each
     user's fastest of `repeats` runs; and the least-squares line a + b * pool through them."""
     policy = accuracy_only_policy(valid.k)
-    policy[[TEMPERATURE, DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY]] = [0.3, 0.5, 0.3, 0.3, 0.3, 0.3]  # every term
+    policy[[TEMPERATURE, DEBIAS, EXPOSURE_CAP, EXPOSURE_FLOOR, NOVELTY, CALIBRATION, DITHER, DIVERSITY]] = [
+        0.3, 0.5, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]  # every term
     requests, measured = valid.requests, []
     for pool in (p for p in POOLS if p <= requests.n_candidates):
         x = policy.copy()
@@ -87,9 +90,9 @@ def fit_latency(valid, n_users: int = 100, repeats: int = 5) -> tuple[float, flo
             times = []
             for _ in range(repeats):
                 start = time.perf_counter()  # a request: its candidates' terms -> context -> list
-                one = Requests(requests.items[u:u + 1, :pool], requests.logits[u:u + 1, :pool], requests.log_pop[u:u + 1, :pool],
-                              requests.novelty[u:u + 1, :pool], requests.fit[u:u + 1, :pool], requests.dither[u:u + 1, :pool],
-                              requests.item_sim)
+                one = Requests(*(getattr(requests, name)[u:u + 1, :pool] for name in (
+                    "items", "logits", "log_pop", "price_cap", "price_floor", "novelty", "fit", "dither")),
+                               requests.item_sim)
                 rerank(one, x, valid.k)
                 times.append(time.perf_counter() - start)
             per_user.append(min(times))  # the fastest repeat: what the code costs, not the neighbours
@@ -129,19 +132,21 @@ def study(valid, test, params, n_evals: int) -> None:
 ABLATION_FLOORS = (-0.02, -0.05, -0.10, -0.20)  # NDCG@10 change vs accuracy-only, on valid
 
 
-def ablation(valid, test, params, n_evals: int, variable: str) -> None:
-    """The same NSGA run (budget, seed) over the full policy and with one variable's term switched off
-    (held at 0 whatever the search proposes): for each NDCG@10 floor, the front policy with the most
-    coverage on valid, and what it gives on test."""
+def ablation(valid, test, params, n_evals: int, variables: list[str]) -> None:
+    """The same NSGA run (budget, seed) over the full policy and with some variables' terms switched
+    off (held at 0 whatever the search proposes): for each NDCG@10 floor, the front policy with the
+    most coverage on valid, and what it gives on test; each front's hypervolume on valid and on test
+    (the same normalization for both runs: each window's accuracy-only policy)."""
     cfg = params.search
     columns = [OBJECTIVES.index(name) for name in cfg.objectives]
     low, high = bounds(valid.k, valid.requests.n_candidates)
-    off = np.array([v.name == variable for v in VARIABLES])
-    print(f"\nablation of {variable!r}: NSGA, {n_evals} evaluations each; per valid NDCG@10 floor, the front "
+    off = np.array([v.name in variables for v in VARIABLES])
+    named = " + ".join(variables)
+    print(f"\nablation of {named}: NSGA, {n_evals} evaluations each; per valid NDCG@10 floor, the front "
           "policy with the most valid coverage")
-    print(f"{'policy class':<22}{'front':>7}{'floor':>7}{'valid cov':>11}{'test NDCG':>11}{'test cov':>10}"
-          f"{'test ILD':>10}{'HV valid':>10}")
-    for label, inert in (("full", np.zeros_like(off)), (f"without {variable}", off)):
+    print(f"{'policy class':<40}{'front':>7}{'floor':>7}{'valid cov':>11}{'test NDCG':>11}{'test cov':>10}"
+          f"{'test ILD':>10}{'HV valid':>10}{'HV test':>9}")
+    for label, inert in (("full", np.zeros_like(off)), (f"without {named}", off)):
         def evaluate(X: np.ndarray, inert=inert) -> np.ndarray:
             return valid.objectives(np.where(inert, 0.0, X))
 
@@ -151,14 +156,16 @@ def ablation(valid, test, params, n_evals: int, variable: str) -> None:
         gain_valid = valid.objectives(front) / valid.accuracy_only - 1
         gain_test = test.objectives(front) / test.accuracy_only - 1
         volume = hypervolume(valid.losses(valid.objectives(front))[:, columns], cfg.reference_point)
+        on_test = test.losses(test.objectives(front))[:, columns]
+        volume_test = hypervolume(on_test[nondominated(on_test)], cfg.reference_point)
         for floor in ABLATION_FLOORS:
             ok = np.flatnonzero(gain_valid[:, 0] >= floor)
             if not len(ok):
-                print(f"{label:<22}{len(front):>7}{floor:>+7.0%}   no policy")
+                print(f"{label:<40}{len(front):>7}{floor:>+7.0%}   no policy")
                 continue
             i = ok[np.argmax(gain_valid[ok, 3])]
-            print(f"{label:<22}{len(front):>7}{floor:>+7.0%}{gain_valid[i, 3]:>+11.1%}{gain_test[i, 0]:>+11.1%}"
-                  f"{gain_test[i, 3]:>+10.1%}{gain_test[i, 1]:>+10.1%}{volume:>10.4f}")
+            print(f"{label:<40}{len(front):>7}{floor:>+7.0%}{gain_valid[i, 3]:>+11.1%}{gain_test[i, 0]:>+11.1%}"
+                  f"{gain_test[i, 3]:>+10.1%}{gain_test[i, 1]:>+10.1%}{volume:>10.4f}{volume_test:>9.4f}")
 
 
 def main() -> None:
@@ -168,8 +175,8 @@ def main() -> None:
     parser.add_argument("--evals", type=int, help="search budget (default: search.n_evals)")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--fit-latency", action="store_true")
-    parser.add_argument("--ablate", choices=[v.name for v in VARIABLES if not v.integer],
-                        help="compare NSGA with and without this variable's term instead of the study")
+    parser.add_argument("--ablate", nargs="+", choices=[v.name for v in VARIABLES if not v.integer],
+                        help="compare NSGA with and without these variables' terms instead of the study")
     args = parser.parse_args()
     params = load_params(args.params)
     if args.candidates:

@@ -9,12 +9,14 @@
                      opens (E,) bool: where a basket (the events of one timestamp) starts;
                      cand_items (U, N) int32, cand_scores (U, N) float32: the generator's top-N unseen
                      items after the full sequence (precomputed: known users cost no forward pass)
+    exposure.json    the exposure prices the policy weighs (exposure.ExposurePrices), in catalog order
     manifest.json    lineage and decision (recmoo_dag/lineage.py); written last
 
 Plain arrays and JSON only: np.load(allow_pickle=False), safetensors for the weights.
 The folder never changes after publish, so a loaded Bundle is a consistent snapshot. A version
 deployed before generators existed has no generator.json: it serves with the transformer, as then;
-one deployed before baskets has no `opens`: each event is its own basket, as then.
+one deployed before baskets has no `opens`: each event is its own basket, as then; one deployed
+before exposure prices has no exposure.json: every price is 0, and its policy has no weight on them.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from recmoo_dag.errors import StoreError
+from recmoo_dag.exposure import ExposurePrices, load_prices
 from recmoo_dag.generator import GENERATOR_FILE, Generator, load_generator
 from recmoo_dag.model import CONFIG_FILE, WEIGHTS_FILE, load_model
 
@@ -35,6 +38,7 @@ MODEL_DIR = "model"
 EASE_FILE = "ease.safetensors"
 CATALOG_FILE = "catalog.npz"
 USERS_FILE = "users.npz"
+EXPOSURE_FILE = "exposure.json"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -55,6 +59,7 @@ class Bundle:
     cand_items: np.ndarray  # (U, N) int32, 0 = padding (fewer than N unseen items)
     cand_scores: np.ndarray  # (U, N) float32, -inf at padding
     ease: np.ndarray | None  # (I + 1, I + 1) float32 EASE fit on the full sequences, or None
+    prices: ExposurePrices  # per catalog item
 
     @property
     def model_dir(self) -> Path:
@@ -70,13 +75,15 @@ class Bundle:
 def write_bundle(folder: Path, model_dir: str | Path, variables: dict[str, float], k: int, rule: str,
                  item_ids: np.ndarray, titles: np.ndarray, train_counts: np.ndarray, item_vectors: np.ndarray,
                  n_users: int, user_ids: np.ndarray, indptr: np.ndarray, history: np.ndarray, opens: np.ndarray,
-                 cand_items: np.ndarray, cand_scores: np.ndarray, ease: np.ndarray | None) -> None:
+                 cand_items: np.ndarray, cand_scores: np.ndarray, ease: np.ndarray | None,
+                 prices: ExposurePrices) -> None:
     """Everything but the manifest; `folder` is the store's staging folder (see store.publish)."""
     (folder / MODEL_DIR).mkdir(parents=True, exist_ok=True)
     for name in (WEIGHTS_FILE, CONFIG_FILE, GENERATOR_FILE):
         shutil.copyfile(Path(model_dir) / name, folder / MODEL_DIR / name)
     if ease is not None:
         save_file({"weights": np.ascontiguousarray(ease, dtype=np.float32)}, str(folder / EASE_FILE))
+    (folder / EXPOSURE_FILE).write_text(json.dumps(prices.to_json(), sort_keys=True) + "\n")
     (folder / POLICY_FILE).write_text(json.dumps({"variables": variables, "k": k, "rule": rule},
                                                  indent=2, sort_keys=True) + "\n")
     with open(folder / CATALOG_FILE, "wb") as handle:
@@ -97,6 +104,7 @@ def read_bundle(folder: str | Path) -> Bundle:
             raise StoreError(f"{folder / name}: incomplete deployed version (re-run `recmoo deploy`)")
     policy = json.loads((folder / POLICY_FILE).read_text())
     ease = load_file(str(folder / EASE_FILE))["weights"] if (folder / EASE_FILE).is_file() else None
+    prices = load_prices(folder / EXPOSURE_FILE) if (folder / EXPOSURE_FILE).is_file() else None
     with np.load(folder / CATALOG_FILE, allow_pickle=False) as catalog, \
             np.load(folder / USERS_FILE, allow_pickle=False) as users:
         return Bundle(
@@ -105,4 +113,5 @@ def read_bundle(folder: str | Path) -> Bundle:
             item_vectors=catalog["item_vectors"], n_users=int(catalog["n_users"]),
             user_ids=users["user_ids"], indptr=users["indptr"], history=users["history"],
             opens=users["opens"] if "opens" in users else np.ones(len(users["history"]), dtype=bool),
-            cand_items=users["cand_items"], cand_scores=users["cand_scores"], ease=ease)
+            cand_items=users["cand_items"], cand_scores=users["cand_scores"], ease=ease,
+            prices=prices or ExposurePrices.none(len(catalog["item_ids"])))

@@ -29,6 +29,8 @@ def run_stage(name: str, params: Params, args: argparse.Namespace) -> None:
         return train.main(params, resume=args.resume)
     elif name == "candidates":
         from recmoo_dag.stages import candidates as stage
+    elif name == "exposure":
+        from recmoo_dag.stages import exposure as stage
     elif name == "search":
         from recmoo_dag.stages import search as stage
     elif name == "deploy":
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the transformer, compare it with popularity, EASE and their blend")
     train.add_argument("--resume", action="store_true", help="continue from train.checkpoint_dir/last.ckpt")
     sub.add_parser("candidates", help="every user's top candidates.n unseen items by model score")
+    sub.add_parser("exposure", help="prices that spread every user's list over the catalogue, solved across users")
     sub.add_parser("search", help="NSGA search over re-ranking policies + baselines: front, plot, hypervolumes")
     sub.add_parser("deploy", help="choose a policy of the front, gate it against the champion, publish it")
     serve = sub.add_parser("serve", help="HTTP service of the deployed policy (FastAPI; docs at /docs)")

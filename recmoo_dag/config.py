@@ -264,6 +264,16 @@ class CandidatesParams(Section):
     batch_size: int = Field(ge=1)
 
 
+class ExposureParams(Section):
+    """The exposure prices solved across users (recmoo_dag/exposure.py)."""
+
+    cap_slack: float = Field(gt=1)  # 1 would ask every item for exactly its equal share
+    floor: float = Field(ge=0)
+    iterations: int = Field(ge=1)
+    prices: ProjectPath
+    metrics: ProjectPath
+
+
 class OrchestrationParams(Section):
     """Dagster's sensors, schedule, remote and executor (recmoo_dag/defs). No DVC stage reads them."""
 
@@ -390,6 +400,7 @@ class Params(Section):
     tune: TuneParams
     train: TrainParams
     candidates: CandidatesParams
+    exposure: ExposureParams
     policy: PolicyParams
     search: SearchParams
     orchestration: OrchestrationParams

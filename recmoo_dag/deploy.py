@@ -38,6 +38,7 @@ from recmoo_dag.config import DeployParams, EvaluationParams, Params
 from recmoo_dag.data import find_log_files
 from recmoo_dag.decision import GateDecision, bound_failures, choose, gate, nearest_to_bounds
 from recmoo_dag.errors import InputError
+from recmoo_dag.exposure import ExposurePrices
 from recmoo_dag.features import Features
 from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
@@ -176,16 +177,31 @@ def identity(model_dir: str | Path, features_dir: str | Path) -> dict:
 
 def champion_yardstick(champion: Champion, test: Yardstick, features: Features, terms: ItemTerms,
                        batch_size: int, today: dict) -> Yardstick:
-    """The test yardstick with the champion's candidates: today's when it has today's weights and
-    catalog, else its own generator's top-N for today's test baskets."""
+    """The test yardstick the champion is judged on: today's candidates when it has today's weights and
+    catalog, else its own generator's top-N for today's test baskets; and its own exposure prices."""
     same_model = (champion.manifest.get("identity", {}).get("model_sha256") == today["model_sha256"]
                   and np.array_equal(champion.bundle.item_ids, features.item_ids))
-    if same_model:
+    cap, floor = champion_prices(champion.bundle, features)
+    if same_model and np.array_equal(cap, terms.price_cap) and np.array_equal(floor, terms.price_floor):
         return test
     cases = test.cases
-    items, scores = champion_candidates(champion.bundle, features, cases, test.requests.n_candidates, batch_size)
-    requests = terms.requests(items, scores, terms.profiles(cases.history), id_keys(features.user_ids)[cases.users])
+    if same_model:
+        items, scores = test.requests.items, test.requests.logits
+    else:
+        items, scores = champion_candidates(champion.bundle, features, cases, test.requests.n_candidates, batch_size)
+    theirs = replace(terms, price_cap=cap, price_floor=floor)
+    requests = theirs.requests(items, scores, terms.profiles(cases.history), id_keys(features.user_ids)[cases.users])
     return replace(test, requests=requests)
+
+
+def champion_prices(bundle: Bundle, features: Features) -> tuple[np.ndarray, np.ndarray]:
+    """The champion's exposure prices in today's item indices, float32 as the terms hold them (items
+    it never priced: 0)."""
+    position = {item: idx for idx, item in enumerate(bundle.item_ids.tolist()) if idx}
+    theirs = np.array([position.get(item, 0) for item in features.item_ids.tolist()])
+    cap, floor = (np.where(theirs > 0, values[theirs], 0.0).astype(np.float32)
+                  for values in (bundle.prices.cap, bundle.prices.floor))
+    return cap, floor
 
 
 def champion_candidates(bundle: Bundle, features: Features, cases: Cases, n: int,
@@ -284,6 +300,7 @@ def lineage_chain(params: Params) -> list[Artifact]:
         Artifact("tuned values", "tune", (params.tune.chosen,)),
         Artifact("model", "train", (params.train.model_dir,)),
         Artifact("candidates", "candidates", (params.candidates.path,)),
+        Artifact("exposure prices", "exposure", (params.exposure.prices,)),
         Artifact("front", "search", (params.search.front,)),
     ]
 
@@ -328,7 +345,8 @@ def labelled_ratios(ratios: dict[str, Ratio] | None, k: int) -> dict | None:
 
 
 def build_version(folder: Path, name: str, params: Params, features: Features, generator: Generator,
-                  vectors: np.ndarray, policy: np.ndarray, n_candidates: int, decision: dict) -> None:
+                  vectors: np.ndarray, prices: ExposurePrices, policy: np.ndarray, n_candidates: int,
+                  decision: dict) -> None:
     """Write a complete version into the staging `folder` (store.publish renames it into place)."""
     # Known users are served from their whole sequence (train + valid + test), precomputed here, and
     # EASE is fit on those sequences too: the service knows everything the log holds.
@@ -342,7 +360,7 @@ def build_version(folder: Path, name: str, params: Params, features: Features, g
                      item_vectors=vectors, n_users=features.n_users, user_ids=features.user_ids,
                      indptr=features.indptr, history=features.items,
                      opens=features.basket_starts == np.arange(len(features.items)), cand_items=cand_items,
-                     cand_scores=cand_scores, ease=ease)
+                     cand_scores=cand_scores, ease=ease, prices=prices)
     except SafetensorError as err:
         # safetensors reports a failed write (disk full, read-only) as its own error, "... (os error 28)";
         # as the OSError it is, store.publish names the store and the reason like any other failed write.
@@ -350,7 +368,7 @@ def build_version(folder: Path, name: str, params: Params, features: Features, g
         if code is None:
             raise
         raise OSError(int(code[1]), os.strerror(int(code[1])), str(folder / EASE_FILE)) from err
-    manifest = {"version": name, **decision,
+    manifest = {"version": name, **decision, "exposure": {"settings": prices.settings, "solves": prices.solves},
                 **build_lineage(lineage_chain(params), params.model_dump(by_alias=True, mode="json")),
                 "deployed_files": hash_files([p.name for p in sorted(folder.iterdir())], folder)}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,47 +1,57 @@
-"""Exposure prices across users: the dual prices of the capacitated top-k assignment.
+"""Exposure prices across users: the dual prices of the bounded top-k assignment.
 
 Every user u (a request: a user or a held-out step) gets k of its N candidates; item i may fill at
-most cap_i of the U lists. The linear program
+most cap_i of the U lists and should fill at least floor_i. The linear program
 
-    max  Σ_u Σ_c s_uc x_uc    s.t.  Σ_c x_uc = k (each u),  Σ_u x_ui ≤ cap_i (each i),  0 ≤ x ≤ 1
+    max  Σ_u Σ_c s_uc x_uc    s.t.  Σ_c x_uc = k (each u),  floor_i ≤ Σ_u x_ui ≤ cap_i (each i),  0 ≤ x ≤ 1
 
-is the relaxation of the capacitated b-matching of Antikacioglu & Ravi (KDD 2017, "Post processing
-recommender systems for diversity"). Its Lagrangian dual in the item prices p ≥ 0,
+is the relaxation of the bounded b-matching of Antikacioglu & Ravi (KDD 2017, "Post processing
+recommender systems for diversity"), whose lower bounds are their coverage goal. Its Lagrangian
+dual in the capacity prices p ≥ 0 and the floor subsidies q ≥ 0,
 
-    D(p) = Σ_i cap_i p_i + Σ_u (sum of the k largest s_uc − p_c over u's candidates),
+    D(p, q) = Σ_i cap_i p_i − Σ_i floor_i q_i + Σ_u (sum of the k largest s_uc − p_c + q_c over u's candidates),
 
 is convex and piecewise linear, and min D equals the LP's optimum (strong duality). `solve_prices`
 minimizes D by projected subgradient descent, the batch form of P-MMF's online dual update (Xu et
-al., WWW 2023): ∂D/∂p_i = cap_i − n_i(p), with n_i(p) the number of lists holding i when every user
-takes its top k of s − p, so an over-exposed item's price rises and an under-used one's falls to 0.
-Each iteration is one top-k per user: linear in users × candidates, no LP solver in memory.
+al., WWW 2023): ∂D/∂p_i = cap_i − n_i and ∂D/∂q_i = n_i − floor_i, with n_i the number of lists
+holding i when every user takes its top k of s − p + q, so an over-exposed item's price rises and an
+under-exposed one's subsidy does. Each iteration is one top-k per user: linear in users ×
+candidates, no LP solver in memory. The result is one signed price per item, p − q: a policy
+subtracts it (times its weight) from the scores, and each user's top k of s − price is the LP's
+allocation, up to ties.
 
 The gap is stated, not assumed: D at the best prices is an upper bound on the LP optimum, and a
-feasible assignment repaired from them (each user, in a seeded order, takes its top k of s − p among
-items with capacity left) is a lower bound. Exact LP prices for small instances: `lp_prices` (scipy's
-HiGHS), which the tests compare against.
+feasible assignment repaired from them (each user, in a seeded order, takes its top k of s − price
+among items with capacity left) is a lower bound; with floors the repair may leave items under
+theirs (`below_floor`), and then there is no lower bound. Exact LP prices for small instances:
+`lp_prices` (scipy's HiGHS), which the tests compare against.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
+from recmoo_dag.errors import InputError
+
 
 @dataclass(frozen=True)
 class PriceSolve:
-    prices: np.ndarray  # (I + 1,) float64 ≥ 0, in the units of the scores s
-    dual: float  # D(prices): an upper bound on the LP optimum
+    prices: np.ndarray  # (I + 1,) float64 p − q, in the units of the scores s: > 0 priced, < 0 subsidized
+    dual: float  # D(p, q): an upper bound on the LP optimum
     primal: float  # value of the assignment repaired from the prices: a lower bound when feasible
-    short_lists: int  # lists the repair could not fill to k within the capacities (0: feasible)
+    short_lists: int  # lists the repair could not fill to k within the capacities
+    below_floor: int  # items the repaired assignment leaves under their floor
     iterations: int
 
     @property
     def gap(self) -> float:
         """Relative gap (D − primal) / |primal|: how far from the LP optimum both bounds can be;
-        infinite when the repair left a list short (no lower bound then)."""
-        if self.short_lists:
+        infinite when the repaired assignment is infeasible (no lower bound then)."""
+        if self.short_lists or self.below_floor:
             return float("inf")
         return (self.dual - self.primal) / max(abs(self.primal), 1e-12)
 
@@ -53,6 +63,14 @@ def capacities(n_lists: int, k: int, n_items: int, slack: float) -> np.ndarray:
     return cap
 
 
+def floors(items: np.ndarray, n_items: int, floor: float) -> np.ndarray:
+    """Each real item should fill `floor` lists, or as many as hold it among their candidates (no
+    price can list it elsewhere): items (U, N) -> (I + 1,), padding 0."""
+    appearances = np.bincount(np.asarray(items).ravel(), minlength=n_items + 1).astype(np.float64)
+    appearances[0] = 0.0
+    return np.minimum(appearances, floor)
+
+
 def top_k_counts(scores: np.ndarray, items: np.ndarray, prices: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """Every user's top k of scores − prices: how many lists hold each item, and the sum of the
     chosen (score − price). scores, items (U, N); prices (I + 1,) -> (I + 1,) int64, float."""
@@ -62,68 +80,146 @@ def top_k_counts(scores: np.ndarray, items: np.ndarray, prices: np.ndarray, k: i
     return np.bincount(chosen.ravel(), minlength=len(prices)), float(np.take_along_axis(adjusted, top, 1).sum())
 
 
-def solve_prices(scores: np.ndarray, items: np.ndarray, cap: np.ndarray, k: int, iterations: int = 200,
-                 seed: int = 0) -> PriceSolve:
+def solve_prices(scores: np.ndarray, items: np.ndarray, k: int, cap: np.ndarray | None = None,
+                 floor: np.ndarray | None = None, iterations: int = 200, seed: int = 0) -> PriceSolve:
     """Prices minimizing D by projected subgradient, step η_t = η_0 / √t with η_0 the scores' spread
-    over the largest excess; the best prices seen are kept (subgradient steps do not descend
+    over the largest violation; the best prices seen are kept (subgradient steps do not descend
     monotonically). scores (U, N) float, finite on real candidates (padding: item 0, any score);
-    items (U, N) int; cap (I + 1,) from `capacities`."""
+    items (U, N) int; cap (I + 1,) from `capacities` (None: no capacity), floor (I + 1,) from
+    `floors` (None: no floor)."""
+    n_prices = len(cap) if cap is not None else len(floor)
+    cap = np.full(n_prices, np.inf) if cap is None else np.asarray(cap, dtype=np.float64)
+    floor = np.zeros(n_prices) if floor is None else np.asarray(floor, dtype=np.float64)
     scores = np.where(items == 0, -1e9, np.asarray(scores, dtype=np.float64))  # padding: never chosen
-    prices = np.zeros(len(cap))
+    priced, subsidy = np.zeros(n_prices), np.zeros(n_prices)
     real = scores[items != 0]
     spread = float(real.max() - real.min()) if real.size else 1.0
-    best_prices, best_dual = prices.copy(), np.inf
+    capped = np.isfinite(cap)
+    best_prices, best_dual = np.zeros(n_prices), np.inf
     for t in range(1, iterations + 1):
-        counts, value = top_k_counts(scores, items, prices, k)
-        dual = float(cap @ prices) + value
+        counts, value = top_k_counts(scores, items, priced - subsidy, k)
+        dual = float(cap[capped] @ priced[capped] - floor @ subsidy) + value
         if dual < best_dual:
-            best_dual, best_prices = dual, prices.copy()
-        excess = counts - cap
-        excess[0] = 0.0
-        if (excess <= 0).all() and (prices[excess < 0] == 0).all():
+            best_dual, best_prices = dual, priced - subsidy
+        over = np.where(capped, counts - cap, 0.0)
+        under = floor - counts
+        over[0] = under[0] = 0.0
+        if (over <= 0).all() and (under <= 0).all() and (priced[over < 0] == 0).all() and (subsidy[under < 0] == 0).all():
             break  # complementary slackness holds: these prices are optimal
-        step = spread / max(float(np.abs(excess).max()), 1.0) / np.sqrt(t)
-        prices = np.maximum(prices + step * excess, 0.0)
+        # Only a move the projection keeps counts toward the step size.
+        moving = max(float(np.abs(over[(over > 0) | (priced > 0)]).max(initial=0.0)),
+                     float(np.abs(under[(under > 0) | (subsidy > 0)]).max(initial=0.0)), 1.0)
+        step = spread / moving / np.sqrt(t)
+        priced = np.maximum(priced + step * over, 0.0)
+        subsidy = np.maximum(subsidy + step * under, 0.0)
     order = np.argsort(-(scores - best_prices[items]), axis=1, kind="stable")  # (U, N) best first
     users = np.random.default_rng(seed).permutation(len(items))
-    primal, short = _repair(scores, items, order, users, np.floor(cap + 1e-9), k)
-    return PriceSolve(best_prices, best_dual, primal, short, t)
+    left = np.floor(np.where(capped, cap, len(items)) + 1e-9)
+    primal, short, listed = _repair(scores, items, order, users, left, k)
+    below = int((listed < np.ceil(floor - 1e-9)).sum())
+    return PriceSolve(best_prices, best_dual, primal, short, below, t)
 
 
 @njit(cache=True)
 def _repair(scores, items, order, users, left, k):  # pragma: no cover - compiled
     """Σ s of the assignment where users, in the order given, each take their best k (by `order`)
-    among items with capacity `left`; and how many lists ended short of k."""
+    among items with capacity `left`; how many lists ended short of k; how many lists hold each item."""
     total, short = 0.0, 0
+    listed = np.zeros(len(left), np.int64)
     for u in users:
         taken = 0
         for c in order[u]:
             item = items[u, c]
             if item != 0 and left[item] >= 1:
                 left[item] -= 1
+                listed[item] += 1
                 total += scores[u, c]
                 taken += 1
                 if taken == k:
                     break
         short += taken < k
-    return total, short
+    return total, short, listed
 
 
-def lp_prices(scores: np.ndarray, items: np.ndarray, cap: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    """The LP's optimum and its capacity duals (the exact prices), by scipy's HiGHS: small instances
-    only (one variable per user and candidate). -> ((I + 1,) prices, optimum)."""
+def lp_prices(scores: np.ndarray, items: np.ndarray, k: int, cap: np.ndarray | None = None,
+              floor: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """The LP's optimum and its signed item duals p − q (the exact prices), by scipy's HiGHS: small
+    instances only (one variable per user and candidate). -> ((I + 1,) prices, optimum)."""
     from scipy.optimize import linprog
-    from scipy.sparse import csr_array
+    from scipy.sparse import csr_array, vstack
 
+    n_prices = len(cap) if cap is not None else len(floor)
     n_users, n_candidates = items.shape
-    real = items.ravel() != 0
-    columns = np.flatnonzero(real)
+    columns = np.flatnonzero(items.ravel() != 0)
     users, item_of = columns // n_candidates, items.ravel()[columns]
     n = len(columns)
     one_per_list = csr_array((np.ones(n), (users, np.arange(n))), shape=(n_users, n))
-    per_item = csr_array((np.ones(n), (item_of, np.arange(n))), shape=(len(cap), n))
-    result = linprog(-np.asarray(scores, dtype=np.float64).ravel()[columns], A_ub=per_item, b_ub=cap,
+    per_item = csr_array((np.ones(n), (item_of, np.arange(n))), shape=(n_prices, n))
+    rows, bounds = [], []
+    if cap is not None:
+        rows, bounds = [per_item], [np.asarray(cap, dtype=np.float64)]
+    if floor is not None:
+        rows.append(-per_item)  # Σ_u x_ui ≥ floor_i as −Σ_u x_ui ≤ −floor_i
+        bounds.append(-np.asarray(floor, dtype=np.float64))
+    result = linprog(-np.asarray(scores, dtype=np.float64).ravel()[columns], A_ub=vstack(rows), b_ub=np.concatenate(bounds),
                      A_eq=one_per_list, b_eq=np.full(n_users, float(k)), bounds=(0, 1), method="highs")
     if result.status != 0:
         raise ValueError(f"lp_prices: HiGHS found no optimum ({result.message})")
-    return -result.ineqlin.marginals, -result.fun
+    duals = -result.ineqlin.marginals  # ≥ 0 per inequality of the maximization
+    prices = np.zeros(n_prices)
+    if cap is not None:
+        prices += duals[:n_prices]
+    if floor is not None:
+        prices -= duals[-n_prices:]
+    return prices, -result.fun
+
+
+@dataclass(frozen=True)
+class ExposurePrices:
+    """The two price vectors a policy weighs (policy.EXPOSURE_CAP, policy.EXPOSURE_FLOOR), each the
+    solution of its own LP so that either alone, at weight 1, gives its allocation; and how each
+    solve went. What the exposure stage writes and a deployed version carries."""
+
+    cap: np.ndarray  # (I + 1,) float64 ≥ 0: prices of 'at most cap_slack × the equal share'
+    floor: np.ndarray  # (I + 1,) float64 ≤ 0: subsidies of 'at least `floor` lists'
+    settings: dict  # k, cap_slack, floor, iterations, seed
+    solves: dict  # {"cap" | "floor": {dual, primal, gap, short_lists, below_floor, iterations}}
+
+    @classmethod
+    def none(cls, n_prices: int) -> ExposurePrices:
+        """No prices: what a version deployed before them serves with."""
+        return cls(np.zeros(n_prices), np.zeros(n_prices), {}, {})
+
+    def to_json(self) -> dict:
+        return {"settings": self.settings, "solves": self.solves, "cap": self.cap.tolist(), "floor": self.floor.tolist()}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> ExposurePrices:
+        return cls(np.asarray(payload["cap"], dtype=np.float64), np.asarray(payload["floor"], dtype=np.float64),
+                   payload["settings"], payload["solves"])
+
+
+def solve_exposure(scores: np.ndarray, items: np.ndarray, n_items: int, k: int, cap_slack: float, floor: float,
+                   iterations: int, seed: int) -> ExposurePrices:
+    """Both price vectors from every request's candidates: scores, items (U, N)."""
+    def summary(solved: PriceSolve) -> dict:
+        return {"dual": solved.dual, "primal": solved.primal, "gap": solved.gap if np.isfinite(solved.gap) else None,
+                "short_lists": solved.short_lists, "below_floor": solved.below_floor, "iterations": solved.iterations}
+
+    by_cap = solve_prices(scores, items, k, cap=capacities(len(items), k, n_items, cap_slack), iterations=iterations,
+                          seed=seed)
+    by_floor = solve_prices(scores, items, k, floor=floors(items, n_items, floor), iterations=iterations, seed=seed)
+    return ExposurePrices(by_cap.prices, by_floor.prices,
+                          {"k": k, "cap_slack": cap_slack, "floor": floor, "iterations": iterations, "seed": seed},
+                          {"cap": summary(by_cap), "floor": summary(by_floor)})
+
+
+def load_prices(path: str | Path) -> ExposurePrices:
+    """The exposure stage's prices (its JSON, written by `recmoo exposure`)."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no exposure prices here (run `recmoo exposure`)")
+    try:
+        return ExposurePrices.from_json(json.loads(Path(path).read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not the exposure stage's prices ({type(err).__name__}: {err}): "
+                         "rebuild it with `recmoo exposure`") from err

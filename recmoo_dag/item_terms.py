@@ -10,6 +10,7 @@ see the same numbers for the same request:
     info      self-information in bits (Zhou et al. 2010): the novelty objective
     novelty   info scaled to [0, 1] by its maximum: the novelty term of the score
     item_keys each item's dither key (`policy.id_keys`)
+    price_cap, price_floor  the exposure prices solved across users (exposure.py; zeros without)
 
 Novelty is scaled by the number of *training* users, whatever the number of requests, so a live
 request gets the terms it would get inside the search's batch.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recmoo_dag.errors import InputError
+from recmoo_dag.exposure import ExposurePrices
 from recmoo_dag.features import Features
 from recmoo_dag.metrics import item_similarity, self_information, unit_rows
 from recmoo_dag.policy import Requests, dither, id_keys
@@ -84,21 +86,29 @@ class ItemTerms:
     info: np.ndarray  # (I + 1,) float64 bits
     novelty: np.ndarray  # (I + 1,) float32 in [0, 1]
     item_keys: np.ndarray  # (I + 1,) uint64
+    price_cap: np.ndarray  # (I + 1,) float32 ≥ 0
+    price_floor: np.ndarray  # (I + 1,) float32 ≤ 0
 
     @classmethod
-    def build(cls, train_counts: np.ndarray, n_train_users: int, vectors: np.ndarray,
-              item_ids: np.ndarray) -> ItemTerms:
-        """train_counts (I + 1,) occurrences in the train split; vectors (I + 1, d); item_ids (I + 1,)."""
+    def build(cls, train_counts: np.ndarray, n_train_users: int, vectors: np.ndarray, item_ids: np.ndarray,
+              prices: ExposurePrices | None = None) -> ItemTerms:
+        """train_counts (I + 1,) occurrences in the train split; vectors (I + 1, d); item_ids (I + 1,);
+        prices solved on these items (None: every price 0, the terms of a version without them)."""
         counts = np.asarray(train_counts, dtype=np.float64)
         if not len(counts) == len(vectors) == len(item_ids):
             raise InputError(f"item vectors cover {len(vectors) - 1} items, the catalog {len(counts) - 1} and the ids "
                              f"{len(item_ids) - 1}: re-run `dvc repro` so the model follows the features")
+        prices = prices or ExposurePrices.none(len(counts))
+        if len(prices.cap) != len(counts):
+            raise InputError(f"the exposure prices cover {len(prices.cap) - 1} items, the catalog {len(counts) - 1}: "
+                             "re-run `dvc repro` so the prices follow the candidates")
         info = self_information(counts, n_train_users)
         probability = (counts + 1.0) / (counts.sum() + len(counts))  # add-one: unseen items stay finite
         vectors = np.asarray(vectors, dtype=np.float32)
         return cls(vectors=vectors, unit=unit_rows(vectors), sim=item_similarity(vectors),
                    log_pop=np.log(probability).astype(np.float32), info=info,
-                   novelty=(info / info.max()).astype(np.float32), item_keys=id_keys(item_ids))
+                   novelty=(info / info.max()).astype(np.float32), item_keys=id_keys(item_ids),
+                   price_cap=prices.cap.astype(np.float32), price_floor=prices.floor.astype(np.float32))
 
     def profiles(self, history: Histories) -> np.ndarray:
         """Each row's unit-length history profile: (R rows) -> (R, d)."""
@@ -119,13 +129,15 @@ class ItemTerms:
                              f"{len(profiles)} profiles and {len(user_keys)} user keys disagree")
         fit = np.einsum("und,ud->un", self.unit[items], profiles)  # (R, N) cosine to the user's profile
         return Requests(items=items, logits=np.asarray(logits, dtype=np.float32), log_pop=self.log_pop[items],
+                        price_cap=self.price_cap[items], price_floor=self.price_floor[items],
                        novelty=self.novelty[items], fit=np.clip(fit, 0.0, 1.0).astype(np.float32),
                        dither=dither(user_keys, self.item_keys, items), item_sim=self.sim)
 
 
 def training_terms(features: Features, similarity: str, embeddings: Callable[[], np.ndarray],
-                   texts: Callable[[], np.ndarray | None] = lambda: None) -> ItemTerms:
-    """The terms of the features' catalog: train popularity, its users, and the similarity space
-    `policy.similarity` names."""
+                   texts: Callable[[], np.ndarray | None] = lambda: None,
+                   prices: ExposurePrices | None = None) -> ItemTerms:
+    """The terms of the features' catalog: train popularity, its users, the similarity space
+    `policy.similarity` names, and the exposure prices."""
     vectors = item_vectors(features.categories, similarity, embeddings, texts)
-    return ItemTerms.build(features.train_counts, features.n_users, vectors, features.item_ids)
+    return ItemTerms.build(features.train_counts, features.n_users, vectors, features.item_ids, prices)

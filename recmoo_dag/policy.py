@@ -1,10 +1,15 @@
 """The parametric re-ranker: a user's model candidates -> a top-k list, for many policies at once.
 
-A policy is a vector of the seven decision variables in `VARIABLES`. For candidate c of user u, the
+A policy is a vector of the nine decision variables in `VARIABLES`. For candidate c of user u, the
 list is built greedily (Carbonell & Goldstein 1998's MMR); step t appends the argmax of
 
     score_t(c) = rel(c) + w_nov * nov(c) + w_cal * fit(u, c) + w_dit * dit(u, c) - λ * max_{s in list} sim(c, s)
-    rel(c)     = exp((a(c) - max_{c' in pool} a(c')) / τ),   a(c) = logit(c) - β * ln π(c)
+    rel(c)     = exp((a(c) - max_{c' in pool} a(c')) / τ)
+    a(c)       = logit(c) - β * ln π(c) - w_cap * price_cap(c) - w_floor * price_floor(c)
+
+price_cap and price_floor are the exposure prices solved once across all users (exposure.py), in
+the units of the logits: with w = 1, no other term and the whole pool, every user's top k is the
+global allocation's. They are per-item constants, so a request still costs O(pool).
 
 over the first `pool` candidates (model order). rel, nov, fit, dit and sim all lie in [0, 1], so the
 weights compare like with like. dit(u, c) is a pseudo-random number fixed by the user's and the
@@ -56,6 +61,12 @@ VARIABLES = (
     Variable("debias", 0.0, 1.0, False,
              "β of the logit adjustment a = logit - β ln π (Menon et al. 2021): 1 ranks by "
              "p(i|u) / π(i), the lift over train popularity"),
+    Variable("exposure_cap", 0.0, 1.0, False,
+             "weight on the item's capacity price (exposure.py: the dual of 'no item in more than "
+             "cap_slack times its share of the lists'): over-exposed items move down everyone's list"),
+    Variable("exposure_floor", 0.0, 1.0, False,
+             "weight on the item's floor subsidy (exposure.py: the dual of 'every item in at least "
+             "`floor` lists', Antikacioglu & Ravi 2017): each tail item reaches the users it suits best"),
     Variable("novelty", 0.0, 1.0, False,
              "weight on self-information -log2 popularity / its maximum (Zhou et al. 2010)"),
     Variable("calibration", 0.0, 1.0, False,
@@ -72,7 +83,7 @@ VARIABLES = (
              "how many of the model's candidates are re-ranked: more room, more latency"),
 )
 VARIABLE_NAMES = tuple(v.name for v in VARIABLES)
-TEMPERATURE, DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY, POOL = range(len(VARIABLES))
+TEMPERATURE, DEBIAS, EXPOSURE_CAP, EXPOSURE_FLOOR, NOVELTY, CALIBRATION, DITHER, DIVERSITY, POOL = range(len(VARIABLES))
 
 
 def accuracy_only_policy(k: int) -> np.ndarray:
@@ -100,6 +111,8 @@ class Requests:
     items: np.ndarray  # (U, N) int32 candidate item index, model order (best first)
     logits: np.ndarray  # (U, N) float32 model scores
     log_pop: np.ndarray  # (U, N) float32 ln π(c), smoothed train popularity
+    price_cap: np.ndarray  # (U, N) float32 ≥ 0, the item's capacity price (0 without prices)
+    price_floor: np.ndarray  # (U, N) float32 ≤ 0, the item's floor subsidy (0 without prices)
     novelty: np.ndarray  # (U, N) float32 self-information / max, in [0, 1]
     fit: np.ndarray  # (U, N) float32 cosine(item vector, user profile), in [0, 1]
     dither: np.ndarray  # (U, N) float32 from `dither`, in [0, 1)
@@ -149,30 +162,35 @@ def dither(user_keys: np.ndarray, item_keys: np.ndarray, items: np.ndarray) -> n
 
 
 def policy_terms(policies: np.ndarray) -> np.ndarray:
-    """Per-policy float32 coefficients of the scores: 1/τ, β/τ, ln λ, w_nov/λ, w_cal/λ, w_dit/λ. (B, d) -> (B, 6).
+    """Per-policy float32 coefficients of the scores: 1/τ, β/τ, w_cap/τ, w_floor/τ, ln λ, w_nov/λ,
+    w_cal/λ, w_dit/λ. (B, d) -> (B, 8).
 
     Computed once in NumPy, so every compiled pass reads the same bits whatever the batch."""
     x = policies.astype(np.float32)
     lam = np.maximum(x[:, DIVERSITY], np.float32(MIN_DIVERSITY))
     inv_t = np.float32(10.0) ** -x[:, TEMPERATURE]
-    return np.column_stack([inv_t, x[:, DEBIAS] * inv_t, np.log(lam), x[:, NOVELTY] / lam, x[:, CALIBRATION] / lam,
-                            x[:, DITHER] / lam])
+    return np.column_stack([inv_t, x[:, DEBIAS] * inv_t, x[:, EXPOSURE_CAP] * inv_t, x[:, EXPOSURE_FLOOR] * inv_t,
+                            np.log(lam), x[:, NOVELTY] / lam, x[:, CALIBRATION] / lam, x[:, DITHER] / lam])
 
 
 @njit(cache=True, nogil=True)
-def _exponents(terms, pools, logits, log_pop, out):  # pragma: no cover - compiled
+def _exponents(terms, pools, logits, log_pop, price_cap, price_floor, out):  # pragma: no cover - compiled
     """The exponent of rel / λ = exp((a - max_pool a) / τ - ln λ), floored at MIN_EXPONENT, for every
-    (policy, user) row: terms (B, 6) from `policy_terms`; logits, log_pop (U', W) -> out (B, U', W).
+    (policy, user) row: terms (B, 8) from `policy_terms`; logits, log_pop, price_cap, price_floor
+    (U', W) -> out (B, U', W).
     Outside the pool (and on padding, logit -inf) the value is irrelevant: the greedy never reads it."""
     n_policies, n_users = out.shape[:2]
     floor = np.float32(MIN_EXPONENT)
     for b in range(n_policies):
-        inv_t, debias_t, log_lam, pool = terms[b, 0], terms[b, 1], terms[b, 2], pools[b]
+        inv_t, debias_t, cap_t, floor_t, log_lam, pool = (terms[b, 0], terms[b, 1], terms[b, 2], terms[b, 3],
+                                                           terms[b, 4], pools[b])
         for u in range(n_users):
-            row, logit, pop = out[b, u], logits[u], log_pop[u]
+            row, logit, pop, priced, subsidized = out[b, u], logits[u], log_pop[u], price_cap[u], price_floor[u]
             best = NEG_INF
             for c in range(pool):
-                row[c] = inv_t * logit[c] - debias_t * pop[c]  # the adjusted logit / τ
+                # The adjusted logit / τ; a zero weight adds exact zeros, so a policy without prices
+                # gets the bits it got before prices existed.
+                row[c] = inv_t * logit[c] - debias_t * pop[c] - cap_t * priced[c] - floor_t * subsidized[c]
                 best = max(best, row[c])
             shift = best + log_lam
             for c in range(pool):
@@ -191,7 +209,7 @@ def _fold(best: float, pick: int, score: float, position: int) -> tuple[float, i
 @njit(cache=True, nogil=True)
 def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first_user, item_sim, k,
             out):  # pragma: no cover
-    """Greedy MMR for a tile of users and all policies. rel (B, U', W) rel / λ; terms (B, 6) from
+    """Greedy MMR for a tile of users and all policies. rel (B, U', W) rel / λ; terms (B, 8) from
     `policy_terms`; pools (B,); items, logits, novelty, fit, dither (U', W); block (U, N, N) from
     Requests.block, the tile starting at user `first_user` -> out (B, U', k) positions.
 
@@ -220,7 +238,7 @@ def _greedy(rel, terms, pools, items, logits, novelty, fit, dither, block, first
         else:
             sims = block[first_user + u]
         for b in range(n_policies):
-            pool, zb, w_nov, w_cal, w_dit = pools[b], rel[b, u], terms[b, 3], terms[b, 4], terms[b, 5]
+            pool, zb, w_nov, w_cal, w_dit = pools[b], rel[b, u], terms[b, 5], terms[b, 6], terms[b, 7]
             pick, best = 0, NEG_INF
             for c in range(pool):  # slot 0: nothing listed yet, no penalty
                 if items[u, c] == 0 or not np.isfinite(logits[u, c]):
@@ -307,10 +325,11 @@ def rerank(requests: Requests, policies: np.ndarray, k: int, threads: int = 1) -
     def run(users: slice) -> None:
         # Contiguous copies of the tile: the compiled functions then see one array layout only, so
         # they are specialized (and cached on disk) once, never in the middle of serving a request.
-        items, logits, log_pop, novelty, fit, dit = (np.ascontiguousarray(a[users, :width]) for a in (
-            requests.items, requests.logits, requests.log_pop, requests.novelty, requests.fit, requests.dither))
+        items, logits, log_pop, cap, floor, novelty, fit, dit = (np.ascontiguousarray(a[users, :width]) for a in (
+            requests.items, requests.logits, requests.log_pop, requests.price_cap, requests.price_floor,
+            requests.novelty, requests.fit, requests.dither))
         rel = np.empty((len(policies), users.stop - users.start, width), dtype=np.float32)
-        _exponents(terms, int_pools, logits, log_pop, rel)
+        _exponents(terms, int_pools, logits, log_pop, cap, floor, rel)
         np.exp(rel, out=rel)  # NumPy's SIMD exp: a scalar libm exp would cost more than the greedy
         picks = np.empty((len(policies), users.stop - users.start, k), dtype=np.int32)
         _greedy(rel, terms, int_pools, items, logits, novelty, fit, dit, block, users.start, item_sim, k, picks)

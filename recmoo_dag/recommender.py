@@ -78,7 +78,7 @@ class Recommender:
         self.user_keys = id_keys(b.user_ids)  # (U,) dither keys
         self.anonymous_key = id_keys([""])  # (1,)
         # The policy's per-item terms, built as for the search (novelty scaled by the training users).
-        self.terms = ItemTerms.build(b.train_counts, b.n_users, b.item_vectors, b.item_ids)
+        self.terms = ItemTerms.build(b.train_counts, b.n_users, b.item_vectors, b.item_ids, b.prices)
         self.histories = histories_of(b.indptr, b.history, b.opens)  # every known user's whole sequence
         self.profiles = self.terms.profiles(self.histories)  # (U, d)
         counts = np.asarray(b.train_counts)

@@ -52,6 +52,8 @@ from recmoo_dag.policy import (
     DEBIAS,
     DITHER,
     DIVERSITY,
+    EXPOSURE_CAP,
+    EXPOSURE_FLOOR,
     NOVELTY,
     POOL,
     TEMPERATURE,
@@ -99,14 +101,16 @@ class PolicyProblem(Problem):
 
 def initial_population(pop_size: int, low: np.ndarray, high: np.ndarray, seed: int) -> np.ndarray:
     """The accuracy-only policy, each re-ranking term alone at full weight (flat relevance, largest
-    pool), then uniform random policies: a seeded start (Friedrich & Wagner 2015) that puts the
-    known ends of the trade-off in the first generation. (pop_size, d)"""
+    pool), each exposure price alone at full weight (the model's own relevance, largest pool: its
+    LP's allocation), then uniform random policies: a seeded start (Friedrich & Wagner 2015) that
+    puts the known ends of the trade-off in the first generation. (pop_size, d)"""
     accuracy = np.zeros(len(VARIABLES))
     accuracy[POOL] = low[POOL]
     extremes = []
-    for j in (DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY):
+    for j in (DEBIAS, NOVELTY, CALIBRATION, DITHER, DIVERSITY, EXPOSURE_CAP, EXPOSURE_FLOOR):
         x = np.zeros(len(VARIABLES))
-        x[j], x[TEMPERATURE], x[POOL] = high[j], high[TEMPERATURE], high[POOL]
+        flat = j not in (EXPOSURE_CAP, EXPOSURE_FLOOR)
+        x[j], x[TEMPERATURE], x[POOL] = high[j], high[TEMPERATURE] if flat else 0.0, high[POOL]
         extremes.append(x)
     seeded = np.vstack([accuracy, *extremes])[:pop_size]
     return np.vstack([seeded, random_policies(pop_size - len(seeded), low, high, seed)])
@@ -200,12 +204,17 @@ def random_policies(n: int, low: np.ndarray, high: np.ndarray, seed: int) -> np.
 def grid_policies(n: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Baseline (c): the weighted-sum re-ranker tuned by grid search, the common practice. A full
     factorial grid over all variables with as many levels as fit in n points, spread evenly
-    (earlier variables get the spare level), endpoints included."""
+    (earlier variables get the spare level), endpoints included; below 2^d points the last
+    variables keep one level, their low end."""
     d = len(low)
-    levels = np.full(d, max(2, int(np.floor(n ** (1 / d) + 1e-9))))
-    for j in range(d):
-        if np.prod(levels) // levels[j] * (levels[j] + 1) <= n:
-            levels[j] += 1
+    levels = np.ones(d, dtype=np.int64)  # one level: the variable stays at its low end (its term off)
+    grown = True
+    while grown:
+        grown = False
+        for j in range(d):
+            if np.prod(levels) // levels[j] * (levels[j] + 1) <= n:
+                levels[j] += 1
+                grown = True
     axes = [np.linspace(low[j], high[j], levels[j]) for j in range(d)]
     x = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
     x[:, POOL] = np.round(x[:, POOL])

@@ -163,7 +163,7 @@ class Yardstick:
         """The same window on some of its cases: (S,) sorted indices."""
         c = self.requests
         requests = Requests(items=c.items[rows], logits=c.logits[rows], log_pop=c.log_pop[rows],
-                            novelty=c.novelty[rows], fit=c.fit[rows], dither=c.dither[rows], item_sim=c.item_sim)
+                            price_cap=c.price_cap[rows], price_floor=c.price_floor[rows], novelty=c.novelty[rows], fit=c.fit[rows], dither=c.dither[rows], item_sim=c.item_sim)
         return replace(self, requests=requests, cases=self.cases.subset(rows))
 
     def losses(self, natural: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""A tiny project ready for `deploy`: synthetic raw log -> ingest -> features -> model -> candidates -> front.
+"""A tiny project ready for `deploy`: synthetic raw log -> ingest -> features -> model -> candidates -> exposure -> front.
 
-The stages run through their real functions (ingest, features, candidates). Two shortcuts keep it
+The stages run through their real functions (ingest, features, candidates, exposure). Two shortcuts keep it
 to a few seconds: validation copies the ingested tables (the GX suite is tested in test_validation),
 and the model is a small untrained SeqRecModel saved with `save_model` (deploy and serve only need
 its scores; training is tested with the model).
@@ -18,7 +18,7 @@ from recmoo_dag.config import Params
 from recmoo_dag.generator import save_generator
 from recmoo_dag.model import SeqRecModel, save_model
 from recmoo_dag.policy import VARIABLE_NAMES, accuracy_only_policy
-from recmoo_dag.stages import candidates, features, ingest
+from recmoo_dag.stages import candidates, exposure, features, ingest
 from recmoo_dag.synth import write_synthetic_log
 from tests.conftest import write_params
 
@@ -26,6 +26,8 @@ SMALL = {
     "features": {"min_user_interactions": 5, "min_item_interactions": 3},
     "model": {"d_model": 16, "n_heads": 2, "n_layers": 1, "dropout": 0.0, "max_len": 20},
     "candidates": {"n": 40, "batch_size": 64},
+    # A few hundred lists over ~50 items already hold every item 3 times: a floor that binds.
+    "exposure": {"floor": 40, "cap_slack": 1.5},
     "serve": {"reload_check_ms": 0},
     # Five one-genre categories: the model's own lists are already near the ILD ceiling (no policy
     # gains the default 5%), so the tiny project asks for no diversity loss instead.
@@ -42,9 +44,9 @@ def front_rows(rows: list[dict]) -> pd.DataFrame:
 FRONT = [
     dict(zip(VARIABLE_NAMES, accuracy_only_policy(10))),
     {"log10_temperature": 0.0, "debias": 0.5, "novelty": 0.2, "calibration": 0.1, "dither": 0.5, "diversity": 0.3,
-     "pool": 20},
+     "exposure_floor": 0.5, "pool": 20},
     {"log10_temperature": 0.5, "debias": 1.0, "novelty": 0.8, "calibration": 0.0, "dither": 0.3, "diversity": 1.0,
-     "pool": 40},
+     "exposure_cap": 0.5, "exposure_floor": 1.0, "pool": 40},
 ]
 
 
@@ -65,6 +67,7 @@ def build_project(root: Path, overrides: dict | None = None, seed: int = 5) -> P
     features.main(params)
     write_model(params, seed)
     candidates.main(params)
+    exposure.main(params)
     write_front(params, FRONT)
     return params
 
@@ -95,6 +98,7 @@ def perturb_model(params: Params, seed: int) -> None:
     """A different model (as after retraining): new weights, same architecture, then new candidates."""
     write_model(params, seed)
     candidates.main(params)
+    exposure.main(params)
 
 
 NO_BOUNDS = {"ndcg": 0.0, "ild": 0.0}  # deploy.min_ratio that any policy meets (merged over the defaults)

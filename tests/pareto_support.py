@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from recmoo_dag.exposure import solve_exposure
 from recmoo_dag.features import build_features, load_features, write_features
+from recmoo_dag.io import write_json
 from recmoo_dag.synth import synthesize
 from tests.conftest import section
 
@@ -40,10 +42,15 @@ def stand_in_candidates(features, n: int, seed: int = 0) -> dict[str, np.ndarray
 
 
 def make_pareto_project(root: Path, seed: int = 0) -> None:
-    """data/features and data/candidates/candidates.npz under `root` (the default params paths)."""
+    """data/features, data/candidates/candidates.npz and data/exposure/prices.json under `root` (the
+    default params paths), as the stages write them for SMALL's k."""
     interactions, items = synthesize(n_users=80, n_items=70, n_events=3000, n_categories=5, seed=seed)
     tables = build_features(interactions, items, section("features", min_user_interactions=5, min_item_interactions=3))
     write_features(tables, root / "data" / "features")
     features = load_features(root / "data" / "features")
     (root / "data" / "candidates").mkdir(parents=True, exist_ok=True)
-    np.savez(root / "data" / "candidates" / "candidates.npz", **stand_in_candidates(features, N_CANDIDATES, seed))
+    candidates = stand_in_candidates(features, N_CANDIDATES, seed)
+    np.savez(root / "data" / "candidates" / "candidates.npz", **candidates)
+    prices = solve_exposure(candidates["valid_scores"], candidates["valid_items"], features.n_items, SMALL["policy"]["k"],
+                            cap_slack=2.0, floor=3, iterations=100, seed=seed)
+    write_json(root / "data" / "exposure" / "prices.json", prices.to_json())

@@ -7,6 +7,7 @@ import torch
 
 from recmoo_dag.bundle import CATALOG_FILE, USERS_FILE, read_bundle, write_bundle
 from recmoo_dag.errors import StoreError
+from recmoo_dag.exposure import ExposurePrices
 from recmoo_dag.generator import save_generator
 from recmoo_dag.model import SeqRecModel, save_model
 
@@ -24,9 +25,14 @@ def test_a_bundle_round_trips_and_an_incomplete_one_is_refused(tmp_path):
               "cand_items": np.array([[3, 4], [1, 0]]),
               "cand_scores": np.array([[0.5, 0.1], [0.2, -np.inf]], dtype=np.float32)}
     ease = np.arange(25, dtype=np.float32).reshape(5, 5)
+    prices = ExposurePrices(np.array([0.0, 1.5, 0.0, 0.25, 0.0]), np.array([0.0, 0.0, -2.0, 0.0, -0.5]),
+                            {"k": 5, "floor": 3}, {"cap": {"gap": 0.01}})
     write_bundle(folder, tmp_path / "model", {"pool": 2, "debias": 0.5}, 5, "constrained on valid", **arrays,
-                 ease=ease)
+                 ease=ease, prices=prices)
     bundle = read_bundle(folder)
+    assert (np.array_equal(bundle.prices.cap, prices.cap)
+            and np.array_equal(bundle.prices.floor, prices.floor)
+            and bundle.prices.settings == prices.settings)
     np.testing.assert_array_equal(bundle.ease, ease)
     generator = bundle.generator()
     assert (generator.kind, generator.ease_lambda, generator.blend_weight) == ("blend", 30.0, 0.25)
@@ -40,6 +46,8 @@ def test_a_bundle_round_trips_and_an_incomplete_one_is_refused(tmp_path):
     for name in (CATALOG_FILE, USERS_FILE):  # plain arrays: readable without pickle
         with np.load(folder / name, allow_pickle=False) as archive:
             assert archive.files
+    (folder / "exposure.json").unlink()  # a version deployed before exposure prices: every price 0
+    assert not read_bundle(folder).prices.cap.any() and not read_bundle(folder).prices.floor.any()
     (folder / USERS_FILE).unlink()
     with pytest.raises(StoreError, match="incomplete deployed version"):
         read_bundle(folder)

@@ -124,7 +124,7 @@ def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deploy
     assert payload["version"] == "v0001" == store.current_version(params.deploy.store)
     assert payload["gate"]["promoted"] and payload["gate"]["reason"].startswith(
         "fallback to the accuracy-only policy (deploy.fallback): no policy of the front meets the bounds")
-    assert payload["policy"] == dict(zip(VARIABLE_NAMES, [0.0] * 6 + [10]))
+    assert payload["policy"] == dict(zip(VARIABLE_NAMES, [0.0] * (len(VARIABLE_NAMES) - 1) + [10]))
     assert payload["test"]["deployed"] == payload["test"]["accuracy_only"]
     # The figures of one policy, the front's nearest to meeting both bounds: coverage is missed.
     failed = {f["objective"]: f for f in payload["fallback"]["failed"]}
@@ -198,3 +198,27 @@ def test_champion_with_another_item_order_is_translated_by_item_id(deployable):
                                                cands["test_items"].shape[1], 64)
     np.testing.assert_allclose(scores, cands["test_scores"], rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(items, cands["test_items"])
+
+
+def test_the_champion_is_judged_with_the_prices_it_serves(deployable):
+    """Prices re-solved since the champion was deployed (another floor) leave its figures as they
+    were: it is scored with its own prices, mapped by item id, not today's."""
+    from recmoo_dag.features import load_features
+    from recmoo_dag.policy import policy_vector
+    from recmoo_dag.stages import exposure
+    from recmoo_dag.stages.search import yardsticks_of
+
+    params = deployable()
+    write_front(params, [FRONT[2]])
+    run(params)
+    champion, policy = deploy.load_champion(params.deploy.store), policy_vector(FRONT[2])[None]
+    features, today = load_features(params.features.dir), deploy.identity(params.train.model_dir, params.features.dir)
+    _, served_with = yardsticks_of(params, features)
+    assert deploy.champion_yardstick(champion, served_with, features, served_with.terms, 64, today) is served_with
+
+    resolved = params.model_copy(update={"exposure": params.exposure.model_copy(update={"floor": 5.0})})
+    exposure.main(resolved)
+    _, test = yardsticks_of(resolved, features)
+    judged = deploy.champion_yardstick(champion, test, features, test.terms, 64, today)
+    assert not np.array_equal(test.objectives(policy), served_with.objectives(policy))  # the new prices move it
+    np.testing.assert_array_equal(judged.objectives(policy), served_with.objectives(policy))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from recmoo_dag.exposure import capacities, lp_prices, solve_prices, top_k_counts
+from recmoo_dag.exposure import capacities, floors, lp_prices, solve_prices, top_k_counts
 from recmoo_dag.metrics import exposure_gini_of_counts, tail_share_of_counts
 
 
@@ -21,8 +21,8 @@ def popular_heavy(seed: int, n_users=200, n_candidates=30, n_items=90):
 def test_the_prices_bound_the_lp_optimum_from_both_sides_and_match_its_duals(seed):
     scores, items = popular_heavy(seed)
     k, cap = 10, capacities(len(items), 10, 90, slack=1.5)
-    solved = solve_prices(scores, items, cap, k, iterations=400, seed=seed)
-    exact, optimum = lp_prices(scores, items, cap, k)
+    solved = solve_prices(scores, items, k, cap=cap, iterations=400, seed=seed)
+    exact, optimum = lp_prices(scores, items, k, cap=cap)
     assert solved.short_lists == 0
     assert solved.primal <= optimum + 1e-6 <= solved.dual + 2e-6  # weak duality, both ways
     assert solved.dual - optimum < 1e-3 * optimum  # the subgradient reached the LP optimum
@@ -36,7 +36,7 @@ def test_prices_pull_the_lists_under_the_capacities_and_leave_padding_out():
     items[:, -3:] = 0  # padding columns: item 0, never listed
     k, cap = 10, capacities(len(items), 10, 90, slack=1.5)
     before, _ = top_k_counts(np.where(items == 0, -1e9, scores), items, np.zeros(91), k)
-    solved = solve_prices(scores, items, cap, k, iterations=400)
+    solved = solve_prices(scores, items, k, cap=cap, iterations=400)
     after, _ = top_k_counts(np.where(items == 0, -1e9, scores), items, solved.prices, k)
     assert before.max() > 3 * cap[1] and after.max() <= 1.2 * cap[1]
     assert after[0] == 0 and solved.prices[0] == 0
@@ -44,10 +44,28 @@ def test_prices_pull_the_lists_under_the_capacities_and_leave_padding_out():
     assert (solved.prices[after < cap] < 1e-9).sum() >= 0.5 * (after < cap).sum()  # unsaturated items cost ~0
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_floor_subsidies_match_the_lp_and_list_every_item_its_floor(seed):
+    scores, items = popular_heavy(seed, n_users=80, n_items=300)  # 800 slots, 300 items: a long tail
+    k, floor = 10, floors(items, 300, 2.0)
+    before, _ = top_k_counts(scores, items, np.zeros(301), k)
+    solved = solve_prices(scores, items, k, floor=floor, iterations=400, seed=seed)
+    exact, optimum = lp_prices(scores, items, k, floor=floor)
+    assert (solved.prices <= 0).all() and solved.prices[0] == 0  # subsidies only, padding untouched
+    # The floors' duals are not unique (many items sit exactly at their floor), so the prices are
+    # judged by the dual bound and the lists they give, not compared with HiGHS's one vertex.
+    assert optimum <= solved.dual + 2e-6 and solved.dual - optimum < 3e-3 * optimum
+    assert (exact <= 1e-9).all()
+    after, _ = top_k_counts(scores, items, solved.prices, k)
+    assert (before[1:] < floor[1:]).sum() > 50  # the accuracy-only lists leave many items under 2
+    assert (after[1:] < floor[1:] - 1).sum() <= 2  # the LP's lists, up to ties, meet the floors
+    assert (after[1:] > 0).mean() > (before[1:] > 0).mean()
+
+
 def test_the_solve_is_deterministic_for_a_seed():
     scores, items = popular_heavy(3)
     cap = capacities(len(items), 10, 90, slack=2.0)
-    first, again = (solve_prices(scores, items, cap, 10, iterations=100, seed=7) for _ in range(2))
+    first, again = (solve_prices(scores, items, 10, cap=cap, iterations=100, seed=7) for _ in range(2))
     assert np.array_equal(first.prices, again.prices) and first.primal == again.primal
 
 
@@ -57,3 +75,27 @@ def test_gini_and_tail_share_of_known_exposures():
     assert exposure_gini_of_counts(np.array([[0, 1, 3], [0, 2, 2]])) == pytest.approx([0.25, 0.0])
     train = np.array([0, 50, 40, 30, 20, 10, 9, 8, 7, 6, 5])  # items 1 and 2: the top 20 %
     assert tail_share_of_counts(np.array([0, 3, 1, 0, 0, 0, 0, 0, 0, 0, 4]), train) == pytest.approx(0.5)
+
+
+def test_the_stage_writes_prices_and_figures_byte_identically(project, tmp_path):
+    """`recmoo exposure` on a tiny project: both price vectors, each solve's bounds, what each does
+    to the accuracy-only lists on valid; the same bytes on a second run."""
+    import json
+
+    from recmoo_dag.exposure import load_prices
+    from recmoo_dag.stages import exposure
+    from tests.pareto_support import SMALL, make_pareto_project
+
+    make_pareto_project(tmp_path)
+    params = project({**SMALL, "exposure": {"floor": 10}})
+    exposure.main(params)
+    first = (tmp_path / params.exposure.prices).read_bytes()
+    prices, report = load_prices(params.exposure.prices), json.loads((tmp_path / params.exposure.metrics).read_text())
+    assert (prices.cap >= 0).all() and (prices.floor <= 0).all() and prices.cap.any() and prices.floor.any()
+    assert prices.settings == {"k": 5, "cap_slack": 2.0, "floor": 10.0, "iterations": 200, "seed": params.seed}
+    figures = report["valid_at_weight_1"]
+    assert figures["floor"]["coverage@5"] > figures["accuracy_only"]["coverage@5"]
+    assert figures["cap"]["exposure_gini@5"] < figures["accuracy_only"]["exposure_gini@5"]
+    assert report["solves"]["cap"]["gap"] is not None and report["solves"]["cap"]["gap"] < 0.05
+    exposure.main(params)
+    assert (tmp_path / params.exposure.prices).read_bytes() == first

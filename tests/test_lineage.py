@@ -15,7 +15,7 @@ from recmoo_dag.stages import deploy
 from tests.deploy_support import base_project, copy_project, perturb_model
 
 CHAIN = ["raw logs", "ingested", "validated", "features", "item text", "tuned values", "model", "candidates",
-         "front"]
+         "exposure prices", "front"]
 
 
 def write_dvc_lock(features_md5: str, min_user_interactions: int) -> None:

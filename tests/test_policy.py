@@ -8,6 +8,8 @@ from recmoo_dag.policy import (
     DEBIAS,
     DITHER,
     DIVERSITY,
+    EXPOSURE_CAP,
+    EXPOSURE_FLOOR,
     MIN_DIVERSITY,
     NOVELTY,
     POOL,
@@ -20,6 +22,7 @@ from recmoo_dag.policy import (
     recommended_items,
     rerank,
 )
+from recmoo_dag.exposure import ExposurePrices
 from recmoo_dag.windows import histories_of
 
 K = 5
@@ -36,16 +39,19 @@ def random_context(seed: int, n_users: int = 12, n_items: int = 60, n_cand: int 
     lengths = rng.integers(1, 8, n_users)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     history = rng.integers(1, n_items + 1, indptr[-1])
+    prices = ExposurePrices(np.where(rng.random(n_items + 1) < 0.3, rng.exponential(1.0, n_items + 1), 0.0),
+                            -np.where(rng.random(n_items + 1) < 0.3, rng.exponential(1.0, n_items + 1), 0.0), {}, {})
+    prices.cap[0] = prices.floor[0] = 0.0
     inputs = {"items": items, "logits": logits.copy(), "item_vectors": genres, "train_counts": counts,
-              "n_train_users": 60, "history": (indptr, history),
+              "n_train_users": 60, "history": (indptr, history), "prices": prices,
               "user_ids": np.array([f"user {u}" for u in range(n_users)]),
               "item_ids": np.array([""] + [str(i) for i in range(1, n_items + 1)])}
     return build_context(**inputs), inputs
 
 
-def build_context(items, logits, item_vectors, train_counts, n_train_users, history, user_ids, item_ids):
+def build_context(items, logits, item_vectors, train_counts, n_train_users, history, user_ids, item_ids, prices):
     """A Requests built the way the search, deploy and the service build theirs (item_terms.py)."""
-    terms = ItemTerms.build(train_counts, n_train_users, item_vectors, item_ids)
+    terms = ItemTerms.build(train_counts, n_train_users, item_vectors, item_ids, prices)
     indptr, events = history
     profiles = terms.profiles(histories_of(indptr, events, np.ones(len(events), dtype=bool)))
     return terms.requests(items, logits, profiles, id_keys(user_ids))
@@ -64,7 +70,8 @@ def reference_rerank(requests, x: np.ndarray, k: int) -> np.ndarray:
     tau, lam, pool = 10.0 ** x[TEMPERATURE], max(x[DIVERSITY], MIN_DIVERSITY), int(x[POOL])
     out = []
     for u in range(requests.n_requests):
-        a = requests.logits[u, :pool].astype(np.float64) - x[DEBIAS] * requests.log_pop[u, :pool]
+        a = (requests.logits[u, :pool].astype(np.float64) - x[DEBIAS] * requests.log_pop[u, :pool]
+             - x[EXPOSURE_CAP] * requests.price_cap[u, :pool] - x[EXPOSURE_FLOOR] * requests.price_floor[u, :pool])
         z = (np.exp((a - a.max()) / tau) + x[NOVELTY] * requests.novelty[u, :pool] + x[CALIBRATION] * requests.fit[u, :pool]
              + x[DITHER] * requests.dither[u, :pool])
         chosen = []

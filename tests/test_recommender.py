@@ -25,11 +25,15 @@ def test_service_answers_exactly_what_the_batch_reranker_gives_every_user(served
     """One policy x one user in the service == the search's batch path (ItemTerms.context + rerank)."""
     folder = store.version_dir(served.deploy.store)
     bundle, recommender = read_bundle(folder), Recommender.load(folder)
-    terms = ItemTerms.build(bundle.train_counts, bundle.n_users, bundle.item_vectors, bundle.item_ids)
+    assert bundle.prices.cap.any() and bundle.prices.floor.any()  # the exposure stage's prices travel with it
+    terms = ItemTerms.build(bundle.train_counts, bundle.n_users, bundle.item_vectors, bundle.item_ids, bundle.prices)
     profiles = terms.profiles(histories_of(bundle.indptr, bundle.history, bundle.opens))
     requests = terms.requests(bundle.cand_items, bundle.cand_scores, profiles, id_keys(bundle.user_ids))
     policy = policy_vector(bundle.variables)[None]
     batch = recommended_items(requests, rerank(requests, policy, 10))[0]  # (U, 10)
+    unpriced = ItemTerms.build(bundle.train_counts, bundle.n_users, bundle.item_vectors, bundle.item_ids)
+    unpriced_requests = unpriced.requests(bundle.cand_items, bundle.cand_scores, profiles, id_keys(bundle.user_ids))
+    assert (recommended_items(unpriced_requests, rerank(unpriced_requests, policy, 10))[0] != batch).any()
     # Users with fewer than N unseen items have padding candidates, which the service drops and
     # the batch path keeps (harmless at ML-100K scale, where nobody has seen 1682 - 200 films).
     full = np.flatnonzero((bundle.cand_items != 0).all(axis=1))

@@ -10,6 +10,7 @@ from pymoo.algorithms.moo.nsga3 import NSGA3
 
 from recmoo_dag import search as S
 from recmoo_dag.candidates import load_candidates
+from recmoo_dag.exposure import load_prices
 from recmoo_dag.features import load_features
 from recmoo_dag.item_terms import training_terms
 from recmoo_dag.objectives import OBJECTIVES
@@ -30,16 +31,20 @@ def run(params) -> dict:
 def yardsticks_of_project(params):
     """The search stage's contexts, built as the stage builds them (the project has genres: no model read)."""
     features = load_features(params.features.dir)
-    terms = training_terms(features, params.policy.similarity, embeddings=lambda: pytest.fail("model read"))
+    terms = training_terms(features, params.policy.similarity, embeddings=lambda: pytest.fail("model read"),
+                           prices=load_prices(params.exposure.prices))
     return yardsticks(features, load_candidates(params.candidates.path), terms, params.policy.k,
                         params.policy.latency, params.search.threads)
 
 
 def test_baselines_live_in_the_box_with_the_budget():
     low, high = S.bounds(5, 40)
-    grid = S.grid_policies(500, low, high)
-    assert len(grid) <= 500 and len(np.unique(grid, axis=0)) == len(grid)
-    assert (grid.min(0) == low).all() and (grid.max(0) == high).all()
+    for budget in (500, 2 ** len(low), 1000):  # below 2^d points the last variables keep their low end
+        grid = S.grid_policies(budget, low, high)
+        assert len(grid) <= budget and len(np.unique(grid, axis=0)) == len(grid)
+        full = budget >= 2 ** len(low)
+        assert (grid.min(0) == low).all() and (grid.max(0) == high).all() == full
+        assert (grid.max(0) == high).sum() == (len(low) if full else int(np.log2(budget)))
     random = S.random_policies(500, low, high, seed=3)
     np.testing.assert_array_equal(random, S.random_policies(500, low, high, seed=3))
     assert ((random >= low) & (random <= high)).all() and (random[:, POOL] == np.round(random[:, POOL])).all()

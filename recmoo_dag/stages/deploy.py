@@ -16,6 +16,7 @@ from recmoo_dag.deploy import (
     refuse_inputs_unlike_dvc_lock,
     report,
 )
+from recmoo_dag.exposure import load_prices
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
 from recmoo_dag.generator import load_generator
@@ -32,8 +33,9 @@ def main(params: Params) -> None:
     features = load_features(params.features.dir)
     generator = load_generator(params.train.model_dir)
     check_catalog(generator.model, features.n_items, params.train.model_dir, params.features.dir)
+    prices = load_prices(params.exposure.prices)
     terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(generator.model),
-                           lambda: text_vectors_if_any(params.item_text.dir))
+                           lambda: text_vectors_if_any(params.item_text.dir), prices)
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
                              params.search.threads)
     choice = choose_policy(read_front(params.search.front), test if cfg.select_on == "test" else valid, cfg, k,
@@ -49,8 +51,8 @@ def main(params: Params) -> None:
         if verdict.decision.promoted:
             decision = record(choice, verdict, champion, cfg, k)
             served = store.publish(cfg.store, lambda folder, name: build_version(
-                folder, name, params, features, generator, terms.vectors, verdict.policy, test.requests.n_candidates,
-                decision))
+                folder, name, params, features, generator, terms.vectors, prices, verdict.policy,
+                test.requests.n_candidates, decision))
         store.log_decision(cfg.store, decision_log(served, choice, verdict, champion, cfg, k))
     write_json(cfg.metrics, report(served, choice, verdict, champion, k).to_json())
     verb = f"promoted {served}" if verdict.decision.promoted else f"kept {served or 'nothing'}"
