@@ -118,7 +118,9 @@ def study(valid, test, params, n_evals: int) -> None:
               f"{hv['nsga'] / hv[method]:>14.3f}{hv_test['nsga'] / hv_test[method]:>13.3f}")
     acc = result.accuracy_only
     nsga = result.fronts["nsga"]
-    best = best_within(front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}), acc["valid"], 0.98, valid.k)
+    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio,
+                        {"valid": valid.catalogue(nsga.x), "test": test.catalogue(nsga.x)})
+    best = best_within(table, acc["valid"], 0.98, valid.k)
     print(f"\naccuracy-only (model top-{valid.k}): valid NDCG {acc['valid'][0]:.4f}, coverage {acc['valid'][3]:.3f}; "
           f"test NDCG {acc['test'][0]:.4f}, coverage {acc['test'][3]:.3f}")
     if best["found"]:

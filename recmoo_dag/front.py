@@ -3,7 +3,8 @@
 One row per policy: its decision variables (policy.VARIABLE_NAMES; the pool an integer), then
 valid_<objective> and test_<objective> for every objective (objectives.OBJECTIVES, natural values),
 then per window the NDCG@k ratio to the accuracy-only policy and its interval (<window>_ndcg_ratio,
-_low, _high: a paired bootstrap over users).
+_low, _high: a paired bootstrap over users), and the catalogue's figures beside coverage
+(<window>_exposure_gini, <window>_tail_share: objectives.CATALOGUE, reported, not searched).
 Rows are sorted by valid NDCG, then by the variables, so the same front gives the same bytes.
 """
 from __future__ import annotations
@@ -15,18 +16,21 @@ import pandas as pd
 
 from recmoo_dag.decision import choose
 from recmoo_dag.errors import InputError
-from recmoo_dag.objectives import JUDGED, OBJECTIVES
+from recmoo_dag.objectives import CATALOGUE, JUDGED, OBJECTIVES
 from recmoo_dag.policy import VARIABLE_NAMES, VARIABLES
 
 
-def front_table(x: np.ndarray, natural: dict[str, np.ndarray], ndcg_ratio: dict[str, np.ndarray]) -> pd.DataFrame:
+def front_table(x: np.ndarray, natural: dict[str, np.ndarray], ndcg_ratio: dict[str, np.ndarray],
+                catalogue: dict[str, np.ndarray]) -> pd.DataFrame:
     """x (P, d) policies; natural {"valid": (P, m), "test": (P, m)} their objectives; ndcg_ratio
-    {"valid": (P, 3), "test": (P, 3)} their NDCG@k over accuracy-only's with its interval -> the table."""
+    {"valid": (P, 3), "test": (P, 3)} their NDCG@k over accuracy-only's with its interval; catalogue
+    {"valid": (P, 2), "test": (P, 2)} their objectives.CATALOGUE figures -> the table."""
     columns = {v.name: x[:, j].round().astype(int) if v.integer else x[:, j] for j, v in enumerate(VARIABLES)}
     for window in ("valid", "test"):
         columns.update({f"{window}_{name}": natural[window][:, j] for j, name in enumerate(OBJECTIVES)})
         columns.update({f"{window}_ndcg_ratio{part}": ndcg_ratio[window][:, j]
                         for j, part in enumerate(("", "_low", "_high"))})
+        columns.update({f"{window}_{name}": catalogue[window][:, j] for j, name in enumerate(CATALOGUE)})
     table = pd.DataFrame(columns)
     return table.sort_values(["valid_ndcg", *VARIABLE_NAMES], ascending=[False] + [True] * len(VARIABLE_NAMES),
                              kind="mergesort").reset_index(drop=True)

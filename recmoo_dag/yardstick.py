@@ -33,7 +33,7 @@ from recmoo_dag.metrics import (
     similarity_groups,
     tail_share_of_counts,
 )
-from recmoo_dag.objectives import JUDGED, OBJECTIVES
+from recmoo_dag.objectives import CATALOGUE, JUDGED, OBJECTIVES
 from recmoo_dag.policy import POOL, Requests, accuracy_only_policy, id_keys, recommended_items, rerank
 from recmoo_dag.uncertainty import per_user
 from recmoo_dag.windows import Cases, sample_users
@@ -153,6 +153,11 @@ class Yardstick:
             for name in wanted:
                 out[name] = np.array(out[name])
         return {name: out[name] for name in names}
+
+    def catalogue(self, policies: np.ndarray) -> np.ndarray:
+        """objectives.CATALOGUE of each policy's lists on every user once: (B, d) -> (B, 2)."""
+        measured = self.replicates(policies, np.ones((1, len(self.user_index[0]))), CATALOGUE)
+        return np.column_stack([measured[name][:, 0] for name in CATALOGUE])
 
     @cached_property
     def accuracy_only(self) -> np.ndarray:

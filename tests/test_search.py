@@ -11,6 +11,7 @@ from pymoo.algorithms.moo.nsga3 import NSGA3
 from recmoo_dag import search as S
 from recmoo_dag.candidates import load_candidates
 from recmoo_dag.exposure import load_prices
+from recmoo_dag.objectives import CATALOGUE
 from recmoo_dag.features import load_features
 from recmoo_dag.item_terms import training_terms
 from recmoo_dag.objectives import OBJECTIVES
@@ -112,6 +113,10 @@ def test_front_policies_score_as_the_csv_says(pareto_project, tmp_path):
     policies = front[list(VARIABLE_NAMES)].to_numpy()
     np.testing.assert_array_equal(valid.objectives(policies), front[[f"valid_{o}" for o in S.OBJECTIVES]])
     np.testing.assert_array_equal(test.objectives(policies), front[[f"test_{o}" for o in S.OBJECTIVES]])
+    for window, yard in (("valid", valid), ("test", test)):  # the catalogue's figures, as deploy reports them
+        deployed = yard.replicates(policies, np.ones((1, len(yard.user_index[0]))), CATALOGUE)
+        for name in CATALOGUE:
+            np.testing.assert_allclose(deployed[name][:, 0], front[f"{window}_{name}"], rtol=1e-12)
 
 
 def test_the_user_sample_is_seeded_and_stratified_by_activity():

@@ -39,7 +39,8 @@ def main(params: Params) -> None:
                     stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
                     rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor)
     nsga = result.fronts["nsga"]
-    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio)
+    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio,
+                        {"valid": valid.catalogue(nsga.x), "test": test.catalogue(nsga.x)})
     atomic_write(cfg.front, lambda tmp: tmp.write_text(front_csv(table)))
     atomic_write(Path(cfg.report_dir) / "front.png", lambda tmp: plot_fronts(result, tmp, policy.k))
     metrics = result.metrics(len(table))
