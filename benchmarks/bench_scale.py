@@ -161,8 +161,12 @@ def exposure_solve(users: int, n_items: int = 5000, n_candidates: int = 200, k: 
 
     rng = np.random.default_rng(seed)
     weight = 1.0 / np.arange(1, n_items + 1) ** 0.9
-    # Candidates by popularity (with replacement across users, distinct enough within a user's 200)
-    items = (rng.choice(n_items, size=(users, n_candidates), p=weight / weight.sum()) + 1).astype(np.int32)
+    # Each user's candidates: n_candidates distinct items drawn by popularity without replacement
+    # (Gumbel top-k, Efraimidis & Spirakis 2006), a block of users at a time.
+    items = np.empty((users, n_candidates), dtype=np.int32)
+    for start in range(0, users, 5000):
+        keys = np.log(weight) + rng.gumbel(size=(min(5000, users - start), n_items))
+        items[start:start + len(keys)] = np.argpartition(-keys, n_candidates - 1, axis=1)[:, :n_candidates] + 1
     scores = (rng.normal(size=items.shape) + 3.0 * weight[items - 1] / weight.max()).astype(np.float32)
     before, _ = top_k_counts(scores.astype(np.float64), items, np.zeros(n_items + 1), k)
     row = {"users": users}

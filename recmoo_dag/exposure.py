@@ -22,8 +22,9 @@ allocation, up to ties.
 
 The gap is stated, not assumed: D at the best prices is an upper bound on the LP optimum, and a
 feasible assignment repaired from them (each user, in a seeded order, takes its top k of s − price
-among items with capacity left) is a lower bound; with floors the repair may leave items under
-theirs (`below_floor`), and then there is no lower bound. Exact LP prices for small instances:
+among items with capacity left; then each item under its floor, in a seeded order, enters the list
+where the cheapest swap puts it) is a lower bound; an item no swap can raise stays under its floor
+(`below_floor`), and then there is no lower bound. Exact LP prices for small instances:
 `lp_prices` (scipy's HiGHS), which the tests compare against.
 """
 from __future__ import annotations
@@ -115,17 +116,26 @@ def solve_prices(scores: np.ndarray, items: np.ndarray, k: int, cap: np.ndarray 
     order = np.argsort(-(scores - best_prices[items]), axis=1, kind="stable")  # (U, N) best first
     users = np.random.default_rng(seed).permutation(len(items))
     left = np.floor(np.where(capped, cap, len(items)) + 1e-9)
-    primal, short, listed = _repair(scores, items, order, users, left, k)
-    below = int((listed < np.ceil(floor - 1e-9)).sum())
+    primal, short, listed, chosen = _repair(scores, items, order, users, left, k)
+    need = np.ceil(floor - 1e-9).astype(np.int64)
+    if (listed < need).any():
+        by_item = np.argsort(items.ravel(), kind="stable")  # every (user, position) of an item, item by item
+        starts = np.searchsorted(items.ravel()[by_item], np.arange(n_prices + 1))
+        missing = np.flatnonzero(listed < need)
+        primal += _lift_to_floors(scores, items, chosen, listed, need, np.where(capped, np.floor(cap + 1e-9), len(items)),
+                                  by_item, starts, missing[np.random.default_rng(seed).permutation(len(missing))])
+    below = int((listed < need).sum())
     return PriceSolve(best_prices, best_dual, primal, short, below, t)
 
 
 @njit(cache=True)
 def _repair(scores, items, order, users, left, k):  # pragma: no cover - compiled
     """Σ s of the assignment where users, in the order given, each take their best k (by `order`)
-    among items with capacity `left`; how many lists ended short of k; how many lists hold each item."""
+    among items with capacity `left`; how many lists ended short of k; how many lists hold each
+    item; and each list's positions (U, k), -1 where it is short."""
     total, short = 0.0, 0
     listed = np.zeros(len(left), np.int64)
+    chosen = np.full((len(items), k), -1, np.int64)
     for u in users:
         taken = 0
         for c in order[u]:
@@ -134,11 +144,49 @@ def _repair(scores, items, order, users, left, k):  # pragma: no cover - compile
                 left[item] -= 1
                 listed[item] += 1
                 total += scores[u, c]
+                chosen[u, taken] = c
                 taken += 1
                 if taken == k:
                     break
         short += taken < k
-    return total, short, listed
+    return total, short, listed, chosen
+
+
+@njit(cache=True)
+def _lift_to_floors(scores, items, chosen, listed, need, cap, by_item, starts, missing):  # pragma: no cover
+    """Raise the items under their floor into lists, one at a time, each by the cheapest swap: some
+    list not holding it drops the listed item (one above its own floor) whose score is closest to
+    this one's. Updates chosen and listed in place; returns the change of Σ s (≤ 0)."""
+    n_candidates = items.shape[1]
+    change = 0.0
+    for item in missing:
+        while listed[item] < need[item] and listed[item] < cap[item]:
+            best, best_flat, best_slot = np.inf, -1, -1
+            for flat in by_item[starts[item]:starts[item + 1]]:
+                u, c = flat // n_candidates, flat % n_candidates
+                holds = False
+                for slot in range(chosen.shape[1]):
+                    if chosen[u, slot] >= 0 and items[u, chosen[u, slot]] == item:
+                        holds = True
+                if holds:
+                    continue
+                for slot in range(chosen.shape[1]):
+                    position = chosen[u, slot]
+                    if position < 0:
+                        continue
+                    other = items[u, position]
+                    if listed[other] > need[other]:
+                        cost = scores[u, position] - scores[u, c]
+                        if cost < best:
+                            best, best_flat, best_slot = cost, flat, slot
+            if best_flat < 0:
+                break  # no list can take it without breaking another floor: it stays short
+            u, c = best_flat // n_candidates, best_flat % n_candidates
+            listed[items[u, chosen[u, best_slot]]] -= 1
+            listed[item] += 1
+            chosen[u, best_slot] = c
+            change -= best
+    return change
 
 
 def lp_prices(scores: np.ndarray, items: np.ndarray, k: int, cap: np.ndarray | None = None,

@@ -56,6 +56,8 @@ def test_floor_subsidies_match_the_lp_and_list_every_item_its_floor(seed):
     # judged by the dual bound and the lists they give, not compared with HiGHS's one vertex.
     assert optimum <= solved.dual + 2e-6 and solved.dual - optimum < 3e-3 * optimum
     assert (exact <= 1e-9).all()
+    # The repair lifts every item to its floor by the cheapest swaps: a feasible lower bound, a stated gap.
+    assert solved.below_floor == 0 and solved.primal <= optimum + 1e-6 and solved.gap < 0.01
     after, _ = top_k_counts(scores, items, solved.prices, k)
     assert (before[1:] < floor[1:]).sum() > 50  # the accuracy-only lists leave many items under 2
     assert (after[1:] < floor[1:] - 1).sum() <= 2  # the LP's lists, up to ties, meet the floors
