@@ -79,7 +79,7 @@ def test_any_list_length_works_end_to_end(repro_project, tmp_path):
     deep_update(params, {"policy": {"k": 5}, "deploy": {"min_ratio": {"ndcg": 0.9, "ild": 1.0}}})
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = ran_stages(dvc(project, "repro"))
-    assert ran == {"tune", "train", "candidates", "search", "deploy"}  # every stage reading policy.k, and after
+    assert ran == {"tune", "train", "candidates", "exposure", "search", "deploy"}  # every stage reading policy.k, and after
     assert "ndcg@5" in json.loads((project / "metrics" / "train.json").read_text())["model"]["test"]
     deployed = json.loads((project / "metrics" / "deploy.json").read_text())
     assert deployed["version"] is not None, deployed["gate"]  # the k = 10 champion kept, or a k = 5 policy promoted
