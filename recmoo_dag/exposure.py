@@ -154,9 +154,10 @@ def _repair(scores, items, order, users, left, k):  # pragma: no cover - compile
 
 @njit(cache=True)
 def _lift_to_floors(scores, items, chosen, listed, need, cap, by_item, starts, missing):  # pragma: no cover
-    """Raise the items under their floor into lists, one at a time, each by the cheapest swap: some
-    list not holding it drops the listed item (one above its own floor) whose score is closest to
-    this one's. Updates chosen and listed in place; returns the change of Σ s (≤ 0)."""
+    """Raise the items under their floor into lists, one at a time, each by the cheapest swap: of the
+    lists holding it as a candidate but not listing it, the one that loses least score by dropping a
+    listed item still above its own floor. Updates chosen and listed in place; returns the change of
+    Σ s (≤ 0 but for ties)."""
     n_candidates = items.shape[1]
     change = 0.0
     for item in missing:
