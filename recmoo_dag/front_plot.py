@@ -1,4 +1,5 @@
-"""front.png: NDCG against each other objective for the NSGA front and the baselines' fronts."""
+"""front.png: NDCG against each other objective for the NSGA front and the baselines' fronts, and
+against the exposure Gini (objectives.CATALOGUE: reported, not searched) for NSGA's front."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,15 +26,16 @@ def frontier_2d(x: np.ndarray, y: np.ndarray, maximize_y: bool) -> tuple[np.ndar
     return x[keep], y[keep]
 
 
-def plot_fronts(result: SearchResult, path: Path, k: int) -> None:
+def plot_fronts(result: SearchResult, path: Path, k: int, gini: np.ndarray, accuracy_only_gini: float) -> None:
     """NDCG (x) against each other objective (y) on valid: every method's non-dominated policies
-    (faint) and their 2-D frontier in that plane (line). One PNG, stable bytes."""
+    (faint) and their 2-D frontier in that plane (line); and against the exposure Gini of NSGA's
+    front, gini (P,) on valid. One PNG, stable bytes."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display; same bytes everywhere
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5), constrained_layout=True)
     accuracy_only = result.accuracy_only["valid"]
     for ax, name in zip(axes.ravel(), OBJECTIVES[1:]):
         j = OBJECTIVES.index(name)
@@ -47,7 +49,18 @@ def plot_fronts(result: SearchResult, path: Path, k: int) -> None:
         ax.set_xlabel(label("ndcg", k) + " (valid)")
         ax.set_ylabel(label(name, k) + UNITS.get(name, ""))
         ax.grid(alpha=0.3)
-    axes.ravel()[-1].axis("off")
+    ax = axes.ravel()[len(OBJECTIVES) - 1]
+    points = result.fronts["nsga"].valid
+    color, marker, size = STYLE["nsga"]
+    ax.scatter(points[:, 0], gini, s=size, c=color, marker=marker, alpha=0.25, linewidths=0)
+    fx, fy = frontier_2d(points[:, 0], gini, maximize_y=False)
+    ax.step(fx, fy, where="post", color=color, lw=2.4)
+    ax.scatter([accuracy_only[0]], [accuracy_only_gini], s=160, c="#d62728", marker="*", zorder=5)
+    ax.set_xlabel(label("ndcg", k) + " (valid)")
+    ax.set_ylabel(label("exposure_gini", k) + " (lower: exposure spread wider)")
+    ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(OBJECTIVES):]:
+        ax.axis("off")
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
     axes.ravel()[-1].legend(handles, labels, loc="center", title="non-dominated set of each method\n"
                             "(dots: all 6 objectives; line: best in this plane)")

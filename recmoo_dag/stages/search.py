@@ -14,6 +14,8 @@ from recmoo_dag.io import atomic_write, write_json
 from recmoo_dag.item_terms import training_terms
 from recmoo_dag.item_text import text_vectors_if_any
 from recmoo_dag.model import item_embeddings, load_model
+from recmoo_dag.objectives import CATALOGUE
+from recmoo_dag.policy import accuracy_only_policy
 from recmoo_dag.search import search
 from recmoo_dag.yardstick import Yardstick, sample_cases, yardsticks
 
@@ -39,10 +41,13 @@ def main(params: Params) -> None:
                     stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
                     rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor)
     nsga = result.fronts["nsga"]
-    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio,
-                        {"valid": valid.catalogue(nsga.x), "test": test.catalogue(nsga.x)})
+    catalogue = {"valid": valid.catalogue(nsga.x), "test": test.catalogue(nsga.x)}
+    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio, catalogue)
     atomic_write(cfg.front, lambda tmp: tmp.write_text(front_csv(table)))
-    atomic_write(Path(cfg.report_dir) / "front.png", lambda tmp: plot_fronts(result, tmp, policy.k))
+    gini = CATALOGUE.index("exposure_gini")
+    accuracy_only_gini = valid.catalogue(accuracy_only_policy(policy.k))[0, gini]
+    atomic_write(Path(cfg.report_dir) / "front.png", lambda tmp: plot_fronts(result, tmp, policy.k,
+                                                                            catalogue["valid"][:, gini], accuracy_only_gini))
     metrics = result.metrics(len(table))
     write_json(cfg.metrics, metrics.to_json())
     hv = metrics.hypervolume
