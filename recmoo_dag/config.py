@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from recmoo_dag.errors import ConfigError
-from recmoo_dag.objectives import JUDGED, OBJECTIVES
+from recmoo_dag.objectives import CATALOGUE, JUDGED, OBJECTIVES
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -290,6 +290,7 @@ class OrchestrationParams(Section):
 
 SearchObjective = Literal[OBJECTIVES]
 Objective = Literal[JUDGED]  # "higher is better": what the decision rules, bounds and gate judge
+Preferred = Literal[JUDGED + CATALOGUE]  # what the constrained rule may rank by: a judged objective or the catalogue's
 
 
 class PolicyParams(Section):
@@ -343,7 +344,7 @@ class DeployParams(Section):
 
     rule: Literal["constrained", "asf", "pseudo_weights", "knee"]
     select_on: Literal["valid", "test"]
-    maximize: Objective
+    maximize: Preferred
     min_ratio: dict[Objective, float]
     confidence: float = Field(ge=0.5, lt=1.0)
     confirm_share: float = Field(ge=0.0, lt=1.0)

@@ -9,7 +9,8 @@ non-inferiority test at a 4% margin; for ILD@k, 1.05, a superiority test. A rule
 policies that meet every bound, and gives its order of preference among them:
 
 - constrained: the feasible policy with the highest `deploy.maximize` (default: maximize catalog
-  coverage subject to the bounds). Ties go to the higher NDCG.
+  coverage subject to the bounds; also a catalogue figure: the highest tail share, the lowest
+  exposure Gini). Ties go to the higher NDCG.
 - asf: the minimum of the augmented achievement scalarizing function
   max_j w_j l_j + rho sum_j w_j l_j, with l_j the loss to the best feasible value of objective j
   normalized by its range on the feasible set (Wierzbicki 1980; augmented Chebyshev form as in
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recmoo_dag.objectives import JUDGED, label
+from recmoo_dag.objectives import JUDGED, LOWER_IS_BETTER, label
 from recmoo_dag.uncertainty import Ratio
 
 RHO = 1e-4  # augmentation of the ASF: breaks ties in favour of non-weakly-dominated policies
@@ -84,12 +85,17 @@ def asf(F: np.ndarray, weights: dict[str, float]) -> np.ndarray:
     return weighted.max(axis=1) + RHO * weighted.sum(axis=1)
 
 
-def preference(rule: str, F: np.ndarray, maximize: str, weights: dict[str, float]) -> tuple[np.ndarray, str]:
-    """The rule's order of preference among F's rows (all feasible), best first, and how it picks."""
+def preference(rule: str, F: np.ndarray, maximize: str, weights: dict[str, float],
+               catalogue: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """The rule's order of preference among F's rows (all feasible), best first, and how it picks.
+    catalogue (P,): the rows' values of `maximize` when it is a catalogue figure (objectives.CATALOGUE)."""
     equal = np.argsort(asf(F, dict.fromkeys(JUDGED, 1.0)), kind="stable")
     if rule == "constrained":
-        j, ndcg = _column(maximize), _column("ndcg")
-        return np.lexsort((-F[:, ndcg], -F[:, j])), f"max {maximize}"  # max objective, then max NDCG
+        ndcg = _column("ndcg")
+        values = F[:, _column(maximize)] if catalogue is None else catalogue
+        best = "min" if maximize in LOWER_IS_BETTER else "max"
+        key = values if best == "min" else -values
+        return np.lexsort((-F[:, ndcg], key)), f"{best} {maximize}"  # the best value, then max NDCG
     if rule == "asf":
         return np.argsort(asf(F, weights), kind="stable"), f"min achievement scalarization, weights {weights}"
     if rule == "pseudo_weights":
@@ -102,15 +108,18 @@ def preference(rule: str, F: np.ndarray, maximize: str, weights: dict[str, float
 
 
 def choose(rule: str, F: np.ndarray, lower: dict[str, np.ndarray], min_ratio: dict[str, float], maximize: str,
-           weights: dict[str, float], k: int, confidence: float) -> tuple[np.ndarray, str]:
+           weights: dict[str, float], k: int, confidence: float,
+           catalogue: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """The policies that meet the bounds, in the rule's order of preference (empty: none does), and
-    why. F (P, m) the policies' objectives; lower {objective: (P,)} their ratios' lower bounds."""
+    why. F (P, m) the policies' objectives; lower {objective: (P,)} their ratios' lower bounds;
+    catalogue (P,) their values of `maximize` when it is a catalogue figure (exposure_gini: lowest
+    first)."""
     ok = np.flatnonzero(feasible(lower, min_ratio, len(F)))
     bounds = ", ".join(f"{label(name, k)} >= {v:g} x accuracy-only" for name, v in min_ratio.items()) or "no bounds"
     judged = f"at {confidence:.0%} confidence" if confidence > 0.5 else "on point estimates"
     if len(ok) == 0:
         return ok, f"no policy of the front meets the bounds ({bounds}, {judged})"
-    order, how = preference(rule, F[ok], maximize, weights)
+    order, how = preference(rule, F[ok], maximize, weights, None if catalogue is None else catalogue[ok])
     return ok[order], f"{how.replace(maximize, label(maximize, k))} among {len(ok)} policies with {bounds} ({judged})"
 
 

@@ -44,7 +44,7 @@ from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.lineage import Artifact, build_lineage, dvc_lock_hashes, lock_mismatches
-from recmoo_dag.objectives import JUDGED, REPORTED, label
+from recmoo_dag.objectives import CATALOGUE, JUDGED, REPORTED, label
 from recmoo_dag.policy import POOL, VARIABLES, accuracy_only_policy, id_keys, policy_vector
 from recmoo_dag.results import DeployReport
 from recmoo_dag.uncertainty import Bootstrap, Ratio, percentiles, ratio
@@ -131,7 +131,9 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int,
     boot_confirm = Bootstrap(len(confirmation.user_index[0]), evaluation.replicates, seed + 1)
     lower = lower_bounds(selection, policies, list(cfg.min_ratio), boot_select, cfg.confidence)
     F = selection.objectives(policies)[:, :len(JUDGED)]
-    order, why = choose(cfg.rule, F, lower, cfg.min_ratio, cfg.maximize, cfg.weights, k, cfg.confidence)
+    catalogue = (selection.catalogue(policies)[:, CATALOGUE.index(cfg.maximize)] if cfg.maximize in CATALOGUE
+                 else None)
+    order, why = choose(cfg.rule, F, lower, cfg.min_ratio, cfg.maximize, cfg.weights, k, cfg.confidence, catalogue)
     if len(order) == 0:
         nearest = nearest_to_bounds(lower, cfg.min_ratio)
         reached = {name: Ratio(float(ratio(F[nearest, JUDGED.index(name)], selection.accuracy_only[JUDGED.index(name)])),

@@ -21,6 +21,7 @@ OBJECTIVES = ("ndcg", "ild", "novelty", "coverage", "personalization", "cost")  
 JUDGED = OBJECTIVES[:5]  # higher is better: what the decision rules, the bounds and the gate judge
 CATALOGUE = ("exposure_gini", "tail_share")  # how the lists spread over the catalogue, reported with coverage
 REPORTED = JUDGED + CATALOGUE  # a deployed policy's figures
+LOWER_IS_BETTER = ("cost", "exposure_gini")
 AT_K = ("ndcg", "ild", "coverage", "exposure_gini", "tail_share")  # labelled with the list length in reports
 
 

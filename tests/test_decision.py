@@ -143,3 +143,13 @@ def test_bound_failures_name_each_missed_bound_with_its_numbers():
     assert bound_failures(CANDIDATE, {"ndcg": 0.98, "ild": 1.25}, 5) == [
         "ild@5 1.200x [1.190, 1.210] x accuracy-only: lower bound 1.190 < 1.25"]
     assert bound_failures(CANDIDATE, {"novelty": 1.0, "personalization": 1.0}, 5) == []
+
+
+def test_constrained_rule_ranks_by_a_catalogue_figure_lowest_gini_or_highest_tail_share_first():
+    gini, tail = np.array([0.84, 0.80, 0.60, 0.75]), np.array([0.30, 0.28, 0.50, 0.40])
+    order, why = choose("constrained", FRONT_F, lower_bounds(FRONT_F), {"ndcg": 0.98}, "exposure_gini", WEIGHTS, K,
+                        0.5, gini)
+    assert order.tolist() == [3, 1, 0] and why.startswith("min exposure_gini@10 among 3 policies")  # 2 is infeasible
+    order, why = choose("constrained", FRONT_F, lower_bounds(FRONT_F), {"ndcg": 0.98}, "tail_share", WEIGHTS, K,
+                        0.5, tail)
+    assert order.tolist() == [3, 0, 1] and why.startswith("max tail_share@10 among 3 policies")

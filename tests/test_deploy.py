@@ -222,3 +222,25 @@ def test_the_champion_is_judged_with_the_prices_it_serves(deployable):
     judged = deploy.champion_yardstick(champion, test, features, test.terms, 64, today)
     assert not np.array_equal(test.objectives(policy), served_with.objectives(policy))  # the new prices move it
     np.testing.assert_array_equal(judged.objectives(policy), served_with.objectives(policy))
+
+
+def test_the_constrained_rule_can_prefer_the_lowest_exposure_gini(deployable):
+    """deploy.maximize: exposure_gini (a catalogue figure, lower is better): of the front's policies
+    meeting the bounds, the one whose lists spread exposure widest (ranked on every valid user here:
+    no confirmation split), and the deploy stage serves it."""
+    from recmoo_dag.features import load_features
+    from recmoo_dag.front import read_front
+    from recmoo_dag.stages.search import yardsticks_of
+
+    params = deployable({"deploy": {"min_ratio": NO_BOUNDS, "maximize": "exposure_gini", "confirm_share": 0.0}})
+    write_front(params, FRONT)
+    payload = run(params)
+    assert payload["gate"]["promoted"]
+    valid, _ = yardsticks_of(params, load_features(params.features.dir))
+    front = deploy.clamp_pools(read_front(params.search.front), 10, valid.requests.n_candidates)
+    choice = deploy.choose_policy(front, valid, params.deploy, 10, params.evaluation, params.seed)
+    assert choice.reason.startswith("min exposure_gini@10 among 3 policies")
+    lowest = front[np.argmin(valid.catalogue(front)[:, 0])]
+    np.testing.assert_array_equal(choice.policy, lowest)
+    assert payload["policy"] == dict(zip(VARIABLE_NAMES, [float(v) if n != "pool" else int(v)
+                                                         for n, v in zip(VARIABLE_NAMES, lowest)]))
