@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -110,7 +111,10 @@ def encode(body: dict, path: str = "/recommend") -> bytes:
             b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data))) + data
 
 
-async def one_connection(port: int, requests: list[bytes], k: int, latencies: list[float], errors: list[str]) -> None:
+async def one_connection(port: int, requests: list[bytes], answered: Callable[[dict, bytes], bool],
+                         latencies: list[float], errors: list[str]) -> None:
+    """One keep-alive connection sending `requests` in turn; an answer other than 200 whose body
+    `answered(body, request)` accepts is an error."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for request in requests:
@@ -123,7 +127,7 @@ async def one_connection(port: int, requests: list[bytes], k: int, latencies: li
                     length = int(line.split(b":")[1])
             body = await reader.readexactly(length)
             latencies.append(time.perf_counter() - start)
-            if not status.startswith(b"HTTP/1.1 200") or not complete(json.loads(body), request, k):
+            if not status.startswith(b"HTTP/1.1 200") or not answered(json.loads(body), request):
                 errors.append(status.decode().strip() + " " + body[:200].decode(errors="replace"))
     finally:
         writer.close()
@@ -147,7 +151,8 @@ async def load(port: int, requests: list[bytes], clients: int, k: int) -> dict:
     errors: list[str] = []
     shares = [requests[i::clients] for i in range(clients)]
     start = time.perf_counter()
-    await asyncio.gather(*(one_connection(port, share, k, latencies, errors) for share in shares))
+    await asyncio.gather(*(one_connection(port, share, lambda body, request: complete(body, request, k), latencies,
+                                          errors) for share in shares))
     elapsed = time.perf_counter() - start
     latencies.sort()
     return {"p50": latencies[len(latencies) // 2] * 1e3, "p99": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
@@ -289,31 +294,13 @@ def events_project(params_file: Path, workdir: Path) -> Path:
     return project / "params.yaml"
 
 
-async def post_events(port: int, requests: list[bytes], size: int, latencies: list[float], errors: list[str]) -> None:
-    """One keep-alive connection posting `requests` in turn; an answer other than 200 with `size` accepted is an error."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for request in requests:
-            start = time.perf_counter()
-            writer.write(request)
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            body = await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
-            if not status.startswith(b"HTTP/1.1 200") or json.loads(body)["accepted"] != size:
-                errors.append(status.decode().strip() + " " + body[:200].decode(errors="replace"))
-    finally:
-        writer.close()
-
-
 async def events_load(port: int, requests: list[bytes], clients: int, size: int) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     start = time.perf_counter()
-    await asyncio.gather(*(post_events(port, requests[i::clients], size, latencies, errors) for i in range(clients)))
+    # Accepted means every event of the batch is on disk.
+    await asyncio.gather(*(one_connection(port, requests[i::clients], lambda body, _: body["accepted"] == size,
+                                          latencies, errors) for i in range(clients)))
     elapsed = time.perf_counter() - start
     latencies.sort()
     acknowledged = (len(requests) - len(errors)) * size
