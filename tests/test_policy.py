@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from recmoo_dag.exposure import ExposurePrices
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.policy import (
     CALIBRATION,
@@ -22,7 +23,6 @@ from recmoo_dag.policy import (
     recommended_items,
     rerank,
 )
-from recmoo_dag.exposure import ExposurePrices
 from recmoo_dag.windows import histories_of
 
 K = 5

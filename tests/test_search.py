@@ -11,10 +11,9 @@ from pymoo.algorithms.moo.nsga3 import NSGA3
 from recmoo_dag import search as S
 from recmoo_dag.candidates import load_candidates
 from recmoo_dag.exposure import load_prices
-from recmoo_dag.objectives import CATALOGUE
 from recmoo_dag.features import load_features
 from recmoo_dag.item_terms import training_terms
-from recmoo_dag.objectives import OBJECTIVES
+from recmoo_dag.objectives import CATALOGUE, OBJECTIVES
 from recmoo_dag.pareto import hypervolume, nondominated
 from recmoo_dag.policy import DIVERSITY, POOL, VARIABLE_NAMES, accuracy_only_policy
 from recmoo_dag.stages import search as search_stage
