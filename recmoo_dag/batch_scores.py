@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from recmoo_dag.evaluate import left_padded
-from recmoo_dag.generator import Generator, blend
+from recmoo_dag.generator import Generator
 from recmoo_dag.model import basket_means
 from recmoo_dag.windows import histories_of
 
@@ -93,17 +93,8 @@ class BatchScorer:
     def scores(self, batch: list[Pending]) -> np.ndarray:
         """-> (B, I + 1) float32, column 0 (padding) -inf; nothing masked yet."""
         kind = self.generator.kind
-        model_scores = self._model_scores(batch) if kind != "ease" else None
-        ease_scores = self._ease_scores(batch) if kind != "model" else None
-        if kind == "model":
-            scores = model_scores
-        elif kind == "ease":
-            scores = ease_scores
-        else:
-            scores = blend(model_scores, ease_scores, self.generator.blend_weight)
-        scores = np.array(scores, dtype=np.float32)
-        scores[:, 0] = -np.inf
-        return scores
+        return self.generator.combine(self._model_scores(batch) if kind != "ease" else None,
+                                      self._ease_scores(batch) if kind != "model" else None)
 
     def _windows(self, batch: list[Pending]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each request's window as the transformer reads it (`evaluate.left_padded`, padding cut

@@ -67,6 +67,19 @@ class Generator:
     def uses_ease(self) -> bool:
         return self.kind != "model"
 
+    def combine(self, model_scores: np.ndarray | None, ease_scores: np.ndarray | None) -> np.ndarray:
+        """The generator's scores from its parts, (B, I + 1) each (None for a part it does not use):
+        (B, I + 1) float32, column 0 (padding) -inf."""
+        if self.kind == "model":
+            scores = model_scores
+        elif self.kind == "ease":
+            scores = ease_scores
+        else:
+            scores = blend(model_scores, ease_scores, self.blend_weight)
+        scores = np.array(scores, dtype=np.float32)
+        scores[:, 0] = -np.inf
+        return scores
+
     def scorer(self, fit: Histories, history: Histories, ease: np.ndarray | None = None) -> Scorer:
         """Scores of every item after each row of `history`: a `Scorer`. EASE's weights are fit on
         the histories `fit` unless `ease` (I + 1, I + 1) is given."""
@@ -167,12 +180,4 @@ def sequence_scores(generator: Generator, sequence: np.ndarray, opens: np.ndarra
             model_scores = generator.model.score_next(torch.from_numpy(seq), torch.from_numpy(baskets)).numpy()
     if generator.kind != "model":
         ease_scores = ease[np.unique(sequence)].sum(axis=0, dtype=np.float32)[None]  # (1, I + 1): x_u B
-    if generator.kind == "model":
-        scores = model_scores
-    elif generator.kind == "ease":
-        scores = ease_scores
-    else:
-        scores = blend(model_scores, ease_scores, generator.blend_weight)
-    scores = np.array(scores[0], dtype=np.float32)
-    scores[0] = -np.inf
-    return scores
+    return generator.combine(model_scores, ease_scores)[0]
