@@ -115,15 +115,15 @@ def solve_prices(scores: np.ndarray, items: np.ndarray, k: int, cap: np.ndarray 
         subsidy = np.maximum(subsidy + step * under, 0.0)
     order = np.argsort(-(scores - best_prices[items]), axis=1, kind="stable")  # (U, N) best first
     users = np.random.default_rng(seed).permutation(len(items))
-    left = np.floor(np.where(capped, cap, len(items)) + 1e-9)
-    primal, short, listed, chosen = _repair(scores, items, order, users, left, k)
+    ceiling = np.floor(np.where(capped, cap, len(items)) + 1e-9)  # whole lists each item may fill
+    primal, short, listed, chosen = _repair(scores, items, order, users, ceiling.copy(), k)
     need = np.ceil(floor - 1e-9).astype(np.int64)
     if (listed < need).any():
         by_item = np.argsort(items.ravel(), kind="stable")  # every (user, position) of an item, item by item
         starts = np.searchsorted(items.ravel()[by_item], np.arange(n_prices + 1))
         missing = np.flatnonzero(listed < need)
-        primal += _lift_to_floors(scores, items, chosen, listed, need, np.where(capped, np.floor(cap + 1e-9), len(items)),
-                                  by_item, starts, missing[np.random.default_rng(seed).permutation(len(missing))])
+        primal += _lift_to_floors(scores, items, chosen, listed, need, ceiling, by_item, starts,
+                                  missing[np.random.default_rng(seed).permutation(len(missing))])
     below = int((listed < need).sum())
     return PriceSolve(best_prices, best_dual, primal, short, below, t)
 
