@@ -3,6 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 # dvc.yaml runs `recmoo <stage>`: the venv's bin must be on PATH for DVC's subprocesses.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Bytecode: each module compiled on its first import, cached in the venv and not beside any source
+# (what PYTHONDONTWRITEBYTECODE, set on CI and this image, keeps out of the tree). Without a cache
+# every stage, test and server process recompiles the torch and dagster it imports.
+export PYTHONPYCACHEPREFIX := $(CURDIR)/$(VENV)/pycache
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup pipeline test lock
 
