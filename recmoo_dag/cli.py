@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--recent", default="", help="live session items, comma-separated, oldest first")
     recommend.add_argument("--exclude", default="", help="items never to return, comma-separated")
     recommend.add_argument("-k", type=int, help="list length (default: serve.default_k)")
+    sub.add_parser("reprice", help="re-solve the served version's exposure prices from the lists it serves; gate, publish")
     rollback = sub.add_parser("rollback", help="serve an earlier version again (default: the previous one)")
     rollback.add_argument("version", nargs="?", help="e.g. v0002 or 2")
     lineage = sub.add_parser("lineage", help="the chain from a deployed version back to the raw files")
@@ -107,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
             from recmoo_dag.stages.validate import check_files
 
             return check_files(params, args.paths, args.format)
+        if args.command == "reprice":
+            from recmoo_dag.reprice import main as reprice
+
+            reprice(params)
+            return 0
         if args.command in ("serve", "recommend", "rollback", "lineage"):
             from recmoo_dag.ops import operate
 

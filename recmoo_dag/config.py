@@ -284,6 +284,8 @@ class OrchestrationParams(Section):
     schedule_enabled: bool
     schedule_cron: str
     schedule_timezone: str
+    reprice_enabled: bool
+    reprice_cron: str
     remote: str | None
     executor: Literal["in_process", "multiprocess", "k8s"]
 

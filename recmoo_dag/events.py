@@ -337,6 +337,24 @@ def trained_batches(manifest: dict) -> frozenset[str]:
     return frozenset(match.group(0) for path in files if (match := BATCH_NAME.search(path)))
 
 
+def untrained_batch_files(data: DataParams, manifest: dict) -> dict[str, Path]:
+    """The service's batch files under data.incoming_dir that the version of `manifest` was not
+    trained on, by batch name (time order)."""
+    incoming, trained = Path(data.incoming_dir), trained_batches(manifest)
+    files = {}
+    for path in find_log_files(incoming, data.format, data.generic)[0] if incoming.is_dir() else []:
+        match = BATCH_NAME.search(path.relative_to(incoming).as_posix())
+        if match and match.group(0) not in trained:
+            files[match.group(0)] = path
+    return dict(sorted(files.items()))
+
+
+def read_batch(path: Path, data: DataParams) -> list[Event]:
+    frame = read_interactions(path, data.format, data.generic)
+    return [Event(user, item, int(when), None) for user, item, when
+            in zip(frame["user_id"], frame["item_id"], frame["timestamp"])]
+
+
 def rebuild(sessions: SessionStore, folder: Path, data: DataParams, manifest: dict) -> int:
     """Fill `sessions` with every event the version of `manifest` was not trained on: the segments
     still being written (other live workers'), then the service's batch files under
@@ -347,13 +365,9 @@ def rebuild(sessions: SessionStore, folder: Path, data: DataParams, manifest: di
             found[path.stem] = read_segment(path)
         except FileNotFoundError:  # rolled since the listing: the batch files, listed next, hold it
             continue
-    incoming, trained = Path(data.incoming_dir), trained_batches(manifest)
-    for path in find_log_files(incoming, data.format, data.generic)[0] if incoming.is_dir() else []:
-        match = BATCH_NAME.search(path.relative_to(incoming).as_posix())
-        if match and match.group(0) not in trained and match.group(0) not in found:
-            frame = read_interactions(path, data.format, data.generic)
-            found[match.group(0)] = [Event(user, item, int(when), None) for user, item, when
-                                     in zip(frame["user_id"], frame["item_id"], frame["timestamp"])]
+    for name, path in untrained_batch_files(data, manifest).items():
+        if name not in found:
+            found[name] = read_batch(path, data)
     for name in sorted(found):
         sessions.add(found[name], name)
     return sum(map(len, found.values()))

@@ -123,20 +123,22 @@ def lock_mismatches(lock: dict, stages: list[str], root: Path = Path(".")) -> li
     return problems
 
 
+def lineage_link(artifact: Artifact, root: Path = Path(".")) -> dict:
+    """One link of a manifest's chain: the artifact's files with their sha256s."""
+    # A worker that ran only the last stages holds only the files they read: what it has not got
+    # is identified by DVC's hashes in dvc.lock (recorded in the manifest), not re-hashed here.
+    present = tuple(path for path in artifact.paths if (root / path).exists())
+    files = hash_files(present, root)
+    return {"name": artifact.name, "stage": artifact.stage, "paths": list(artifact.paths),
+            "sha256": combined_digest(files) if files else None, "files": files,
+            "not_here": [path for path in artifact.paths if path not in present]}
+
+
 def build_lineage(artifacts: list[Artifact], params: dict, root: Path = Path(".")) -> dict:
     """The provenance half of a manifest (the deploy stage adds the decision and the version's files)."""
-    chain = []
-    for artifact in artifacts:
-        # A worker that ran only the last stages holds only the files they read: what it has not got
-        # is identified by DVC's hashes in dvc.lock (recorded below), not re-hashed here.
-        present = tuple(path for path in artifact.paths if (root / path).exists())
-        files = hash_files(present, root)
-        chain.append({"name": artifact.name, "stage": artifact.stage, "paths": list(artifact.paths),
-                      "sha256": combined_digest(files) if files else None, "files": files,
-                      "not_here": [path for path in artifact.paths if path not in present]})
     return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "lineage": chain,
+        "lineage": [lineage_link(artifact, root) for artifact in artifacts],
         "params": params,
         "params_sha256": params_digest(params),
         "git": git_state(root),

@@ -12,7 +12,8 @@ from recmoo_dag.defs.assets import describe
 from recmoo_dag.defs.checks import BLOCKING_CHECKS
 from recmoo_dag.defs.definitions import NEW_LOGS_JOB, PIPELINE_JOB
 from recmoo_dag.defs.pipeline import code_version, data_version, downstream, load_pipeline, overlaps
-from tests.conftest import REPO, write_params
+from recmoo_dag.defs.reprice import REPRICE_JOB
+from tests.conftest import REPO, repo_params, write_params
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,9 @@ def test_jobs_sensor_and_schedule(defs):
     assert defs.resolve_sensor_def("incoming_logs").default_status.value == "RUNNING"
     schedule = defs.resolve_schedule_def("periodic_retrain")
     assert schedule.default_status.value == "STOPPED" and schedule.job_name == PIPELINE_JOB
+    reprice = defs.resolve_schedule_def("periodic_reprice")
+    assert reprice.default_status.value == "STOPPED" and reprice.job_name == REPRICE_JOB
+    assert reprice.cron_schedule == repo_params()["orchestration"]["reprice_cron"]
 
 
 def test_overlaps_and_downstream():

@@ -21,7 +21,8 @@ from recmoo_dag.config import load_params
 from recmoo_dag.defs.assets import build_assets
 from recmoo_dag.defs.checks import build_checks
 from recmoo_dag.defs.pipeline import downstream, load_pipeline, readers_of
-from recmoo_dag.defs.schedules import build_retrain_schedule
+from recmoo_dag.defs.reprice import build_reprice_job
+from recmoo_dag.defs.schedules import build_reprice_schedule, build_retrain_schedule
 from recmoo_dag.defs.sensors import build_incoming_sensor, build_sync_sensor
 
 PIPELINE_JOB = "pipeline"
@@ -45,7 +46,8 @@ def build_defs(project: str | Path | None = None) -> Definitions:
     everything = define_asset_job(
         PIPELINE_JOB, selection=AssetSelection.all(),
         description="Every stage of dvc.yaml, in order (DVC skips the unchanged ones).")
-    jobs = [everything]
+    reprice = build_reprice_job(project)
+    jobs = [everything, reprice]
     sensors = [build_sync_sensor(project, stages, settings.sync_interval_seconds, settings.sync_enabled)]
     if readers := readers_of(stages, params.data.incoming_dir):
         new_logs = define_asset_job(
@@ -59,7 +61,7 @@ def build_defs(project: str | Path | None = None) -> Definitions:
         asset_checks=build_checks(project, stages),
         jobs=jobs,
         sensors=sensors,
-        schedules=[build_retrain_schedule(everything, settings)],
+        schedules=[build_retrain_schedule(everything, settings), build_reprice_schedule(reprice, settings)],
         executor=build_executor(settings.executor),
     )
 

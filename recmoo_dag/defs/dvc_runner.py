@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Failure, MetadataValue
+from dagster import AssetExecutionContext, Failure, MetadataValue, OpExecutionContext
 
 LOCK_FILE = ".dvc/tmp/recmoo-dagster.lock"
 BUSY = "is busy, it is being blocked by"  # DVC's rwlock message
@@ -43,7 +43,7 @@ def run_dvc(context: AssetExecutionContext, project: Path, args: list[str]) -> N
             "waiting for another Dagster step's DVC command in this workspace")):
         while True:
             context.log.info(f"$ dvc --wait-for-lock {shown}  (in {project})")
-            code, output = _stream(context, command, project)
+            code, output = stream(context, command, project)
             if code == 0:
                 return
             if BUSY in output and time.monotonic() < deadline:
@@ -76,7 +76,8 @@ def workspace_lock(project: Path, wait: bool = True, on_wait: Callable[[], None]
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _stream(context: AssetExecutionContext, command: list[str], project: Path) -> tuple[int, str]:
+def stream(context: AssetExecutionContext | OpExecutionContext, command: list[str], project: Path) -> tuple[int, str]:
+    """Run `command` in `project`, its output lines into the Dagster event log: -> (exit code, its last lines)."""
     tail: deque[str] = deque(maxlen=40)  # what a failure message shows
     with subprocess.Popen(command, cwd=project, env=dvc_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:

@@ -1,4 +1,5 @@
-"""Periodic retraining: the whole pipeline on a cron from params (orchestration.schedule_*), off by default.
+"""Periodic retraining: the whole pipeline on a cron from params (orchestration.schedule_*), off by default;
+and periodic repricing of the served version (orchestration.reprice_*, recmoo_dag/reprice.py), off by default.
 
 DVC re-runs only the stages whose deps or params changed since the last run, so a tick with nothing
 new costs seconds; a tick after new data, code or params retrains and re-searches what they touch.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dagster import DefaultScheduleStatus, ScheduleDefinition
+from dagster import DefaultScheduleStatus, JobDefinition, ScheduleDefinition
 
 from recmoo_dag.config import OrchestrationParams
 
@@ -26,4 +27,17 @@ def build_retrain_schedule(job: UnresolvedAssetJobDefinition,
                         else DefaultScheduleStatus.STOPPED),
         description=f"`{job.name}` at `{settings.schedule_cron}` ({settings.schedule_timezone}); "
                     "params orchestration.schedule_*; stopped unless schedule_enabled.",
+    )
+
+
+def build_reprice_schedule(job: JobDefinition, settings: OrchestrationParams) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name="periodic_reprice",
+        job=job,
+        cron_schedule=settings.reprice_cron,
+        execution_timezone=settings.schedule_timezone,
+        default_status=(DefaultScheduleStatus.RUNNING if settings.reprice_enabled
+                        else DefaultScheduleStatus.STOPPED),
+        description=f"`{job.name}` at `{settings.reprice_cron}` ({settings.schedule_timezone}); "
+                    "params orchestration.reprice_*; stopped unless reprice_enabled.",
     )
