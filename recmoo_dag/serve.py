@@ -291,9 +291,11 @@ def _message(error: dict) -> str:
 def version_summary(manifest: dict) -> dict:
     """The served version and the verdict behind it: the gate, and every test figure and ratio to
     the accuracy-only policy with its paired interval (and the valid ratios it was chosen on); the
-    exposure prices' settings and solves (null for a version deployed before them)."""
+    exposure prices' settings and solves (null for a version deployed before them); and, for a version
+    `recmoo reprice` made, the version it repriced and the service's batches it priced from (else null)."""
     return {"version": manifest["version"], "created_at": manifest["created_at"], "gate": manifest["gate"],
-            "test": manifest["test"], "valid": manifest.get("valid"), "exposure": manifest.get("exposure")}
+            "test": manifest["test"], "valid": manifest.get("valid"), "exposure": manifest.get("exposure"),
+            "repriced": manifest.get("repriced")}
 
 
 def policy_summary(manifest: dict) -> dict:

@@ -20,6 +20,7 @@ from recmoo_dag.event_files import Event, batch_format
 from recmoo_dag.events import trained_batches
 from recmoo_dag.lineage import verify
 from recmoo_dag.reprice import SERVED_EVENTS, reprice
+from recmoo_dag.serve import version_summary
 from tests.conftest import deep_update
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,7 @@ def test_the_job_publishes_the_champion_with_prices_from_the_lists_it_serves(dep
     assert [Path(f).name for f in link["files"]] == [f"{BATCH}.inter"]
     assert BATCH not in trained_batches(manifest)  # still untrained: the service's sessions keep reading it
     assert verify(manifest, new, params.model_dump(by_alias=True, mode="json")) == []
+    assert version_summary(manifest)["repriced"]["from"] == "v0001"  # what GET /version says
     assert json.loads((new / POLICY_FILE).read_text()) == json.loads((old / POLICY_FILE).read_text())
     last = store.read_decisions(params.deploy.store)[-1]
     assert last["event"] == "reprice" and last["served"] == "v0002" and last["users_moved"] == 30

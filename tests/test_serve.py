@@ -204,6 +204,7 @@ def test_health_policy_and_openapi(client, served):
     assert policy["gate"]["promoted"] is True and set(policy["test"]) == {"accuracy_only", "deployed", "ratio"}
     version = client.get("/version").json()
     assert version["version"] == "v0001" and version["test"] == policy["test"] and version["valid"] == policy["valid"]
+    assert version["repriced"] is None  # deployed by the pipeline, not by `recmoo reprice`
     low, high = version["test"]["ratio"]["ndcg@10_ci"]  # the served policy over accuracy-only, paired
     assert low <= version["test"]["ratio"]["ndcg@10"] <= high
     assert set(version["valid"]["ratio"]) >= {"coverage@10", "coverage@10_ci"}
