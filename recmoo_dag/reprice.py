@@ -165,7 +165,7 @@ def build_repriced(folder: Path, name: str, champion: Champion, prices: Exposure
     (folder / EXPOSURE_FILE).write_text(json.dumps(prices.to_json(), sort_keys=True) + "\n")
     k = params.policy.k
     used = Artifact(SERVED_EVENTS, "reprice", tuple(Path(p).as_posix() for p in lists.batches.values()))
-    settings = {**champion.manifest["params"], "exposure": params.exposure.model_dump(mode="json")}
+    settings = {**champion.manifest["params"], "exposure": params.exposure.model_dump(by_alias=True, mode="json")}
     manifest = {
         **champion.manifest, "version": name, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "identity": verdict.identity,
