@@ -18,26 +18,22 @@ if TYPE_CHECKING:  # what define_asset_job returns; not exported by dagster's to
 
 def build_retrain_schedule(job: UnresolvedAssetJobDefinition,
                            settings: OrchestrationParams) -> ScheduleDefinition:
-    return ScheduleDefinition(
-        name="periodic_retrain",
-        job=job,
-        cron_schedule=settings.schedule_cron,
-        execution_timezone=settings.schedule_timezone,
-        default_status=(DefaultScheduleStatus.RUNNING if settings.schedule_enabled
-                        else DefaultScheduleStatus.STOPPED),
-        description=f"`{job.name}` at `{settings.schedule_cron}` ({settings.schedule_timezone}); "
-                    "params orchestration.schedule_*; stopped unless schedule_enabled.",
-    )
+    return _cron("periodic_retrain", job, settings.schedule_cron, settings.schedule_enabled, "schedule", settings)
 
 
 def build_reprice_schedule(job: JobDefinition, settings: OrchestrationParams) -> ScheduleDefinition:
+    return _cron("periodic_reprice", job, settings.reprice_cron, settings.reprice_enabled, "reprice", settings)
+
+
+def _cron(name: str, job: UnresolvedAssetJobDefinition | JobDefinition, cron: str, enabled: bool, params: str,
+          settings: OrchestrationParams) -> ScheduleDefinition:
+    """`job` at `cron` in orchestration.schedule_timezone, stopped unless orchestration.<params>_enabled."""
     return ScheduleDefinition(
-        name="periodic_reprice",
+        name=name,
         job=job,
-        cron_schedule=settings.reprice_cron,
+        cron_schedule=cron,
         execution_timezone=settings.schedule_timezone,
-        default_status=(DefaultScheduleStatus.RUNNING if settings.reprice_enabled
-                        else DefaultScheduleStatus.STOPPED),
-        description=f"`{job.name}` at `{settings.reprice_cron}` ({settings.schedule_timezone}); "
-                    "params orchestration.reprice_*; stopped unless reprice_enabled.",
+        default_status=DefaultScheduleStatus.RUNNING if enabled else DefaultScheduleStatus.STOPPED,
+        description=f"`{job.name}` at `{cron}` ({settings.schedule_timezone}); "
+                    f"params orchestration.{params}_*; stopped unless {params}_enabled.",
     )
