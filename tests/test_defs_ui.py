@@ -22,6 +22,7 @@ import yaml
 
 from recmoo_dag.defs.pipeline import load_pipeline
 from tests.scaleout_support import POSTGRES_INSTANCE, postgres_server
+from tests.serve_support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui")]  # one worker starts each UI once
 
@@ -73,12 +74,6 @@ def finished_run(url: str, run_filter: dict):
     if runs and runs[0]["status"] in ("FAILURE", "CANCELED"):
         raise AssertionError(f"run {runs[0]['runId']} ended {runs[0]['status']}")
     return runs[0] if runs and runs[0]["status"] == "SUCCESS" else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _default_signals():  # the test runner may ignore SIGINT/SIGTERM; dagster dev must hear them

@@ -1,12 +1,9 @@
 """POST /events: the rules, the durable log and its batch files, the sessions it feeds, and a kill -9."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,8 +20,9 @@ from recmoo_dag.defs.sensors import Cursor, scan
 from recmoo_dag.event_files import Event, batch_format
 from recmoo_dag.events import EventLog, Intake, SessionStore, read_segment, recover, trained_batches
 from recmoo_dag.serve import create_app
-from tests.conftest import deep_update, section
+from tests.conftest import REPO, deep_update, section
 from tests.deploy_support import FRONT, LOOSE, base_project, copy_project, deployed_copy
+from tests.serve_support import HOST, free_port, start_service, stop_service, wait_healthy
 
 NOW = 1_765_000_000  # 2025-12-06, inside validate's [min_timestamp, max_timestamp]
 
@@ -308,26 +306,25 @@ def test_a_latin_1_batch_file_refuses_what_it_cannot_hold(served):
 
 
 @pytest.mark.slow
-def test_a_kill_9_during_a_load_loses_no_acknowledged_event(served):
+def test_a_kill_9_during_a_load_loses_no_acknowledged_event(served, tmp_path_factory):
     """A real `recmoo serve` (2 workers, rolls every 200 events) killed with SIGKILL, process group and
     all, while 4 clients post batches: after a restart every acknowledged event is in the batch files
     exactly once, no half-written batch was ever visible, and the sessions are back."""
     import httpx
-
-    from tests.test_serve import free_port
 
     params = served(events_roll_count=200)
     users, items = catalog(params)
     session = [{"user_id": users[4], "item_id": item} for item in items[10:14]]
     with TestClient(create_app(params.deploy.store, params.serve)) as plain:
         expected = plain.post("/recommend", json={"user_id": users[4], "recent_items": items[10:14]}).json()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    service = _serve(port, workers=2)
+    port, log = free_port(), tmp_path_factory.mktemp("service") / "serve.log"
+    url = f"http://{HOST}:{port}"
+    pythonpath = os.getcwd() + os.pathsep + str(REPO)
+    service = start_service(Path.cwd(), port, 2, pythonpath, log)
     acked: list[str] = []
     stop = threading.Event()
     try:
-        _wait_healthy(url, service)
+        wait_healthy(service, port, log, settle_s=2.0)
         assert httpx.post(f"{url}/events", json={"events": session}).status_code == 200
 
         def load(client: int) -> None:
@@ -358,38 +355,11 @@ def test_a_kill_9_during_a_load_loses_no_acknowledged_event(served):
         # Whatever the kill left visible to the sensor and ingest is whole.
         for path in batches(params):
             read_interactions(path, params.data.format, params.data.generic)
-        service = _serve(port, workers=1)  # rolls the dead workers' segments as it starts
-        _wait_healthy(url, service)
+        service = start_service(Path.cwd(), port, 1, pythonpath, log)  # rolls the dead workers' segments as it starts
+        wait_healthy(service, port, log)
         assert httpx.post(f"{url}/recommend", json={"user_id": users[4]}).json() == expected
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(service.pid, signal.SIGINT)
-        service.wait(timeout=30)
+        stop_service(service)
     found = [item for _, item, _ in logged(params) if item.startswith("load")]
     assert set(acked) <= set(found) and len(found) == len(set(found)) and len(acked) >= 3000
     assert not segments(params) and sum(1 for r in logged(params) if r[0] == users[4]) == len(session)
-
-
-def _serve(port: int, workers: int) -> subprocess.Popen:
-    from tests.conftest import REPO
-
-    return subprocess.Popen([sys.executable, "-m", "recmoo_dag.cli", "serve", "--port", str(port),
-                             "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True,  # its own process group: the kill takes every worker
-                            env={**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + str(REPO)})
-
-
-def _wait_healthy(url: str, process: subprocess.Popen) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                time.sleep(2.0)  # every worker up, not only the first to answer
-                return
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, "recmoo serve exited"
-        assert time.monotonic() < deadline, "recmoo serve did not come up"
-        time.sleep(0.2)

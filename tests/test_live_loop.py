@@ -9,11 +9,9 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,14 +21,9 @@ from recmoo_dag.bundle import read_bundle
 from recmoo_dag.config import load_params
 from recmoo_dag.defs.definitions import NEW_LOGS_JOB
 from tests.defs_support import dvc, materialize
+from tests.serve_support import HOST, free_port, start_service, stop_service, wait_healthy
 
 NOW = 1_765_000_000  # inside validate's [min_timestamp, max_timestamp], after the synthetic log
-
-
-def _serve(project: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "recmoo_dag.cli", "serve", "--port", str(port), "--workers", "1"],
-                            cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(project)})
 
 
 def _until(condition, seconds: float, what: str):
@@ -47,7 +40,6 @@ def test_events_posted_to_the_service_are_trained_on_and_served_without_a_restar
     from dagster import build_sensor_context
 
     from recmoo_dag.defs import build_defs
-    from tests.test_serve import free_port
 
     project = tmp_path / "project"
     shutil.copytree(repro_project, project, symlinks=True)
@@ -68,11 +60,11 @@ def test_events_posted_to_the_service_are_trained_on_and_served_without_a_restar
         rows += [{"user_id": user, "item_id": item, "timestamp": NOW + 60 * n + m} for m, item in enumerate(fresh)]
     assert len(rows) == 120
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    service = _serve(project, port)
+    port, log = free_port(), tmp_path / "serve.log"
+    url = f"http://{HOST}:{port}"
+    service = start_service(project, port, 1, str(project), log)
     try:
-        _until(lambda: _healthy(url), 90, "the service did not start")
+        wait_healthy(service, port, log)
         assert httpx.get(f"{url}/version").json()["version"] == before
         answer = httpx.post(f"{url}/events", json={"events": rows}, timeout=10)
         assert answer.status_code == 200 and answer.json()["accepted"] == 120
@@ -109,9 +101,7 @@ def test_events_posted_to_the_service_are_trained_on_and_served_without_a_restar
         assert service.poll() is None  # the same process, never restarted
         assert httpx.post(f"{url}/recommend", json={"user_id": users[0]}).json()["policy_version"] == after
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(service.pid, signal.SIGINT)
-        service.wait(timeout=30)
+        stop_service(service)
 
     lineage = subprocess.run([sys.executable, "-m", "recmoo_dag.cli", "lineage", after], check=False, cwd=project,
                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(project)})
@@ -119,12 +109,3 @@ def test_events_posted_to_the_service_are_trained_on_and_served_without_a_restar
     manifest = json.loads((store.version_dir(deployments, after) / "manifest.json").read_text())
     raw_logs = next(link for link in manifest["lineage"] if link["stage"] == "fetch")
     assert batch.relative_to(project).as_posix() in raw_logs["files"]
-
-
-def _healthy(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False

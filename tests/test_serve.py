@@ -4,10 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +20,7 @@ from recmoo_dag.policy import VARIABLE_NAMES
 from recmoo_dag.serve import create_app
 from recmoo_dag.stages import deploy
 from tests.deploy_support import FRONT, base_project, deployed_copy, perturb_model, write_front
+from tests.serve_support import HOST, running_service
 
 
 @pytest.fixture
@@ -299,43 +296,16 @@ def test_cli_recommend_prints_what_the_service_answers(client, served, capsys):
     assert "-k must be in [1, 100]" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_recmoo_serve_answers_on_a_real_socket(served):
+def test_recmoo_serve_answers_on_a_real_socket(served, tmp_path):
     import httpx
 
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "recmoo_dag.cli", "serve", "--port", str(port),
-                                "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + _repo()})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read().decode()
-            assert time.monotonic() < deadline, "recmoo serve did not come up"
-            time.sleep(0.2)
+    with running_service(Path.cwd(), 2, os.getcwd() + os.pathsep + _repo(), tmp_path / "serve.log") as (_, port):
+        url = f"http://{HOST}:{port}"
         answer = httpx.post(f"{url}/recommend", json={"user_id": "1", "k": 10}).json()
         assert answer["policy_version"] == "v0001" and len(answer["items"]) == 10
         assert httpx.post(f"{url}/recommend", content=b"{", headers={"content-type": "application/json"}
                           ).status_code == 422
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _repo() -> str:

@@ -8,12 +8,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import resource
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -23,11 +19,11 @@ from recmoo_dag.errors import ConfigError
 from recmoo_dag.serve_http import raise_descriptor_limit
 from tests.conftest import REPO, deep_update
 from tests.deploy_support import FRONT, LOOSE, base_project, deployed_copy
+from tests.serve_support import HOST, running_service
 
 # Under pytest-xdist one worker runs them all, so the module's service starts once.
 pytestmark = pytest.mark.xdist_group("serve_abuse")
 
-HOST = "127.0.0.1"
 DEADLINE = 2.0  # serve.header_timeout_s and serve.body_timeout_s of the test service
 SLACK = 1.5  # a timer on a shared 2-core machine fires late by this much at most (CI runs heavy tests beside)
 FAST = 1.0  # seconds: a 503 or a /health answer under attack, against the deadline's "never"
@@ -52,31 +48,8 @@ def port(tmp_path_factory):
         patch.chdir(project)  # the project's paths are relative
         deployed_copy(base_project(tmp_path_factory), project, [FRONT[2]],
                       deep_update(copy.deepcopy(LOOSE), {"serve": SERVE}))
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "recmoo_dag.cli", "serve", "--params", "params.yaml",
-                                "--port", str(port), "--workers", "1"], cwd=project,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
-    try:
-        deadline = time.monotonic() + 60
-        while asyncio.run(status_of(port, HEALTH)) != 200:
-            assert process.poll() is None, process.stdout.read().decode()
-            assert time.monotonic() < deadline, "recmoo serve did not come up"
-            time.sleep(0.2)
+    with running_service(project, 1, str(REPO), project / "serve.log") as (_, port):
         yield port
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 async def exchange(port: int, request: bytes) -> bytes:
