@@ -184,16 +184,22 @@ def champion_yardstick(champion: Champion, test: Yardstick, features: Features, 
     same_model = (champion.manifest.get("identity", {}).get("model_sha256") == today["model_sha256"]
                   and np.array_equal(champion.bundle.item_ids, features.item_ids))
     cap, floor = champion_prices(champion.bundle, features)
-    if same_model and np.array_equal(cap, terms.price_cap) and np.array_equal(floor, terms.price_floor):
-        return test
-    cases = test.cases
     if same_model:
-        items, scores = test.requests.items, test.requests.logits
-    else:
-        items, scores = champion_candidates(champion.bundle, features, cases, test.requests.n_candidates, batch_size)
+        if np.array_equal(cap, terms.price_cap) and np.array_equal(floor, terms.price_floor):
+            return test
+        return with_prices(test, cap, floor)
+    cases = test.cases
+    items, scores = champion_candidates(champion.bundle, features, cases, test.requests.n_candidates, batch_size)
     theirs = replace(terms, price_cap=cap, price_floor=floor)
     requests = theirs.requests(items, scores, terms.profiles(cases.history), id_keys(features.user_ids)[cases.users])
     return replace(test, requests=requests)
+
+
+def with_prices(yard: Yardstick, cap: np.ndarray, floor: np.ndarray) -> Yardstick:
+    """`yard` whose requests weigh other exposure prices, cap and floor (I + 1,) float32 in its item
+    indices; every other term of its requests stays as it was."""
+    items = yard.requests.items
+    return replace(yard, requests=replace(yard.requests, price_cap=cap[items], price_floor=floor[items]))
 
 
 def champion_prices(bundle: Bundle, features: Features) -> tuple[np.ndarray, np.ndarray]:

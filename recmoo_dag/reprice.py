@@ -38,6 +38,7 @@ from recmoo_dag.deploy import (
     Champion,
     Choice,
     Verdict,
+    champion_prices,
     champion_yardstick,
     clamp_pools,
     identity,
@@ -45,6 +46,7 @@ from recmoo_dag.deploy import (
     labelled_figures,
     labelled_ratios,
     load_champion,
+    with_prices,
 )
 from recmoo_dag.errors import InputError
 from recmoo_dag.events import read_batch, untrained_batch_files
@@ -128,9 +130,9 @@ def reprice(params: Params) -> Repricing:
         lists = served_lists(champion.bundle, untrained_batch_files(params.data, champion.manifest), params)
         prices = solve_exposure(lists.scores, lists.items, len(champion.bundle.item_ids) - 1, k, exposure.cap_slack,
                                 exposure.floor, exposure.iterations, params.seed)
-        repriced = Champion(champion.version, replace(champion.bundle, prices=prices), champion.manifest)
         champion_yard = champion_yardstick(champion, test, features, today_terms, params.candidates.batch_size, today)
-        candidate_yard = champion_yardstick(repriced, test, features, today_terms, params.candidates.batch_size, today)
+        # The champion's candidates on today's test baskets, weighing the new prices instead of its own.
+        candidate_yard = with_prices(champion_yard, *champion_prices(replace(champion.bundle, prices=prices), features))
         why = f"reprice of {champion.version}: its model and policy, prices re-solved from the lists it serves"
         choice = Choice(policy, why, [], None)
         generator_and_data = {**{key: value for key, value in champion.manifest.get("identity", {}).items()

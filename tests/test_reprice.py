@@ -36,7 +36,7 @@ def deployed(repro_project, tmp_path, monkeypatch):
     return project
 
 
-def served_events(project: Path, n_users: int) -> list[Event]:
+def served_events(project: Path, n_users: int) -> None:
     """One event on a rarely trained item for each of the first `n_users` known users, in a batch
     file of the service's naming (what its event log rolls into data.incoming_dir)."""
     params = load_params(project / "params.yaml")
@@ -45,7 +45,6 @@ def served_events(project: Path, n_users: int) -> list[Event]:
     events = [Event(str(user), str(rare[row % len(rare)]), 1_900_000_000 + row, None)
               for row, user in enumerate(bundle.user_ids[:n_users])]
     batch_format(params.data).write(project / params.data.incoming_dir, BATCH, events)
-    return events
 
 
 def test_the_job_publishes_the_champion_with_prices_from_the_lists_it_serves(deployed):
