@@ -14,8 +14,13 @@ and front, and decides exactly as the deploy stage does (deploy.choose_policy, t
    runs the rule on it, with the selection/confirmation split (`deploy.confirm_share`) and without it
    (the rule ranks and confirms on the same users); the chosen policy's valid NDCG ratio (what the
    choice reports) minus its test ratio (what the users get) is the optimism.
+3. With `--search`: what the search's own choice does to the confirmation users. The search runs
+   twice with the stage's settings, its front found on every valid user (as before 2026-12-06) and on
+   the selection users alone (the stage now); for each front, the median over its policies of the
+   NDCG@k ratio to accuracy-only on the selection users, the confirmation users and test, and how many
+   policies pass the NDCG bound on the confirmation users and then on test. Two searches: minutes.
 
-    .venv/bin/python benchmarks/bench_decision.py [--params params.yaml] [--trials 200] [--choices 20]
+    .venv/bin/python benchmarks/bench_decision.py [--params params.yaml] [--trials 200] [--choices 20] [--search]
 """
 from __future__ import annotations
 
@@ -25,11 +30,14 @@ import warnings
 import numpy as np
 
 from recmoo_dag.config import load_params
-from recmoo_dag.deploy import choose_policy, clamp_pools, figures, users_of
+from recmoo_dag.deploy import choose_policy, clamp_pools, figures
+from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
 from recmoo_dag.policy import accuracy_only_policy
+from recmoo_dag.search import search
 from recmoo_dag.stages.search import yardsticks_of
 from recmoo_dag.uncertainty import Bootstrap, ratio
+from recmoo_dag.yardstick import sample_cases
 
 
 def gate_promotes(policy_users: np.ndarray, accuracy_users: np.ndarray, bound: float, confidence: float,
@@ -64,7 +72,7 @@ def optimism(front: np.ndarray, valid, test, cfg, k: int, evaluation, trials: in
     n_users = len(valid.user_index[0])
     out = {"selection/confirmation split": [], "no split": []}
     for trial in range(trials):
-        sample = users_of(valid, np.flatnonzero(np.random.default_rng([seed, trial]).random(n_users) < share))
+        sample = valid.of_users(np.flatnonzero(np.random.default_rng([seed, trial]).random(n_users) < share))
         for variant, confirm_share in (("selection/confirmation split", cfg.confirm_share), ("no split", 0.0)):
             choice = choose_policy(front, sample, cfg.model_copy(update={"confirm_share": confirm_share}), k, evaluation,
                                    seed + trial)
@@ -76,6 +84,43 @@ def optimism(front: np.ndarray, valid, test, cfg, k: int, evaluation, trials: in
     return out
 
 
+def ndcg_ratios(yard, policies: np.ndarray, k: int, boot: Bootstrap, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each policy's NDCG@k ratio to accuracy-only on `yard` and its one-sided lower bound: (P,), (P,)."""
+    both = np.vstack([policies, accuracy_only_policy(k)])
+    point = yard.replicates(both, np.ones((1, len(yard.user_index[0]))), ("ndcg",))["ndcg"][:, 0]
+    draws = yard.replicates(both, boot.weights, ("ndcg",))["ndcg"]
+    return point[:-1] / point[-1], np.quantile(ratio(draws[:-1], draws[-1]), 1.0 - confidence, axis=1)
+
+
+def search_contamination(params, valid, test) -> None:
+    """Table 3: the front searched on every valid user vs on the selection users alone."""
+    cfg, deploy, k = params.search, params.deploy, params.policy.k
+    selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, params.seed)
+    activity = load_features(params.features.dir).history_before("valid").lengths
+    termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
+    bound = deploy.min_ratio["ndcg"]
+    print(f"\n3. the front searched on every valid user vs on the {len(selection.user_index[0])} selection users "
+          f"alone; median over the front of the NDCG@{k} ratio to accuracy-only")
+    print(f"{'searched on':<16} | {'front':>5} | {'selection':>9} | {'confirmation':>12} | {'test':>6} | "
+          f"{'confirmation - test':>19} | passing {bound:g} on confirmation -> on test")
+    print("-" * 118)
+    for name, searched in (("every user", valid), ("selection users", selection)):
+        cases = sample_cases(searched.cases, activity, cfg.baskets, params.seed)
+        result = search(searched, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
+                        cfg.mmr_pool, params.seed, params.evaluation, cfg.front_epsilon, cases,
+                        stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
+                        rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor)
+        front = clamp_pools(result.fronts["nsga"].x, k, valid.requests.n_candidates)
+        figures_of = {window: ndcg_ratios(yard, front, k, Bootstrap(len(yard.user_index[0]), params.evaluation.replicates,
+                                                                     params.seed + 1), deploy.confidence)
+                      for window, yard in (("selection", selection), ("confirmation", confirmation), ("test", test))}
+        passing = figures_of["confirmation"][1] >= bound
+        shift = np.median(figures_of["confirmation"][0] - figures_of["test"][0])
+        print(f"{name:<16} | {len(front):>5} | {np.median(figures_of['selection'][0]):>9.4f} | "
+              f"{np.median(figures_of['confirmation'][0]):>12.4f} | {np.median(figures_of['test'][0]):>6.4f} | "
+              f"{shift:>+19.4f} | {passing.sum()} -> {(figures_of['test'][1][passing] >= bound).sum()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -83,6 +128,7 @@ def main() -> None:
     parser.add_argument("--choices", type=int, default=20, help="resampled valid samples the rule chooses on")
     parser.add_argument("--valid-share", type=float, default=0.8)
     parser.add_argument("--replicates", type=int, default=None, help="bootstrap replicates (evaluation.replicates)")
+    parser.add_argument("--search", action="store_true", help="table 3: the search's own choice and the confirmation users")
     args = parser.parse_args()
     warnings.simplefilter("ignore", DeprecationWarning)  # pymoo's mcdm imports scipy's ckdtree
     params = load_params(args.params)
@@ -132,6 +178,8 @@ def main() -> None:
             print(f"{variant:<30} | {len(rows):>6} | {name:<11} | {reported.mean():>11.3f} | {tested.mean():>10.3f} | "
                   f"{gap.mean():>+8.3f} [{low:+.3f}, {high:+.3f}]")
     print("(optimism: mean over samples and its 5-95 % spread; a policy counts only when the rule chose one)")
+    if args.search:
+        search_contamination(params, valid, test)
 
 
 if __name__ == "__main__":

@@ -97,12 +97,6 @@ def lower_bounds(yard: Yardstick, policies: np.ndarray, names: list[str], boot: 
     return {name: np.quantile(ratio(draws[name][:-1], draws[name][-1]), 1.0 - confidence, axis=1) for name in names}
 
 
-def users_of(yard: Yardstick, users: np.ndarray) -> Yardstick:
-    """`yard` on the cases of some of its users (positions among yard.user_index[0])."""
-    _, compact = yard.user_index
-    return yard.subset(np.flatnonzero(np.isin(compact, users)))
-
-
 # ------------------------------------------------------------------------------------------- 1. choose
 
 @dataclass(frozen=True)
@@ -118,15 +112,14 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int,
     """The rule's pick among the front's policies (P, d), on `yard` (the select_on window).
 
     Choosing the best of many policies on the same users that judge it inflates its figures (the
-    winner's curse), so the window's users are split at random: the rule ranks the policies that
-    meet the bounds on `1 - deploy.confirm_share` of them, and its first choices, up to
-    `deploy.shortlist`, are tested in that order on the others; the first to meet every bound there
-    is chosen, and its figures on those users are free of the choice's optimism."""
+    winner's curse), so the window's users are split at random (`Yardstick.split_for_confirmation`,
+    the split the search stage found the front on): the rule ranks the policies that meet the
+    bounds on `1 - deploy.confirm_share` of them, and its first choices, up to `deploy.shortlist`,
+    are tested in that order on the others; the first to meet every bound there is chosen, and its
+    figures on those users are free of the search's and the choice's optimism."""
     policies = clamp_pools(front, k, yard.requests.n_candidates)
-    n_users = len(yard.user_index[0])
-    held = np.random.default_rng([seed, n_users]).random(n_users) < cfg.confirm_share  # (U,)
-    selection = users_of(yard, np.flatnonzero(~held)) if held.any() else yard
-    confirmation = users_of(yard, np.flatnonzero(held)) if held.any() else yard
+    selection, confirmation = yard.split_for_confirmation(cfg.confirm_share, seed)
+    held = len(confirmation.user_index[0]) if confirmation is not selection else 0
     boot_select = Bootstrap(len(selection.user_index[0]), evaluation.replicates, seed)
     boot_confirm = Bootstrap(len(confirmation.user_index[0]), evaluation.replicates, seed + 1)
     lower = lower_bounds(selection, policies, list(cfg.min_ratio), boot_select, cfg.confidence)
@@ -145,10 +138,10 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int,
         ratios = figures(confirmation, policies[index], boot_confirm, evaluation.level).ratios(
             baseline, evaluation.level, cfg.confidence)
         if not bound_failures(ratios, cfg.min_ratio, k):
-            where = f"confirmed on {held.sum()} held-out valid users" if held.any() else "no held-out users"
+            where = f"confirmed on {held} held-out valid users" if held else "no held-out users"
             return Choice(policies[index], f"{why}; {where} (choice {len(tried) + 1} of the rule's order)", [], ratios)
         tried.append(ratios)
-    why = f"{why}; none of the rule's first {len(tried)} met the bounds on {held.sum()} held-out valid users"
+    why = f"{why}; none of the rule's first {len(tried)} met the bounds on {held} held-out valid users"
     return Choice(None, why, shortfalls(tried[0], cfg.min_ratio, k, "valid (held-out users)"), None)
 
 

@@ -171,6 +171,26 @@ class Yardstick:
                             price_cap=c.price_cap[rows], price_floor=c.price_floor[rows], novelty=c.novelty[rows], fit=c.fit[rows], dither=c.dither[rows], item_sim=c.item_sim)
         return replace(self, requests=requests, cases=self.cases.subset(rows))
 
+    def of_users(self, users: np.ndarray) -> Yardstick:
+        """The same window on the cases of some of its users (positions among user_index[0])."""
+        _, compact = self.user_index
+        return self.subset(np.flatnonzero(np.isin(compact, users)))
+
+    def split_for_confirmation(self, share: float, seed: int) -> tuple[Yardstick, Yardstick]:
+        """(selection, confirmation): the window's users split at random, `share` of them confirming.
+
+        The search finds its front on the selection users alone, and the deploy rule ranks that front
+        on them too; the confirmation users then judge the rule's pick having taken no part in either
+        choice. Confirming on users the search had seen let the front's luck on them pass for merit:
+        with the front searched on every valid user, its median NDCG@10 ratio to accuracy-only sat
+        4.3 % above the test ratio on the confirmation users of ml-latest-small and 12.7 % above on
+        Last.fm-2K's (README "Choosing, deploying and serving"). share 0: both are the whole window."""
+        n_users = len(self.user_index[0])
+        held = np.random.default_rng([seed, n_users]).random(n_users) < share  # (U,)
+        if not held.any():
+            return self, self
+        return self.of_users(np.flatnonzero(~held)), self.of_users(np.flatnonzero(held))
+
     def losses(self, natural: np.ndarray) -> np.ndarray:
         """Natural objective values -> the normalized losses of the module docstring: (B, 6)."""
         accuracy_only = self.accuracy_only

@@ -105,10 +105,17 @@ def test_stage_writes_front_plot_metrics_byte_identically(pareto_project, tmp_pa
 
 @pytest.mark.slow
 def test_front_policies_score_as_the_csv_says(pareto_project, tmp_path):
-    """What deploy does: read the variables back and score them; the CSV's figures come out exactly."""
-    run(pareto_project)
+    """What deploy does: read the variables back and score them; the CSV's figures come out exactly,
+    on valid those of the selection users, the search's: the deploy rule's confirmation users are
+    the rest of the valid users, none of them searched on."""
+    metrics = run(pareto_project)
     front = pd.read_csv(tmp_path / "reports" / "search" / "front.csv")
-    valid, test = yardsticks_of_project(pareto_project)
+    window, test = yardsticks_of_project(pareto_project)
+    valid, confirmation = window.split_for_confirmation(pareto_project.deploy.confirm_share, pareto_project.seed)
+    searched, confirming = set(valid.cases.users), set(confirmation.cases.users)
+    assert searched and confirming and not searched & confirming
+    assert searched | confirming == set(window.cases.users)
+    assert metrics["users"]["searched"] == len(searched)
     policies = front[list(VARIABLE_NAMES)].to_numpy()
     np.testing.assert_array_equal(valid.objectives(policies), front[[f"valid_{o}" for o in S.OBJECTIVES]])
     np.testing.assert_array_equal(test.objectives(policies), front[[f"test_{o}" for o in S.OBJECTIVES]])

@@ -34,6 +34,8 @@ def main(params: Params) -> None:
     cfg, policy = params.search, params.policy
     features = load_features(params.features.dir)
     valid, test = yardsticks_of(params, features)
+    if params.deploy.select_on == "valid":  # the rule's confirmation users judge its pick unseen by the search too
+        valid, _ = valid.split_for_confirmation(params.deploy.confirm_share, params.seed)
     termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
     cases = sample_cases(valid.cases, features.history_before("valid").lengths, cfg.baskets, params.seed)
     result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
