@@ -13,7 +13,9 @@ and front, and decides exactly as the deploy stage does (deploy.choose_policy, t
 2. The optimism of the choice: each trial draws a sample of the valid users (`--valid-share`) and
    runs the rule on it, with the selection/confirmation split (`deploy.confirm_share`) and without it
    (the rule ranks and confirms on the same users); the chosen policy's valid NDCG ratio (what the
-   choice reports) minus its test ratio (what the users get) is the optimism.
+   choice reports) minus its test ratio (what the users get) is the optimism. The trials split their
+   sample anew, so their confirmation users include some the front was searched on: the search's own
+   optimism is in this figure too; table 3 separates it.
 3. With `--search`: what the search's own choice does to the confirmation users. The search runs
    twice with the stage's settings, its front found on every valid user (as before 2026-12-06) and on
    the selection users alone (the stage now); for each front, the median over its policies of the

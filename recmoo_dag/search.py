@@ -40,6 +40,7 @@ from pymoo.algorithms.moo.nsga3 import NSGA3
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.core.termination import Termination
+from pymoo.operators.selection.tournament import TournamentSelection, compare
 from pymoo.optimize import minimize
 from pymoo.termination import get_termination
 from pymoo.util.ref_dirs import get_reference_directions
@@ -116,6 +117,23 @@ def initial_population(pop_size: int, low: np.ndarray, high: np.ndarray, seed: i
     return np.vstack([seeded, random_policies(pop_size - len(seeded), low, high, seed)])
 
 
+def violation_then_random(pop, P: np.ndarray, random_state: np.random.Generator, **kwargs) -> np.ndarray:
+    """NSGA-III's binary tournament (pymoo's `comp_by_cv_then_random`): the smaller constraint
+    violation wins, ties and feasible pairs at random, every draw from the run's seeded generator.
+    pymoo 0.6.2 breaks ties of violation with an unseeded generator (pymoo#794, fixed upstream by
+    #795 after the release), so two runs of one seed could differ once infeasible policies (under
+    `search.ndcg_floor`) measured the same NDCG: the search stage's outputs were not reproducible.
+    P: (n, 2) competitors -> (n, 1) winners."""
+    winners = np.empty(len(P), dtype=int)
+    for i, (a, b) in enumerate(P):
+        if pop[a].CV > 0.0 or pop[b].CV > 0.0:
+            winners[i] = compare(a, pop[a].CV, b, pop[b].CV, method="smaller_is_better", return_random_if_equal=True,
+                                 random_state=random_state)
+        else:
+            winners[i] = random_state.choice([a, b])
+    return winners[:, None]
+
+
 def make_algorithm(name: str, n_obj: int, pop_size: int, seed: int, sampling: np.ndarray | None = None):
     """NSGA-II (Deb et al. 2002) up to 3 objectives, NSGA-III (Deb & Jain 2014) beyond, or as named.
     `sampling`: the first generation's policies (default: pymoo's uniform random sampling)."""
@@ -129,7 +147,7 @@ def make_algorithm(name: str, n_obj: int, pop_size: int, seed: int, sampling: np
         partitions += 1
     ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=partitions)
     return NSGA3(ref_dirs=ref_dirs, pop_size=max(pop_size, len(ref_dirs)), repair=RoundPool(),
-                 eliminate_duplicates=True, **start)
+                 eliminate_duplicates=True, selection=TournamentSelection(func_comp=violation_then_random), **start)
 
 
 def _n_directions(n_obj: int, partitions: int) -> int:

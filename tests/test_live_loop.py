@@ -46,6 +46,9 @@ def test_events_posted_to_the_service_are_trained_on_and_served_without_a_restar
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["serve"]["events_roll_count"] = 120
     raw["tune"]["enabled"] = False  # the tuned values as they are: the loop, not the tuner, is under test
+    # The retrained model's front is searched on ~60 users: at the tiny project's 0.98 bound none is
+    # certified there, and the fallback never replaces a champion. The gate against it is under test.
+    raw["deploy"]["min_ratio"]["ndcg"] = 0.9
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     params = load_params(project / "params.yaml")
     deployments = project / params.deploy.store

@@ -76,6 +76,22 @@ def test_problem_scores_the_whole_population_in_one_call():
     assert (x[:, POOL] == np.round(x[:, POOL])).all()
 
 
+def test_nsga3_under_the_floor_is_reproducible_when_infeasible_policies_tie():
+    """Every policy below the NDCG floor by the same margin: each tournament is a tie of constraint
+    violation. One seed, one archive, run after run (pymoo 0.6.2's own tournament drew these ties
+    from an unseeded generator: pymoo#794)."""
+    def score(X):  # NDCG 0.5 for all (floor 0.9: infeasible, equal violation); the rest vary
+        return np.column_stack([np.full(len(X), 0.5), X[:, 1], X[:, 2], X[:, 3], X[:, 4], X[:, 5]])
+
+    low, high = S.bounds(5, 40)
+    losses = lambda f: np.column_stack([1.0 - f[:, :1], -f[:, 1:]])  # column 0: 1 - NDCG, as the search
+    runs = [S.run_nsga(score, losses, list(range(6)), low, high, "nsga3", 28, ("n_eval", 140), seed=3,
+                       ndcg_floor=0.9) for _ in range(4)]
+    assert all(len(x) == len(runs[0][0]) for x, _ in runs)
+    for x, _ in runs[1:]:
+        np.testing.assert_array_equal(x, runs[0][0])
+
+
 @pytest.fixture
 def pareto_project(project, tmp_path):
     make_pareto_project(tmp_path)
