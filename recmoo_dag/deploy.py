@@ -119,7 +119,7 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int,
     figures on those users are free of the search's and the choice's optimism."""
     policies = clamp_pools(front, k, yard.requests.n_candidates)
     selection, confirmation = yard.split_for_confirmation(cfg.confirm_share, seed)
-    held = len(confirmation.user_index[0]) if confirmation is not selection else 0
+    n_confirming = len(confirmation.user_index[0]) if confirmation is not selection else 0
     boot_select = Bootstrap(len(selection.user_index[0]), evaluation.replicates, seed)
     boot_confirm = Bootstrap(len(confirmation.user_index[0]), evaluation.replicates, seed + 1)
     lower = lower_bounds(selection, policies, list(cfg.min_ratio), boot_select, cfg.confidence)
@@ -138,10 +138,10 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int,
         ratios = figures(confirmation, policies[index], boot_confirm, evaluation.level).ratios(
             baseline, evaluation.level, cfg.confidence)
         if not bound_failures(ratios, cfg.min_ratio, k):
-            where = f"confirmed on {held} held-out valid users" if held else "no held-out users"
+            where = f"confirmed on {n_confirming} held-out valid users" if n_confirming else "no held-out users"
             return Choice(policies[index], f"{why}; {where} (choice {len(tried) + 1} of the rule's order)", [], ratios)
         tried.append(ratios)
-    why = f"{why}; none of the rule's first {len(tried)} met the bounds on {held} held-out valid users"
+    why = f"{why}; none of the rule's first {len(tried)} met the bounds on {n_confirming} held-out valid users"
     return Choice(None, why, shortfalls(tried[0], cfg.min_ratio, k, "valid (held-out users)"), None)
 
 
