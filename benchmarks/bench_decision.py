@@ -32,14 +32,12 @@ import warnings
 import numpy as np
 
 from recmoo_dag.config import load_params
-from recmoo_dag.deploy import choose_policy, clamp_pools, figures
+from recmoo_dag.deploy import choose_policy, clamp_pools, figures, lower_bounds
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
 from recmoo_dag.policy import accuracy_only_policy
-from recmoo_dag.search import search
-from recmoo_dag.stages.search import yardsticks_of
+from recmoo_dag.stages.search import search_as_configured, yardsticks_of
 from recmoo_dag.uncertainty import Bootstrap, ratio
-from recmoo_dag.yardstick import sample_cases
 
 
 def gate_promotes(policy_users: np.ndarray, accuracy_users: np.ndarray, bound: float, confidence: float,
@@ -86,20 +84,11 @@ def optimism(front: np.ndarray, valid, test, cfg, k: int, evaluation, trials: in
     return out
 
 
-def ndcg_ratios(yard, policies: np.ndarray, k: int, boot: Bootstrap, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each policy's NDCG@k ratio to accuracy-only on `yard` and its one-sided lower bound: (P,), (P,)."""
-    both = np.vstack([policies, accuracy_only_policy(k)])
-    point = yard.replicates(both, np.ones((1, len(yard.user_index[0]))), ("ndcg",))["ndcg"][:, 0]
-    draws = yard.replicates(both, boot.weights, ("ndcg",))["ndcg"]
-    return point[:-1] / point[-1], np.quantile(ratio(draws[:-1], draws[-1]), 1.0 - confidence, axis=1)
-
-
 def search_contamination(params, valid, test) -> None:
     """Table 3: the front searched on every valid user vs on the selection users alone."""
-    cfg, deploy, k = params.search, params.deploy, params.policy.k
+    deploy, k = params.deploy, params.policy.k
     selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, params.seed)
-    activity = load_features(params.features.dir).history_before("valid").lengths
-    termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
+    features = load_features(params.features.dir)
     bound = deploy.min_ratio["ndcg"]
     print(f"\n3. the front searched on every valid user vs on the {len(selection.user_index[0])} selection users "
           f"alone; median over the front of the NDCG@{k} ratio to accuracy-only")
@@ -107,20 +96,18 @@ def search_contamination(params, valid, test) -> None:
           f"{'confirmation - test':>19} | passing {bound:g} on confirmation -> on test")
     print("-" * 118)
     for name, searched in (("every user", valid), ("selection users", selection)):
-        cases = sample_cases(searched.cases, activity, cfg.baskets, params.seed)
-        result = search(searched, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
-                        cfg.mmr_pool, params.seed, params.evaluation, cfg.front_epsilon, cases,
-                        stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
-                        rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor)
-        front = clamp_pools(result.fronts["nsga"].x, k, valid.requests.n_candidates)
-        figures_of = {window: ndcg_ratios(yard, front, k, Bootstrap(len(yard.user_index[0]), params.evaluation.replicates,
-                                                                     params.seed + 1), deploy.confidence)
-                      for window, yard in (("selection", selection), ("confirmation", confirmation), ("test", test))}
-        passing = figures_of["confirmation"][1] >= bound
-        shift = np.median(figures_of["confirmation"][0] - figures_of["test"][0])
-        print(f"{name:<16} | {len(front):>5} | {np.median(figures_of['selection'][0]):>9.4f} | "
-              f"{np.median(figures_of['confirmation'][0]):>12.4f} | {np.median(figures_of['test'][0]):>6.4f} | "
-              f"{shift:>+19.4f} | {passing.sum()} -> {(figures_of['test'][1][passing] >= bound).sum()}")
+        front = clamp_pools(search_as_configured(params, searched, test, features).fronts["nsga"].x, k,
+                            valid.requests.n_candidates)
+        ratios, lower = {}, {}
+        for window, yard in (("selection", selection), ("confirmation", confirmation), ("test", test)):
+            ratios[window] = yard.objectives(front)[:, 0] / yard.accuracy_only[0]
+            boot = Bootstrap(len(yard.user_index[0]), params.evaluation.replicates, params.seed + 1)
+            lower[window] = lower_bounds(yard, front, ["ndcg"], boot, deploy.confidence)["ndcg"]
+        passing = lower["confirmation"] >= bound
+        print(f"{name:<16} | {len(front):>5} | {np.median(ratios['selection']):>9.4f} | "
+              f"{np.median(ratios['confirmation']):>12.4f} | {np.median(ratios['test']):>6.4f} | "
+              f"{np.median(ratios['confirmation'] - ratios['test']):>+19.4f} | "
+              f"{passing.sum()} -> {(lower['test'][passing] >= bound).sum()}")
 
 
 def main() -> None:

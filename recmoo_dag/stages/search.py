@@ -16,7 +16,7 @@ from recmoo_dag.item_text import text_vectors_if_any
 from recmoo_dag.model import item_embeddings, load_model
 from recmoo_dag.objectives import CATALOGUE
 from recmoo_dag.policy import accuracy_only_policy
-from recmoo_dag.search import search
+from recmoo_dag.search import SearchResult, search
 from recmoo_dag.yardstick import Yardstick, sample_cases, yardsticks
 
 
@@ -30,18 +30,24 @@ def yardsticks_of(params: Params, features: Features | None = None) -> tuple[Yar
                       params.policy.latency, params.search.threads)
 
 
+def search_as_configured(params: Params, valid: Yardstick, test: Yardstick, features: Features) -> SearchResult:
+    """The study with the stage's settings (params.search), its front found on `valid`'s users."""
+    cfg = params.search
+    termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
+    cases = sample_cases(valid.cases, features.history_before("valid").lengths, cfg.baskets, params.seed)
+    return search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
+                  cfg.mmr_pool, params.seed, params.evaluation, cfg.front_epsilon, cases,
+                  stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
+                  rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor)
+
+
 def main(params: Params) -> None:
     cfg, policy = params.search, params.policy
     features = load_features(params.features.dir)
     valid, test = yardsticks_of(params, features)
     if params.deploy.select_on == "valid":  # the rule's confirmation users judge its pick unseen by the search too
         valid, _ = valid.split_for_confirmation(params.deploy.confirm_share, params.seed)
-    termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
-    cases = sample_cases(valid.cases, features.history_before("valid").lengths, cfg.baskets, params.seed)
-    result = search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
-                    cfg.mmr_pool, params.seed, params.evaluation, cfg.front_epsilon, cases,
-                    stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
-                    rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor)
+    result = search_as_configured(params, valid, test, features)
     nsga = result.fronts["nsga"]
     catalogue = {"valid": valid.catalogue(nsga.x), "test": test.catalogue(nsga.x)}
     table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio, catalogue)
