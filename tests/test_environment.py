@@ -1,5 +1,7 @@
 """Both sides of the ANTLR conflict work in one environment (see README: installation notes)."""
 import importlib.metadata as md
+import subprocess
+import sys
 
 import yaml
 
@@ -22,3 +24,23 @@ def test_dvc_hydra_composition_with_interpolation(tmp_path):
     composed = yaml.safe_load(out.read_text())
     assert composed["train"]["lr"] == 0.01
     assert composed["train"]["label"] == "lr=0.01"  # omegaconf's interpolation grammar ran
+
+
+def test_xdist_loadgroup_keeps_a_group_on_one_worker(tmp_path):
+    """The suite's costly shared fixtures (a UI, a materialized project) are built once because their
+    tests carry one xdist_group: with pytest 9.2 the groups spread silently over the workers
+    (pytest-xdist#1386) and each worker builds them again. requirements.lock pins a pytest they hold in."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_grouped.py").write_text(
+        "import os\nimport pytest\n\n"
+        "pytestmark = pytest.mark.xdist_group('shared')\n\n"
+        "@pytest.mark.parametrize('n', range(6))\n"
+        "def test_member(n):\n"
+        "    with open('workers.txt', 'a') as out:\n"
+        "        out.write(os.environ['PYTEST_XDIST_WORKER'] + '\\n')\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                          "--dist", "loadgroup", "test_grouped.py"], cwd=tmp_path, capture_output=True,
+                         text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    workers = (tmp_path / "workers.txt").read_text().split()
+    assert len(workers) == 6 and len(set(workers)) == 1, f"one group ran on {sorted(set(workers))}"
