@@ -38,6 +38,18 @@ def test_asset_graph_equals_dvc_stage_graph(defs):
     assert {(p.to_user_string(), k.to_user_string()) for k in keys for p in graph.get(k).parent_keys} == edges
 
 
+def test_each_stage_reads_the_params_dvc_reads_for_it():
+    """load_pipeline parses params.yaml once for all stages: the values are DVC's own, stage by stage."""
+    stages = load_pipeline(REPO)
+    with Repo(str(REPO)) as repo:
+        for stage in repo.index.stages:
+            if getattr(stage, "cmd", None):
+                dvc_reads = {Path(d.def_path).as_posix(): d.read_params() for d in stage.deps
+                             if type(d).__name__ == "ParamsDependency"}
+                assert stages[stage.name].params == dvc_reads, stage.name
+    assert stages["train"].params["params.yaml"]["policy.k"] == repo_params()["policy"]["k"]
+
+
 def test_every_asset_is_described_owned_grouped_and_versioned(defs):
     graph = defs.resolve_asset_graph()
     pipeline = load_pipeline(REPO)
