@@ -98,13 +98,23 @@ def repro_project(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-    """Order for pytest-xdist: the tests that share the slow fixtures last, but for one test per
-    fixture (one that needs only it) first, so that one worker builds each fixture while the others
-    run everything that needs neither."""
+    """Order for pytest-xdist, which hands each idle worker its next unit: the xdist_groups first,
+    largest first (xdist's own order), then single tests in this order: one test per slow fixture (one
+    that needs only it), so that a worker builds each fixture while the other runs tests needing
+    neither; then the slow tests (end-to-end, several processes), those needing no fixture before
+    those waiting on one; the quick tests last, filling the gaps so that the workers finish together
+    instead of one running a long test alone."""
     slow_fixtures = ("repro_project", "materialized_project")
     uses = {id(item): {name for name in slow_fixtures if name in getattr(item, "fixturenames", ())} for item in items}
-    builders = [next(item for item in items if uses[id(item)] == {name}) for name in slow_fixtures
-                if any(uses[id(item)] == {name} for item in items)]
-    chosen = {id(item) for item in builders}
-    rest = [item for item in items if id(item) not in chosen]
-    items[:] = builders + [item for item in rest if not uses[id(item)]] + [item for item in rest if uses[id(item)]]
+    builders = {id(next(item for item in items if uses[id(item)] == {name})) for name in slow_fixtures
+                if any(uses[id(item)] == {name} for item in items)}
+
+    def turn(item) -> int:
+        if id(item) in builders:
+            return 0
+        slow = item.get_closest_marker("slow") is not None
+        if slow:
+            return 2 if uses[id(item)] else 1
+        return 3 if uses[id(item)] else 4
+
+    items.sort(key=turn)  # stable: within a turn, the collection order

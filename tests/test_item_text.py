@@ -33,6 +33,7 @@ def test_an_items_text_joins_the_fields_it_has():
     assert item_texts(catalog(), ["tags", "title"], max_tags=5)[1] == "space, classic, creepy. Alien (1979)"
 
 
+@pytest.mark.slow  # two stage processes
 def test_the_stage_runs_offline_from_the_packaged_model_and_gives_the_same_bytes(tmp_path):
     """`recmoo item_text` in a fresh process with the hub switched off, twice: identical vectors."""
     features = tmp_path / "data" / "features"
