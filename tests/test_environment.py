@@ -1,4 +1,5 @@
-"""Both sides of the ANTLR conflict work in one environment (see README: installation notes)."""
+"""What the locked environment must hold: both sides of the ANTLR conflict (see README: installation
+notes), and pytest-xdist's grouping of the suite's costly tests."""
 import importlib.metadata as md
 import subprocess
 import sys
