@@ -21,8 +21,14 @@ and front, and decides exactly as the deploy stage does (deploy.choose_policy, t
    the selection users alone (the stage now); for each front, the median over its policies of the
    NDCG@k ratio to accuracy-only on the selection users, the confirmation users and test, and how many
    policies pass the NDCG bound on the confirmation users and then on test. Two searches: minutes.
+4. With `--ablate NAME ...`: what a policy variable does to the verdict. For each NSGA seed of
+   `--seeds`, the search with the stage's settings on the selection users, with the variables and
+   with them held at 0, then the rule and the gate as the deploy stage runs them on an empty store:
+   served or fallback, and the served policy's test ratios to accuracy-only with their intervals.
+   Two searches per seed: a minute each on ML-100K.
 
     .venv/bin/python benchmarks/bench_decision.py [--params params.yaml] [--trials 200] [--choices 20] [--search]
+                                                  [--ablate keep_head [--seeds 42 43 44]]
 """
 from __future__ import annotations
 
@@ -32,10 +38,10 @@ import warnings
 import numpy as np
 
 from recmoo_dag.config import load_params
-from recmoo_dag.deploy import choose_policy, clamp_pools, figures, lower_bounds
+from recmoo_dag.deploy import choose_policy, clamp_pools, figures, judge, lower_bounds
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
-from recmoo_dag.policy import accuracy_only_policy
+from recmoo_dag.policy import VARIABLE_NAMES, accuracy_only_policy
 from recmoo_dag.stages.search import search_as_configured, yardsticks_of
 from recmoo_dag.uncertainty import Bootstrap, ratio
 
@@ -110,6 +116,38 @@ def search_contamination(params, valid, test) -> None:
               f"{passing.sum()} -> {(lower['test'][passing] >= bound).sum()}")
 
 
+def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[int]) -> None:
+    """Table 4: served or not, and the served policy's test ratios, with and without `names`."""
+    deploy, k = params.deploy, params.policy.k
+    selection, _ = valid.split_for_confirmation(deploy.confirm_share, params.seed)
+    features = load_features(params.features.dir)
+    named = " + ".join(names)
+    print(f"\n4. the verdict with and without {named}: search on the selection users (NSGA seed as shown), "
+          f"rule and gate on an empty store; test ratios to accuracy-only [{params.evaluation.level:.0%} interval]")
+    print(f"{'seed':>5} | {'policy class':<24} | {'served':<9} | {named:>9} | {'NDCG@' + str(k):<22} | "
+          f"{'coverage@' + str(k):>11} | {'ILD@' + str(k):>7}")
+    print("-" * 104)
+    served = {}
+    for seed in seeds:
+        for label, off in (("full", ()), (f"without {named}", names)):
+            front = search_as_configured(params.model_copy(update={"seed": seed}), selection, test, features,
+                                         switched_off=off).fronts["nsga"].x
+            choice = choose_policy(clamp_pools(front, k, valid.requests.n_candidates), valid, deploy, k,
+                                   params.evaluation, params.seed)
+            verdict = judge(choice, test, None, None, {}, deploy, k, params.evaluation, params.seed)
+            ok = verdict.fallback is None and verdict.decision.promoted
+            served[label] = served.get(label, 0) + ok
+            if not ok:
+                print(f"{seed:>5} | {label:<24} | {'fallback':<9} | {'':>9} | {'':<22} | {'':>11} | {'':>7}")
+                continue
+            r = verdict.ratio
+            values = "/".join(f"{choice.policy[VARIABLE_NAMES.index(name)]:g}" for name in names)
+            print(f"{seed:>5} | {label:<24} | {'re-ranked':<9} | {values:>9} | "
+                  f"{r['ndcg'].value:.3f} [{r['ndcg'].low:.3f}, {r['ndcg'].high:.3f}] | {r['coverage'].value:>10.3f}x | "
+                  f"{r['ild'].value:>6.3f}x")
+    print("served a re-ranked policy: " + ", ".join(f"{label} {n} of {len(seeds)}" for label, n in served.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -118,12 +156,18 @@ def main() -> None:
     parser.add_argument("--valid-share", type=float, default=0.8)
     parser.add_argument("--replicates", type=int, default=None, help="bootstrap replicates (evaluation.replicates)")
     parser.add_argument("--search", action="store_true", help="table 3: the search's own choice and the confirmation users")
+    parser.add_argument("--ablate", nargs="+", choices=[name for name in VARIABLE_NAMES if name != "pool"],
+                        help="table 4 only: the verdict with and without these variables")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="NSGA seeds of table 4")
     args = parser.parse_args()
     warnings.simplefilter("ignore", DeprecationWarning)  # pymoo's mcdm imports scipy's ckdtree
     params = load_params(args.params)
     cfg, k, seed = params.deploy, params.policy.k, params.seed
     evaluation = params.evaluation.model_copy(update={"replicates": args.replicates or params.evaluation.replicates})
     valid, test = yardsticks_of(params)
+    if args.ablate:
+        ablation_verdicts(params, valid, test, tuple(args.ablate), args.seeds)
+        return
     front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
 
     choice = choose_policy(front, valid, cfg, k, evaluation, seed)

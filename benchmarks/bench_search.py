@@ -177,8 +177,9 @@ def main() -> None:
     parser.add_argument("--evals", type=int, help="search budget (default: search.n_evals)")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--fit-latency", action="store_true")
-    parser.add_argument("--ablate", nargs="+", choices=[v.name for v in VARIABLES if not v.integer],
-                        help="compare NSGA with and without these variables' terms instead of the study")
+    parser.add_argument("--ablate", nargs="+", choices=[v.name for v in VARIABLES if v.name != "pool"],
+                        help="compare NSGA with and without these variables' terms (held at 0, which switches "
+                             "each off) instead of the study")
     args = parser.parse_args()
     params = load_params(args.params)
     if args.candidates:

@@ -55,9 +55,11 @@ from recmoo_dag.policy import (
     DIVERSITY,
     EXPOSURE_CAP,
     EXPOSURE_FLOOR,
+    KEEP_HEAD,
     NOVELTY,
     POOL,
     TEMPERATURE,
+    VARIABLE_NAMES,
     VARIABLES,
     accuracy_only_policy,
 )
@@ -66,20 +68,34 @@ from recmoo_dag.uncertainty import Bootstrap, ratio
 from recmoo_dag.yardstick import Yardstick
 
 
-def bounds(k: int, n_candidates: int) -> tuple[np.ndarray, np.ndarray]:
-    """Box of the decision space: VARIABLES' ranges, the pool in [k, N]."""
+def bounds(k: int, n_candidates: int, switched_off: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Box of the decision space: VARIABLES' ranges, keep_head in [0, k // 2], the pool in [k, N];
+    the `switched_off` variables held at 0, which turns each one's term off (ablations).
+
+    keep_head stops at half the list: under `search.ndcg_floor` nearly every policy keeping more is
+    feasible, and NSGA's population drifted there, to lists with two or three slots re-ranked (ML-100K,
+    3 seeds: hypervolume of the floored front 0.018 / 0.030 / 0.016 with keep_head up to k, 0.024 /
+    0.029 / 0.032 without it, 0.033 / 0.030 / 0.032 up to k // 2)."""
     low = np.array([v.low for v in VARIABLES])
     high = np.array([v.high for v in VARIABLES])
+    high[KEEP_HEAD] = k // 2
     low[POOL], high[POOL] = k, n_candidates
+    off = np.isin(VARIABLE_NAMES, switched_off)
+    if off[POOL]:
+        raise ValueError("bounds: the pool cannot be switched off")
+    low[off] = high[off] = 0.0
     return low, high
 
 
-class RoundPool(Repair):
-    """The pool is an integer: round it after sampling, crossover and mutation."""
+INTEGERS = [j for j, v in enumerate(VARIABLES) if v.integer]
+
+
+class RoundIntegers(Repair):
+    """keep_head and the pool are integers: round them after sampling, crossover and mutation."""
 
     def _do(self, problem, X, **kwargs):
         X = np.array(X, dtype=np.float64)
-        X[:, POOL] = np.round(X[:, POOL])
+        X[:, INTEGERS] = np.round(X[:, INTEGERS])
         return X
 
 
@@ -141,12 +157,12 @@ def make_algorithm(name: str, n_obj: int, pop_size: int, seed: int, sampling: np
         name = "nsga2" if n_obj <= 3 else "nsga3"
     start = {} if sampling is None else {"sampling": sampling}
     if name == "nsga2":
-        return NSGA2(pop_size=pop_size, repair=RoundPool(), eliminate_duplicates=True, **start)
+        return NSGA2(pop_size=pop_size, repair=RoundIntegers(), eliminate_duplicates=True, **start)
     partitions = 1  # the most Das-Dennis partitions whose directions fit in the population
     while _n_directions(n_obj, partitions + 1) <= pop_size:
         partitions += 1
     ref_dirs = get_reference_directions("das-dennis", n_obj, n_partitions=partitions)
-    return NSGA3(ref_dirs=ref_dirs, pop_size=max(pop_size, len(ref_dirs)), repair=RoundPool(),
+    return NSGA3(ref_dirs=ref_dirs, pop_size=max(pop_size, len(ref_dirs)), repair=RoundIntegers(),
                  eliminate_duplicates=True, selection=TournamentSelection(func_comp=violation_then_random), **start)
 
 
@@ -212,10 +228,11 @@ def mmr_sweep(n: int, low: np.ndarray, high: np.ndarray, pool: int) -> np.ndarra
 
 
 def random_policies(n: int, low: np.ndarray, high: np.ndarray, seed: int) -> np.ndarray:
-    """Baseline (b): uniform random search in the same box, integer pools uniform in [k, N]."""
+    """Baseline (b): uniform random search in the same box, integers uniform over their range."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(low, high, (n, len(low)))
-    x[:, POOL] = rng.integers(int(low[POOL]), int(high[POOL]) + 1, n)
+    for j in INTEGERS:
+        x[:, j] = rng.integers(int(low[j]), int(high[j]) + 1, n)
     return x
 
 
@@ -223,19 +240,19 @@ def grid_policies(n: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Baseline (c): the weighted-sum re-ranker tuned by grid search, the common practice. A full
     factorial grid over all variables with as many levels as fit in n points, spread evenly
     (earlier variables get the spare level), endpoints included; below 2^d points the last
-    variables keep one level, their low end."""
+    variables keep one level, their low end (as does a variable held at one value)."""
     d = len(low)
     levels = np.ones(d, dtype=np.int64)  # one level: the variable stays at its low end (its term off)
     grown = True
     while grown:
         grown = False
         for j in range(d):
-            if np.prod(levels) // levels[j] * (levels[j] + 1) <= n:
+            if high[j] > low[j] and np.prod(levels) // levels[j] * (levels[j] + 1) <= n:
                 levels[j] += 1
                 grown = True
     axes = [np.linspace(low[j], high[j], levels[j]) for j in range(d)]
     x = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, d)
-    x[:, POOL] = np.round(x[:, POOL])
+    x[:, INTEGERS] = np.round(x[:, INTEGERS])
     return x
 
 
@@ -279,16 +296,18 @@ class SearchResult:
 def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: str, pop_size: int,
            termination: tuple[str, int], reference: float, mmr_pool: int, seed: int, evaluation: EvaluationParams,
            front_epsilon: float = 0.0, cases: np.ndarray | None = None, stall: tuple[int, float] | None = None,
-           rescore_policies: int = 128, ndcg_floor: float | None = None) -> SearchResult:
+           rescore_policies: int = 128, ndcg_floor: float | None = None,
+           switched_off: tuple[str, ...] = ()) -> SearchResult:
     """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
     and (front policies re-scored) on test. `cases`: the validation baskets the search scores
     policies on (search.baskets of them, yardstick.sample_cases; None: all), each method's sample front
     then thinned to at most `rescore_policies` for the full-set verdict; `stall`: (generations,
     tolerance) of the early stop; `ndcg_floor`: every method's fronts hold only policies at or above
     this share of accuracy-only NDCG on the searched baskets (NSGA searches under it as a constraint,
-    the baselines are filtered by it, and every method knows the accuracy-only policy)."""
+    the baselines are filtered by it, and every method knows the accuracy-only policy); `switched_off`:
+    variables every method holds at 0 (bounds)."""
     columns = [OBJECTIVES.index(name) for name in objectives]
-    low, high = bounds(valid.k, valid.requests.n_candidates)
+    low, high = bounds(valid.k, valid.requests.n_candidates, switched_off)
     searched = valid if cases is None or len(cases) >= valid.requests.n_requests else valid.subset(cases)
     stop = HypervolumeStall(termination, reference, *stall) if stall else termination
     start = time.perf_counter()

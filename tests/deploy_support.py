@@ -46,7 +46,7 @@ FRONT = [
     {"log10_temperature": 0.0, "debias": 0.5, "novelty": 0.2, "calibration": 0.1, "dither": 0.5, "diversity": 0.3,
      "exposure_floor": 0.5, "pool": 20},
     {"log10_temperature": 0.5, "debias": 1.0, "novelty": 0.8, "calibration": 0.0, "dither": 0.3, "diversity": 1.0,
-     "exposure_cap": 0.5, "exposure_floor": 1.0, "pool": 40},
+     "exposure_cap": 0.5, "exposure_floor": 1.0, "keep_head": 2, "pool": 40},
 ]
 
 

@@ -11,6 +11,7 @@ from recmoo_dag.policy import (
     DIVERSITY,
     EXPOSURE_CAP,
     EXPOSURE_FLOOR,
+    KEEP_HEAD,
     MIN_DIVERSITY,
     NOVELTY,
     POOL,
@@ -61,6 +62,7 @@ def random_policies(seed: int, n: int, n_cand: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = np.column_stack([rng.uniform(v.low, v.high, n) for v in VARIABLES])
     x[:, POOL] = rng.integers(K, n_cand + 1, n)
+    x[:, KEEP_HEAD] = rng.integers(0, K + 1, n) * (rng.random(n) < 0.5)  # half keep no head: the plain greedy
     x[:3, DIVERSITY] = 0.0  # the λ = 0 path
     return x
 
@@ -74,8 +76,8 @@ def reference_rerank(requests, x: np.ndarray, k: int) -> np.ndarray:
              - x[EXPOSURE_CAP] * requests.price_cap[u, :pool] - x[EXPOSURE_FLOOR] * requests.price_floor[u, :pool])
         z = (np.exp((a - a.max()) / tau) + x[NOVELTY] * requests.novelty[u, :pool] + x[CALIBRATION] * requests.fit[u, :pool]
              + x[DITHER] * requests.dither[u, :pool])
-        chosen = []
-        for _ in range(k):
+        chosen = list(range(min(int(x[KEEP_HEAD]), k)))  # the model's own head
+        for _ in range(k - len(chosen)):
             best, best_score = -1, -np.inf
             for c in range(pool):
                 if c in chosen:
@@ -149,6 +151,20 @@ def test_knobs_move_the_lists_the_way_they_say():
     assert pair_sim(items[2]) < pair_sim(items[0])
 
 
+def test_a_kept_head_is_the_model_top_and_counts_in_the_diversity_of_the_rest():
+    requests, _ = random_context(9, n_cand=40)
+    diverse = accuracy_only_policy(K)
+    diverse[[TEMPERATURE, DIVERSITY, POOL]] = [1.0, 1.0, 40]
+    kept = diverse.copy()
+    kept[KEEP_HEAD] = 3
+    picks = rerank(requests, np.stack([diverse, kept]), K)
+    np.testing.assert_array_equal(picks[1, :, :3], np.tile(np.arange(3), (requests.n_requests, 1)))
+    assert (picks[1] != picks[0]).any()
+    whole = kept.copy()
+    whole[KEEP_HEAD] = K + 5  # more than the list: the model's own top k
+    np.testing.assert_array_equal(rerank(requests, whole, K)[0], rerank(requests, accuracy_only_policy(K), K)[0])
+
+
 def test_bad_policies_fail_loudly():
     requests, _ = random_context(8)
     x = accuracy_only_policy(K)
@@ -156,6 +172,10 @@ def test_bad_policies_fail_loudly():
         rerank(requests, np.where(np.arange(len(x)) == POOL, K - 1, x), K)
     with pytest.raises(ValueError, match="pool sizes"):
         rerank(requests, np.where(np.arange(len(x)) == POOL, 10.5, x), K)
+    with pytest.raises(ValueError, match="keep_head"):
+        rerank(requests, np.where(np.arange(len(x)) == KEEP_HEAD, 1.5, x), K)
+    with pytest.raises(ValueError, match="keep_head"):
+        rerank(requests, np.where(np.arange(len(x)) == KEEP_HEAD, -1, x), K)
     with pytest.raises(ValueError, match="columns"):
         rerank(requests, np.zeros((2, 3)), K)
 

@@ -30,15 +30,17 @@ def yardsticks_of(params: Params, features: Features | None = None) -> tuple[Yar
                       params.policy.latency, params.search.threads)
 
 
-def search_as_configured(params: Params, valid: Yardstick, test: Yardstick, features: Features) -> SearchResult:
-    """The study with the stage's settings (params.search), its front found on `valid`'s users."""
+def search_as_configured(params: Params, valid: Yardstick, test: Yardstick, features: Features,
+                         switched_off: tuple[str, ...] = ()) -> SearchResult:
+    """The study with the stage's settings (params.search), its front found on `valid`'s users;
+    `switched_off` variables held at 0 (benchmarks' ablations)."""
     cfg = params.search
     termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
     cases = sample_cases(valid.cases, features.history_before("valid").lengths, cfg.baskets, params.seed)
     return search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
                   cfg.mmr_pool, params.seed, params.evaluation, cfg.front_epsilon, cases,
                   stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
-                  rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor)
+                  rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor, switched_off=switched_off)
 
 
 def main(params: Params) -> None:
