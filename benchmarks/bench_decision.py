@@ -124,7 +124,7 @@ def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[i
     named = " + ".join(names)
     print(f"\n4. the verdict with and without {named}: search on the selection users (NSGA seed as shown), "
           f"rule and gate on an empty store; test ratios to accuracy-only [{params.evaluation.level:.0%} interval]")
-    print(f"{'seed':>5} | {'policy class':<24} | {'served':<9} | {named:>9} | {'NDCG@' + str(k):<22} | "
+    print(f"{'seed':>5} | {'policy class':<24} | {'served':<9} | {named:>9} | {'NDCG@' + str(k):<20} | "
           f"{'coverage@' + str(k):>11} | {'ILD@' + str(k):>7}")
     print("-" * 104)
     served = {}
@@ -137,12 +137,13 @@ def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[i
             verdict = judge(choice, test, None, None, {}, deploy, k, params.evaluation, params.seed)
             ok = verdict.fallback is None and verdict.decision.promoted
             served[label] = served.get(label, 0) + ok
-            if not ok:
-                print(f"{seed:>5} | {label:<24} | {'fallback':<9} | {'':>9} | {'':<22} | {'':>11} | {'':>7}")
+            if choice.policy is None:  # nothing met the bounds on valid (selection or confirmation users)
+                print(f"{seed:>5} | {label:<24} | {'fallback':<9} | {'':>9} | {'none chosen on valid':<20} |")
                 continue
-            r = verdict.ratio
+            r = verdict.candidate.ratios(verdict.accuracy_only, params.evaluation.level, deploy.confidence)
             values = "/".join(f"{choice.policy[VARIABLE_NAMES.index(name)]:g}" for name in names)
-            print(f"{seed:>5} | {label:<24} | {'re-ranked':<9} | {values:>9} | "
+            outcome = "re-ranked" if ok else "gate: no"  # the gate's figures of the chosen policy either way
+            print(f"{seed:>5} | {label:<24} | {outcome:<9} | {values:>9} | "
                   f"{r['ndcg'].value:.3f} [{r['ndcg'].low:.3f}, {r['ndcg'].high:.3f}] | {r['coverage'].value:>10.3f}x | "
                   f"{r['ild'].value:>6.3f}x")
     print("served a re-ranked policy: " + ", ".join(f"{label} {n} of {len(seeds)}" for label, n in served.items()))
