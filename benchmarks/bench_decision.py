@@ -42,6 +42,7 @@ from recmoo_dag.deploy import choose_policy, clamp_pools, figures, judge, lower_
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
 from recmoo_dag.policy import VARIABLE_NAMES, accuracy_only_policy
+from recmoo_dag.search import SWITCHABLE
 from recmoo_dag.stages.search import search_as_configured, yardsticks_of
 from recmoo_dag.uncertainty import Bootstrap, ratio
 
@@ -157,7 +158,7 @@ def main() -> None:
     parser.add_argument("--valid-share", type=float, default=0.8)
     parser.add_argument("--replicates", type=int, default=None, help="bootstrap replicates (evaluation.replicates)")
     parser.add_argument("--search", action="store_true", help="table 3: the search's own choice and the confirmation users")
-    parser.add_argument("--ablate", nargs="+", choices=[name for name in VARIABLE_NAMES if name != "pool"],
+    parser.add_argument("--ablate", nargs="+", choices=SWITCHABLE,
                         help="table 4 only: the verdict with and without these variables")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="NSGA seeds of table 4")
     args = parser.parse_args()

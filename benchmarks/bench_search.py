@@ -38,13 +38,12 @@ from recmoo_dag.policy import (
     NOVELTY,
     POOL,
     TEMPERATURE,
-    VARIABLES,
     Requests,
     accuracy_only_policy,
     rerank,
 )
 from recmoo_dag.results import METHODS
-from recmoo_dag.search import bounds, random_policies, run_nsga, search
+from recmoo_dag.search import SWITCHABLE, bounds, random_policies, run_nsga, search
 from recmoo_dag.stages.search import yardsticks_of
 
 POOLS = (10, 25, 50, 75, 100, 150, 200)
@@ -136,25 +135,21 @@ ABLATION_FLOORS = (-0.02, -0.05, -0.10, -0.20)  # NDCG@10 change vs accuracy-onl
 
 def ablation(valid, test, params, n_evals: int, variables: list[str]) -> None:
     """The same NSGA run (budget, seed) over the full policy and with some variables' terms switched
-    off (held at 0 whatever the search proposes): for each NDCG@10 floor, the front policy with the
+    off (held at 0 by the search's box, search.bounds): for each NDCG@10 floor, the front policy with the
     most coverage on valid, and what it gives on test; each front's hypervolume on valid and on test
     (the same normalization for both runs: each window's accuracy-only policy)."""
     cfg = params.search
     columns = [OBJECTIVES.index(name) for name in cfg.objectives]
-    low, high = bounds(valid.k, valid.requests.n_candidates)
-    off = np.array([v.name in variables for v in VARIABLES])
     named = " + ".join(variables)
     print(f"\nablation of {named}: NSGA, {n_evals} evaluations each; per valid NDCG@10 floor, the front "
           "policy with the most valid coverage")
     print(f"{'policy class':<40}{'front':>7}{'floor':>7}{'valid cov':>11}{'test NDCG':>11}{'test cov':>10}"
           f"{'test ILD':>10}{'HV valid':>10}{'HV test':>9}")
-    for label, inert in (("full", np.zeros_like(off)), (f"without {named}", off)):
-        def evaluate(X: np.ndarray, inert=inert) -> np.ndarray:
-            return valid.objectives(np.where(inert, 0.0, X))
-
-        x, natural = run_nsga(evaluate, valid.losses, columns, low, high, cfg.algorithm, cfg.pop_size,
+    for label, off in (("full", ()), (f"without {named}", tuple(variables))):
+        low, high = bounds(valid.k, valid.requests.n_candidates, switched_off=off)
+        x, natural = run_nsga(valid.objectives, valid.losses, columns, low, high, cfg.algorithm, cfg.pop_size,
                               ("n_eval", n_evals), params.seed)
-        front = np.where(inert, 0.0, x[nondominated(valid.losses(natural)[:, columns])])
+        front = x[nondominated(valid.losses(natural)[:, columns])]
         gain_valid = valid.objectives(front) / valid.accuracy_only - 1
         gain_test = test.objectives(front) / test.accuracy_only - 1
         volume = hypervolume(valid.losses(valid.objectives(front))[:, columns], cfg.reference_point)
@@ -177,7 +172,7 @@ def main() -> None:
     parser.add_argument("--evals", type=int, help="search budget (default: search.n_evals)")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--fit-latency", action="store_true")
-    parser.add_argument("--ablate", nargs="+", choices=[v.name for v in VARIABLES if v.name != "pool"],
+    parser.add_argument("--ablate", nargs="+", choices=SWITCHABLE,
                         help="compare NSGA with and without these variables' terms (held at 0, which switches "
                              "each off) instead of the study")
     args = parser.parse_args()

@@ -67,6 +67,8 @@ from recmoo_dag.results import SearchMetrics
 from recmoo_dag.uncertainty import Bootstrap, ratio
 from recmoo_dag.yardstick import Yardstick
 
+SWITCHABLE = tuple(name for name in VARIABLE_NAMES if name != "pool")  # 0 turns each one's term off
+
 
 def bounds(k: int, n_candidates: int, switched_off: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Box of the decision space: VARIABLES' ranges, keep_head in [0, k // 2], the pool in [k, N];
@@ -80,9 +82,10 @@ def bounds(k: int, n_candidates: int, switched_off: tuple[str, ...] = ()) -> tup
     high = np.array([v.high for v in VARIABLES])
     high[KEEP_HEAD] = k // 2
     low[POOL], high[POOL] = k, n_candidates
+    unknown = sorted(set(switched_off) - set(SWITCHABLE))
+    if unknown:
+        raise ValueError(f"bounds: {unknown} cannot be switched off (only {SWITCHABLE}; the pool has no off)")
     off = np.isin(VARIABLE_NAMES, switched_off)
-    if off[POOL]:
-        raise ValueError("bounds: the pool cannot be switched off")
     low[off] = high[off] = 0.0
     return low, high
 

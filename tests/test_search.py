@@ -47,6 +47,8 @@ def test_a_switched_off_variable_is_held_at_zero_by_every_method():
     assert len(np.unique(grid, axis=0)) == len(grid)  # no level spent on a variable that cannot move
     with pytest.raises(ValueError, match="pool"):
         S.bounds(5, 40, switched_off=("pool",))
+    with pytest.raises(ValueError, match="keep_hed"):
+        S.bounds(5, 40, switched_off=("keep_hed",))  # a typo switches nothing off silently
 
 
 def test_baselines_live_in_the_box_with_the_budget():
