@@ -27,8 +27,11 @@ and front, and decides exactly as the deploy stage does (deploy.choose_policy, t
    served or fallback, and the served policy's test ratios to accuracy-only with their intervals.
    Two searches per seed: a minute each on ML-100K.
 
+5. With `--front` (alone): table 3's figures for the search stage's own front (front.csv), without
+   searching again: the shift between the confirmation users and test that the gate meets, in seconds.
+
     .venv/bin/python benchmarks/bench_decision.py [--params params.yaml] [--trials 200] [--choices 20] [--search]
-                                                  [--ablate keep_head [--seeds 42 43 44]]
+                                                  [--ablate keep_head [--seeds 42 43 44]] [--front]
 """
 from __future__ import annotations
 
@@ -91,30 +94,54 @@ def optimism(front: np.ndarray, valid, test, cfg, k: int, evaluation, trials: in
     return out
 
 
+def front_shift_header(k: int, bound: float) -> None:
+    print(f"{'front':<16} | {'size':>5} | {'selection':>9} | {'confirmation':>12} | {'test':>6} | "
+          f"{'confirmation - test':>19} | passing {bound:g} on confirmation -> on test")
+    print("-" * 118)
+
+
+def front_shift_row(name: str, front: np.ndarray, params, selection, confirmation, test) -> None:
+    """One front's median NDCG@k ratio to accuracy-only on the selection users, the confirmation
+    users and test; the median of confirmation - test over its policies (the shift the gate meets);
+    how many policies meet the NDCG bound on the confirmation users, and how many of those on test."""
+    deploy = params.deploy
+    bound = deploy.min_ratio["ndcg"]
+    ratios, lower = {}, {}
+    for window, yard in (("selection", selection), ("confirmation", confirmation), ("test", test)):
+        ratios[window] = yard.objectives(front)[:, 0] / yard.accuracy_only[0]
+        boot = Bootstrap(len(yard.user_index[0]), params.evaluation.replicates, params.seed + 1)
+        lower[window] = lower_bounds(yard, front, ["ndcg"], boot, deploy.confidence)["ndcg"]
+    passing = lower["confirmation"] >= bound
+    print(f"{name:<16} | {len(front):>5} | {np.median(ratios['selection']):>9.4f} | "
+          f"{np.median(ratios['confirmation']):>12.4f} | {np.median(ratios['test']):>6.4f} | "
+          f"{np.median(ratios['confirmation'] - ratios['test']):>+19.4f} | "
+          f"{passing.sum()} -> {(lower['test'][passing] >= bound).sum()}")
+
+
 def search_contamination(params, valid, test) -> None:
     """Table 3: the front searched on every valid user vs on the selection users alone."""
     deploy, k = params.deploy, params.policy.k
     selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, params.seed)
     features = load_features(params.features.dir)
-    bound = deploy.min_ratio["ndcg"]
     print(f"\n3. the front searched on every valid user vs on the {len(selection.user_index[0])} selection users "
           f"alone; median over the front of the NDCG@{k} ratio to accuracy-only")
-    print(f"{'searched on':<16} | {'front':>5} | {'selection':>9} | {'confirmation':>12} | {'test':>6} | "
-          f"{'confirmation - test':>19} | passing {bound:g} on confirmation -> on test")
-    print("-" * 118)
+    front_shift_header(k, deploy.min_ratio["ndcg"])
     for name, searched in (("every user", valid), ("selection users", selection)):
         front = clamp_pools(search_as_configured(params, searched, test, features).fronts["nsga"].x, k,
                             valid.requests.n_candidates)
-        ratios, lower = {}, {}
-        for window, yard in (("selection", selection), ("confirmation", confirmation), ("test", test)):
-            ratios[window] = yard.objectives(front)[:, 0] / yard.accuracy_only[0]
-            boot = Bootstrap(len(yard.user_index[0]), params.evaluation.replicates, params.seed + 1)
-            lower[window] = lower_bounds(yard, front, ["ndcg"], boot, deploy.confidence)["ndcg"]
-        passing = lower["confirmation"] >= bound
-        print(f"{name:<16} | {len(front):>5} | {np.median(ratios['selection']):>9.4f} | "
-              f"{np.median(ratios['confirmation']):>12.4f} | {np.median(ratios['test']):>6.4f} | "
-              f"{np.median(ratios['confirmation'] - ratios['test']):>+19.4f} | "
-              f"{passing.sum()} -> {(lower['test'][passing] >= bound).sum()}")
+        front_shift_row(name, front, params, selection, confirmation, test)
+
+
+def stage_front_shift(params, valid, test) -> None:
+    """Table 5: table 3's row for the search stage's own front (front.csv), without searching again."""
+    deploy, k = params.deploy, params.policy.k
+    selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, params.seed)
+    print(f"\n5. the search stage's front ({params.search.front}); median over it of the NDCG@{k} ratio to "
+          f"accuracy-only on the {len(selection.user_index[0])} selection users, the "
+          f"{len(confirmation.user_index[0])} confirmation users and the {len(test.user_index[0])} test users")
+    front_shift_header(k, deploy.min_ratio["ndcg"])
+    front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
+    front_shift_row("front.csv", front, params, selection, confirmation, test)
 
 
 def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[int]) -> None:
@@ -158,6 +185,7 @@ def main() -> None:
     parser.add_argument("--valid-share", type=float, default=0.8)
     parser.add_argument("--replicates", type=int, default=None, help="bootstrap replicates (evaluation.replicates)")
     parser.add_argument("--search", action="store_true", help="table 3: the search's own choice and the confirmation users")
+    parser.add_argument("--front", action="store_true", help="table 5 alone: table 3's figures for the stage's front.csv")
     parser.add_argument("--ablate", nargs="+", choices=SWITCHABLE,
                         help="table 4 only: the verdict with and without these variables")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="NSGA seeds of table 4")
@@ -169,6 +197,9 @@ def main() -> None:
     valid, test = yardsticks_of(params)
     if args.ablate:
         ablation_verdicts(params, valid, test, tuple(args.ablate), args.seeds)
+        return
+    if args.front:
+        stage_front_shift(params, valid, test)
         return
     front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
 

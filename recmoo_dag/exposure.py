@@ -37,6 +37,9 @@ import numpy as np
 from numba import njit
 
 from recmoo_dag.errors import InputError
+from recmoo_dag.windows import WINDOWS
+
+WINDOW_NAMES = tuple(WINDOWS)  # each held-out window weighs prices solved from its own opening lists
 
 
 @dataclass(frozen=True)
@@ -255,20 +258,66 @@ def solve_exposure(scores: np.ndarray, items: np.ndarray, n_items: int, k: int, 
         return {"dual": solved.dual, "primal": solved.primal, "gap": solved.gap if np.isfinite(solved.gap) else None,
                 "short_lists": solved.short_lists, "below_floor": solved.below_floor, "iterations": solved.iterations}
 
+    floor_of = floors(items, n_items, floor)
+    if floor_of.sum() > len(items) * k:
+        # An infeasible floor's subsidies only grow: they would rank every list at random, not spread it.
+        raise InputError(f"exposure.floor {floor:g}: the floors ask for {floor_of.sum():.0f} list slots, but the "
+                         f"{len(items)} lists hold {len(items) * k}; lower it to at most "
+                         f"{len(items) * k / n_items:.2f} (the lists' slots per item)")
     by_cap = solve_prices(scores, items, k, cap=capacities(len(items), k, n_items, cap_slack), iterations=iterations,
                           seed=seed)
-    by_floor = solve_prices(scores, items, k, floor=floors(items, n_items, floor), iterations=iterations, seed=seed)
+    by_floor = solve_prices(scores, items, k, floor=floor_of, iterations=iterations, seed=seed)
     return ExposurePrices(by_cap.prices, by_floor.prices,
                           {"k": k, "cap_slack": cap_slack, "floor": floor, "iterations": iterations, "seed": seed},
                           {"cap": summary(by_cap), "floor": summary(by_floor)})
 
 
+def opening_cases(users: np.ndarray) -> np.ndarray:
+    """Sorted indices of each user's first case in a window (cases sorted by user, then time): the
+    lists a version ranks when the window opens, each from its user's history before the window.
+
+    A window's prices are solved from these alone. They are the lists a service serves when it
+    opens on the window (what `recmoo reprice` solves from), and no held-out item of the window
+    reaches them: a later case's candidates leave out the items its user took earlier in the window,
+    so prices solved from every case would see the held-out items by their absence."""
+    users = np.asarray(users)
+    return np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
+
+
+def window_prices(candidates: dict[str, np.ndarray], n_items: int, k: int, cap_slack: float, floor: float,
+                  iterations: int, seed: int) -> dict[str, ExposurePrices]:
+    """Each window's prices from its opening lists (candidates.npz's arrays): what the exposure stage writes."""
+    def opening(window: str) -> np.ndarray:
+        return opening_cases(candidates[f"{window}_users"])
+
+    return {window: solve_exposure(candidates[f"{window}_scores"][opening(window)],
+                                   candidates[f"{window}_items"][opening(window)], n_items, k, cap_slack, floor,
+                                   iterations, seed) for window in WINDOW_NAMES}
+
+
 def load_prices(path: str | Path) -> ExposurePrices:
-    """The exposure stage's prices (its JSON, written by `recmoo exposure`)."""
+    """One set of prices: a deployed version's exposure.json."""
+    payload = _read(path)
+    try:
+        return ExposurePrices.from_json(payload)
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a version's exposure prices ({type(err).__name__}: {err})") from err
+
+
+def load_window_prices(path: str | Path) -> dict[str, ExposurePrices]:
+    """The exposure stage's prices, one set per window: {"valid": ..., "test": ...}."""
+    payload = _read(path)
+    try:
+        return {window: ExposurePrices.from_json(payload[window]) for window in WINDOW_NAMES}
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not the exposure stage's prices, one set per window {list(WINDOW_NAMES)} "
+                         f"({type(err).__name__}: {err}): rebuild it with `recmoo exposure`") from err
+
+
+def _read(path: str | Path) -> dict:
     if not Path(path).is_file():
         raise InputError(f"{path}: no exposure prices here (run `recmoo exposure`)")
     try:
-        return ExposurePrices.from_json(json.loads(Path(path).read_text()))
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(f"{path}: not the exposure stage's prices ({type(err).__name__}: {err}): "
-                         "rebuild it with `recmoo exposure`") from err
+        return json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise InputError(f"{path}: not JSON ({err}): rebuild it with `recmoo exposure`") from err

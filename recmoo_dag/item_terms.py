@@ -18,7 +18,7 @@ request gets the terms it would get inside the search's batch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -98,17 +98,22 @@ class ItemTerms:
         if not len(counts) == len(vectors) == len(item_ids):
             raise InputError(f"item vectors cover {len(vectors) - 1} items, the catalog {len(counts) - 1} and the ids "
                              f"{len(item_ids) - 1}: re-run `dvc repro` so the model follows the features")
-        prices = prices or ExposurePrices.none(len(counts))
-        if len(prices.cap) != len(counts):
-            raise InputError(f"the exposure prices cover {len(prices.cap) - 1} items, the catalog {len(counts) - 1}: "
-                             "re-run `dvc repro` so the prices follow the candidates")
         info = self_information(counts, n_train_users)
         probability = (counts + 1.0) / (counts.sum() + len(counts))  # add-one: unseen items stay finite
         vectors = np.asarray(vectors, dtype=np.float32)
+        unpriced = np.zeros(len(counts), dtype=np.float32)
         return cls(vectors=vectors, unit=unit_rows(vectors), sim=item_similarity(vectors),
                    log_pop=np.log(probability).astype(np.float32), info=info,
                    novelty=(info / info.max()).astype(np.float32), item_keys=id_keys(item_ids),
-                   price_cap=prices.cap.astype(np.float32), price_floor=prices.floor.astype(np.float32))
+                   price_cap=unpriced, price_floor=unpriced).priced(prices)
+
+    def priced(self, prices: ExposurePrices | None) -> ItemTerms:
+        """These terms weighing other exposure prices (None: every price 0)."""
+        prices = prices or ExposurePrices.none(len(self.log_pop))
+        if len(prices.cap) != len(self.log_pop):
+            raise InputError(f"the exposure prices cover {len(prices.cap) - 1} items, the catalog "
+                             f"{len(self.log_pop) - 1}: re-run `dvc repro` so the prices follow the candidates")
+        return replace(self, price_cap=prices.cap.astype(np.float32), price_floor=prices.floor.astype(np.float32))
 
     def profiles(self, history: Histories) -> np.ndarray:
         """Each row's unit-length history profile: (R rows) -> (R, d)."""

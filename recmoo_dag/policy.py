@@ -8,7 +8,7 @@ list's first `keep_head` slots are the model's own top candidates; the others ar
     rel(c)     = exp((a(c) - max_{c' in pool} a(c')) / τ)
     a(c)       = logit(c) - β * ln π(c) - w_cap * price_cap(c) - w_floor * price_floor(c)
 
-price_cap and price_floor are the exposure prices solved once across all users (exposure.py), in
+price_cap and price_floor are the exposure prices solved across all users' lists (exposure.py), in
 the units of the logits: with w = 1, no other term and the whole pool, every user's top k is the
 global allocation's. They are per-item constants, so a request still costs O(pool).
 

@@ -19,6 +19,7 @@ from functools import cached_property
 import numpy as np
 
 from recmoo_dag.errors import InputError
+from recmoo_dag.exposure import ExposurePrices
 from recmoo_dag.features import Features
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.metrics import (
@@ -204,18 +205,21 @@ class Yardstick:
 
 
 def yardsticks(features: Features, candidates: dict[str, np.ndarray], terms: ItemTerms, k: int,
-               latency: tuple[float, float], threads: int) -> tuple[Yardstick, Yardstick]:
+               latency: tuple[float, float], threads: int,
+               prices: dict[str, ExposurePrices] | None = None) -> tuple[Yardstick, Yardstick]:
     """The valid and test windows of the re-ranker (candidates.npz's arrays), with what their
-    objectives are measured against: each case's own history builds its profile."""
+    objectives are measured against: each case's own history builds its profile. With `prices`
+    (the exposure stage's), each window weighs its own; else the prices of `terms`."""
     user_keys = id_keys(features.user_ids)
 
     def yard(name: str) -> Yardstick:
         cases = features.cases(name)
         if not np.array_equal(candidates[f"{name}_users"], cases.users):
             raise InputError(f"candidates.npz: its {name} baskets are not the features' (re-run `dvc repro`)")
-        requests = terms.requests(candidates[f"{name}_items"], candidates[f"{name}_scores"],
-                                  terms.profiles(cases.history), user_keys[cases.users])
-        return Yardstick(requests, cases, terms, features.n_items, k, latency, threads)
+        window_terms = terms.priced(prices[name]) if prices is not None else terms
+        requests = window_terms.requests(candidates[f"{name}_items"], candidates[f"{name}_scores"],
+                                         terms.profiles(cases.history), user_keys[cases.users])
+        return Yardstick(requests, cases, window_terms, features.n_items, k, latency, threads)
 
     return yard("valid"), yard("test")
 

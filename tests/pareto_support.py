@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recmoo_dag.exposure import solve_exposure
+from recmoo_dag.exposure import window_prices
 from recmoo_dag.features import build_features, load_features, write_features
 from recmoo_dag.io import write_json
 from recmoo_dag.synth import synthesize
@@ -51,6 +51,6 @@ def make_pareto_project(root: Path, seed: int = 0) -> None:
     (root / "data" / "candidates").mkdir(parents=True, exist_ok=True)
     candidates = stand_in_candidates(features, N_CANDIDATES, seed)
     np.savez(root / "data" / "candidates" / "candidates.npz", **candidates)
-    prices = solve_exposure(candidates["valid_scores"], candidates["valid_items"], features.n_items, SMALL["policy"]["k"],
+    prices = window_prices(candidates, features.n_items, SMALL["policy"]["k"],
                             cap_slack=2.0, floor=3, iterations=100, seed=seed)
-    write_json(root / "data" / "exposure" / "prices.json", prices.to_json())
+    write_json(root / "data" / "exposure" / "prices.json", {window: p.to_json() for window, p in prices.items()})

@@ -201,8 +201,10 @@ def test_champion_with_another_item_order_is_translated_by_item_id(deployable):
 
 
 def test_the_champion_is_judged_with_the_prices_it_serves(deployable):
-    """Prices re-solved since the champion was deployed (another floor) leave its figures as they
+    """The version carries the prices it was judged with on test (the test window's, not valid's).
+    Prices re-solved since the champion was deployed (another floor) leave its figures as they
     were: it is scored with its own prices, mapped by item id, not today's."""
+    from recmoo_dag.exposure import load_window_prices
     from recmoo_dag.features import load_features
     from recmoo_dag.policy import policy_vector
     from recmoo_dag.stages import exposure
@@ -212,6 +214,10 @@ def test_the_champion_is_judged_with_the_prices_it_serves(deployable):
     write_front(params, [FRONT[2]])
     run(params)
     champion, policy = deploy.load_champion(params.deploy.store), policy_vector(FRONT[2])[None]
+    windows = load_window_prices(params.exposure.prices)
+    assert np.array_equal(champion.bundle.prices.cap, windows["test"].cap)
+    assert np.array_equal(champion.bundle.prices.floor, windows["test"].floor)
+    assert not np.array_equal(champion.bundle.prices.cap, windows["valid"].cap)
     features, today = load_features(params.features.dir), deploy.identity(params.train.model_dir, params.features.dir)
     _, served_with = yardsticks_of(params, features)
     assert deploy.champion_yardstick(champion, served_with, features, served_with.terms, 64, today) is served_with

@@ -79,25 +79,64 @@ def test_gini_and_tail_share_of_known_exposures():
     assert tail_share_of_counts(np.array([0, 3, 1, 0, 0, 0, 0, 0, 0, 0, 4]), train) == pytest.approx(0.5)
 
 
-def test_the_stage_writes_prices_and_figures_byte_identically(project, tmp_path):
-    """`recmoo exposure` on a tiny project: both price vectors, each solve's bounds, what each does
-    to the accuracy-only lists on valid; the same bytes on a second run."""
+def test_the_stage_writes_each_windows_prices_and_figures_byte_identically(project, tmp_path):
+    """`recmoo exposure` on a tiny project: both price vectors of each window, each solve's bounds,
+    what each does to the window's opening lists at weight 1; the same bytes on a second run."""
     import json
 
-    from recmoo_dag.exposure import load_prices
+    from recmoo_dag.exposure import load_window_prices
     from recmoo_dag.stages import exposure
     from tests.pareto_support import SMALL, make_pareto_project
 
     make_pareto_project(tmp_path)
-    params = project({**SMALL, "exposure": {"floor": 10}})
+    params = project({**SMALL, "exposure": {"floor": 4}})
     exposure.main(params)
     first = (tmp_path / params.exposure.prices).read_bytes()
-    prices, report = load_prices(params.exposure.prices), json.loads((tmp_path / params.exposure.metrics).read_text())
-    assert (prices.cap >= 0).all() and (prices.floor <= 0).all() and prices.cap.any() and prices.floor.any()
-    assert prices.settings == {"k": 5, "cap_slack": 2.0, "floor": 10.0, "iterations": 200, "seed": params.seed}
-    figures = report["valid_at_weight_1"]
-    assert figures["floor"]["coverage@5"] > figures["accuracy_only"]["coverage@5"]
-    assert figures["cap"]["exposure_gini@5"] < figures["accuracy_only"]["exposure_gini@5"]
-    assert report["solves"]["cap"]["gap"] is not None and report["solves"]["cap"]["gap"] < 0.05
+    windows, report = load_window_prices(params.exposure.prices), json.loads((tmp_path / params.exposure.metrics).read_text())
+    assert set(windows) == {"valid", "test"} and not np.array_equal(windows["valid"].cap, windows["test"].cap)
+    for window, prices in windows.items():
+        assert (prices.cap >= 0).all() and (prices.floor <= 0).all() and prices.cap.any() and prices.floor.any()
+        assert prices.settings == {"k": 5, "cap_slack": 2.0, "floor": 4.0, "iterations": 200, "seed": params.seed}
+        figures = report[window]["at_weight_1"]
+        assert figures["floor"]["coverage@5"] > figures["accuracy_only"]["coverage@5"]
+        assert figures["cap"]["exposure_gini@5"] < figures["accuracy_only"]["exposure_gini@5"]
+        assert report[window]["solves"]["cap"]["gap"] is not None and report[window]["solves"]["cap"]["gap"] < 0.05
     exposure.main(params)
     assert (tmp_path / params.exposure.prices).read_bytes() == first
+
+
+def test_a_windows_prices_come_from_its_opening_lists_alone(project, tmp_path):
+    """Each user's first case of a window is ranked from the history before the window; a later
+    case's candidates leave out what its user took earlier in the window. Prices solved from the
+    opening lists alone cannot move when later cases change, so no held-out item reaches them."""
+    from recmoo_dag.candidates import load_candidates
+    from recmoo_dag.exposure import opening_cases, window_prices
+    from tests.pareto_support import make_pareto_project
+
+    make_pareto_project(tmp_path)
+    params = project({})
+    candidates = load_candidates(params.candidates.path)
+    users = candidates["test_users"]
+    opening = opening_cases(users)
+    assert np.array_equal(users[opening], np.unique(users)) and len(opening) < len(users)
+    assert np.array_equal(opening_cases(np.array([3, 3, 5, 9, 9, 9])), [0, 2, 3])
+    later = np.setdiff1d(np.arange(len(users)), opening)
+    moved = {**candidates, "test_scores": candidates["test_scores"].copy()}
+    moved["test_scores"][later] = np.random.default_rng(0).normal(size=(len(later), moved["test_scores"].shape[1]))
+    solve = {"n_items": int(candidates["test_items"].max()), "k": 5, "cap_slack": 2.0, "floor": 2, "iterations": 50,
+             "seed": 0}
+    before, after = window_prices(candidates, **solve)["test"], window_prices(moved, **solve)["test"]
+    assert np.array_equal(before.cap, after.cap) and np.array_equal(before.floor, after.floor)
+
+
+def test_a_floor_the_lists_cannot_hold_is_refused_by_name():
+    """Floors asking for more slots than the lists have: subsidies that only grow, refused with the
+    largest floor that fits."""
+    from recmoo_dag.errors import InputError
+    from recmoo_dag.exposure import solve_exposure
+
+    scores, items = popular_heavy(0, n_users=20)  # 20 lists of 10: 200 slots for 90 items
+    with pytest.raises(InputError, match=r"exposure.floor 3: the floors ask for 2\d\d list slots, but the 20 lists "
+                                         r"hold 200; lower it to at most 2.22"):
+        solve_exposure(scores, items, 90, 10, cap_slack=2.0, floor=3, iterations=10, seed=0)
+    assert solve_exposure(scores, items, 90, 10, cap_slack=2.0, floor=2, iterations=10, seed=0).floor.any()

@@ -10,7 +10,7 @@ from pymoo.algorithms.moo.nsga3 import NSGA3
 
 from recmoo_dag import search as S
 from recmoo_dag.candidates import load_candidates
-from recmoo_dag.exposure import load_prices
+from recmoo_dag.exposure import load_window_prices
 from recmoo_dag.features import load_features
 from recmoo_dag.item_terms import training_terms
 from recmoo_dag.objectives import CATALOGUE, OBJECTIVES
@@ -31,10 +31,9 @@ def run(params) -> dict:
 def yardsticks_of_project(params):
     """The search stage's contexts, built as the stage builds them (the project has genres: no model read)."""
     features = load_features(params.features.dir)
-    terms = training_terms(features, params.policy.similarity, embeddings=lambda: pytest.fail("model read"),
-                           prices=load_prices(params.exposure.prices))
+    terms = training_terms(features, params.policy.similarity, embeddings=lambda: pytest.fail("model read"))
     return yardsticks(features, load_candidates(params.candidates.path), terms, params.policy.k,
-                        params.policy.latency, params.search.threads)
+                      params.policy.latency, params.search.threads, load_window_prices(params.exposure.prices))
 
 
 def test_a_switched_off_variable_is_held_at_zero_by_every_method():

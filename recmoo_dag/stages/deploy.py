@@ -16,7 +16,7 @@ from recmoo_dag.deploy import (
     refuse_inputs_unlike_dvc_lock,
     report,
 )
-from recmoo_dag.exposure import load_prices
+from recmoo_dag.exposure import load_window_prices
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
 from recmoo_dag.generator import load_generator
@@ -33,11 +33,13 @@ def main(params: Params) -> None:
     features = load_features(params.features.dir)
     generator = load_generator(params.train.model_dir)
     check_catalog(generator.model, features.n_items, params.train.model_dir, params.features.dir)
-    prices = load_prices(params.exposure.prices)
+    # The version carries the prices it is judged with on test: those of the lists it ranks when
+    # test opens (valid's prices only choose its policy).
+    prices = load_window_prices(params.exposure.prices)
     terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(generator.model),
-                           lambda: text_vectors_if_any(params.item_text.dir), prices)
+                           lambda: text_vectors_if_any(params.item_text.dir), prices["test"])
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
-                             params.search.threads)
+                             params.search.threads, prices)
     choice = choose_policy(read_front(params.search.front), test if cfg.select_on == "test" else valid, cfg, k,
                            params.evaluation, params.seed)
     generator_and_data = identity(params.train.model_dir, params.features.dir)
@@ -51,7 +53,7 @@ def main(params: Params) -> None:
         if verdict.decision.promoted:
             decision = record(choice, verdict, champion, cfg, k)
             served = store.publish(cfg.store, lambda folder, name: build_version(
-                folder, name, params, features, generator, terms.vectors, prices, verdict.policy,
+                folder, name, params, features, generator, terms.vectors, prices["test"], verdict.policy,
                 test.requests.n_candidates, decision))
         store.log_decision(cfg.store, decision_log(served, choice, verdict, champion, cfg, k))
     write_json(cfg.metrics, report(served, choice, verdict, champion, k).to_json())

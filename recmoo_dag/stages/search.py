@@ -6,7 +6,7 @@ from pathlib import Path
 
 from recmoo_dag.candidates import load_candidates
 from recmoo_dag.config import Params
-from recmoo_dag.exposure import load_prices
+from recmoo_dag.exposure import load_window_prices
 from recmoo_dag.features import Features, load_features
 from recmoo_dag.front import front_csv, front_table
 from recmoo_dag.front_plot import plot_fronts
@@ -21,13 +21,14 @@ from recmoo_dag.yardstick import Yardstick, sample_cases, yardsticks
 
 
 def yardsticks_of(params: Params, features: Features | None = None) -> tuple[Yardstick, Yardstick]:
-    """The valid and test yardsticks of the stage's inputs (also what the benchmarks measure on)."""
+    """The valid and test yardsticks of the stage's inputs, each window weighing its own exposure
+    prices (also what the benchmarks measure on)."""
     features = features or load_features(params.features.dir)
     terms = training_terms(features, params.policy.similarity,
                            lambda: item_embeddings(load_model(params.train.model_dir)),
-                           lambda: text_vectors_if_any(params.item_text.dir), load_prices(params.exposure.prices))
+                           lambda: text_vectors_if_any(params.item_text.dir))
     return yardsticks(features, load_candidates(params.candidates.path), terms, params.policy.k,
-                      params.policy.latency, params.search.threads)
+                      params.policy.latency, params.search.threads, load_window_prices(params.exposure.prices))
 
 
 def search_as_configured(params: Params, valid: Yardstick, test: Yardstick, features: Features,
