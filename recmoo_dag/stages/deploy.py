@@ -33,9 +33,7 @@ def main(params: Params) -> None:
     features = load_features(params.features.dir)
     generator = load_generator(params.train.model_dir)
     check_catalog(generator.model, features.n_items, params.train.model_dir, params.features.dir)
-    # The version carries the prices it is judged with on test: those of the lists it ranks when
-    # test opens (valid's prices only choose its policy).
-    prices = load_window_prices(params.exposure.prices)
+    prices = load_window_prices(params.exposure.prices)  # the version carries test's: what the gate judged
     terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(generator.model),
                            lambda: text_vectors_if_any(params.item_text.dir), prices["test"])
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
