@@ -287,12 +287,12 @@ def opening_cases(users: np.ndarray) -> np.ndarray:
 def window_prices(candidates: dict[str, np.ndarray], n_items: int, k: int, cap_slack: float, floor: float,
                   iterations: int, seed: int) -> dict[str, ExposurePrices]:
     """Each window's prices from its opening lists (candidates.npz's arrays): what the exposure stage writes."""
-    def opening(window: str) -> np.ndarray:
-        return opening_cases(candidates[f"{window}_users"])
-
-    return {window: solve_exposure(candidates[f"{window}_scores"][opening(window)],
-                                   candidates[f"{window}_items"][opening(window)], n_items, k, cap_slack, floor,
-                                   iterations, seed) for window in WINDOW_NAMES}
+    prices = {}
+    for window in WINDOW_NAMES:
+        opening = opening_cases(candidates[f"{window}_users"])
+        prices[window] = solve_exposure(candidates[f"{window}_scores"][opening], candidates[f"{window}_items"][opening],
+                                        n_items, k, cap_slack, floor, iterations, seed)
+    return prices
 
 
 def load_prices(path: str | Path) -> ExposurePrices:

@@ -35,7 +35,7 @@ def main(params: Params) -> None:
     check_catalog(generator.model, features.n_items, params.train.model_dir, params.features.dir)
     prices = load_window_prices(params.exposure.prices)  # the version carries test's: what the gate judged
     terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(generator.model),
-                           lambda: text_vectors_if_any(params.item_text.dir), prices["test"])
+                           lambda: text_vectors_if_any(params.item_text.dir))
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
                              params.search.threads, prices)
     choice = choose_policy(read_front(params.search.front), test if cfg.select_on == "test" else valid, cfg, k,
@@ -43,7 +43,7 @@ def main(params: Params) -> None:
     generator_and_data = identity(params.train.model_dir, params.features.dir)
     with store.locked(cfg.store):  # the champion must not change between the decision and the switch
         champion = load_champion(cfg.store)
-        champion_yard = champion_yardstick(champion, test, features, terms, params.candidates.batch_size,
+        champion_yard = champion_yardstick(champion, test, features, test.terms, params.candidates.batch_size,
                                            generator_and_data) if champion else None
         verdict = judge(choice, test, champion, champion_yard, generator_and_data, cfg, k, params.evaluation,
                         params.seed)
