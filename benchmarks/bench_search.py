@@ -7,7 +7,7 @@
     python benchmarks/bench_search.py --ablate exposure_cap exposure_floor  # NSGA with and without these terms, same budget
 
 Throughput is measured at the issue's reference point: all validation users, pool 100, k = 10, the
-full policy (genre MMR + novelty + calibration + debias) with random weights. Timings on a shared
+full policy (genre diversity penalty + novelty + calibration + debias) with random weights. Timings on a shared
 machine are noisy: the table prints the load average, the best of 3 runs and CPU time next to wall
 time. The latency fit feeds policy.latency_intercept_ms / latency_per_candidate_ms in params.yaml.
 """

@@ -5,7 +5,7 @@ see the same numbers for the same request:
 
     vectors   the similarity space: genre multi-hots, or the model's item embeddings (`item_vectors`)
     unit      those vectors at unit length: users' history profiles (calibration) and cosines
-    sim       item-item cosine clipped to [0, 1]: ILD and the MMR penalty (`metrics.item_similarity`)
+    sim       item-item cosine clipped to [0, 1]: ILD and the diversity penalty (`metrics.item_similarity`)
     log_pop   ln π(i), add-one smoothed train popularity: the debias term (Menon et al. 2021)
     info      self-information in bits (Zhou et al. 2010): the novelty objective
     novelty   info scaled to [0, 1] by its maximum: the novelty term of the score

@@ -112,7 +112,7 @@ def novelty(recs: np.ndarray, info: np.ndarray, weights: np.ndarray) -> np.ndarr
 
 
 def item_similarity(vectors: np.ndarray) -> np.ndarray:
-    """Item-item cosine similarity clipped to [0, 1], the similarity behind ILD and the MMR penalty.
+    """Item-item cosine similarity clipped to [0, 1], the similarity behind ILD and the diversity penalty.
 
     Vectors are genre multi-hots (content similarity, as in Kaminskas & Bridge 2016) or the model's
     item embeddings when there is no metadata. Items with an all-zero vector are similar to nothing.

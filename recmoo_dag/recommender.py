@@ -88,7 +88,7 @@ class Recommender:
         # Sessions read the last `session_window` items (history + recent): the forward pass grows
         # with the window, and the most recent items carry most of the next-item signal.
         self.window = min(session_window or model.max_len, model.max_len)
-        # Greedy MMR's first k picks do not depend on k, so every known user's list (and the
+        # The greedy's first k picks do not depend on k, so every known user's list (and the
         # anonymous one) is computed once here for the whole pool; a request with k <= pool and no
         # excluded item inside the pool is then a lookup. Rows with padding candidates stay -1.
         self.pool = int(np.clip(round(float(self.policy[0, POOL])), 1, self.n_candidates))
@@ -201,7 +201,7 @@ class Recommender:
             group = np.flatnonzero((pools == pool) & (ks > 0))  # (R,)
             policy = self.policy.copy()
             policy[0, POOL] = pool
-            # Greedy MMR's first k picks do not depend on k: the group's longest list serves every row.
+            # The greedy's first k picks do not depend on k: the group's longest list serves every row.
             requests = self.terms.requests(items[group, :pool], item_scores[group, :pool],
                                            np.stack([batch[r].profile for r in group]),
                                            np.concatenate([batch[r].key for r in group]))

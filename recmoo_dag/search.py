@@ -221,8 +221,9 @@ def run_nsga(evaluate: Callable[[np.ndarray], np.ndarray], losses: Callable[[np.
 
 
 def mmr_sweep(n: int, low: np.ndarray, high: np.ndarray, pool: int) -> np.ndarray:
-    """Baseline (a): classic MMR, one knob. λ on a regular grid of n values in its range, relevance
-    at τ = 1 (the model's own probabilities), no novelty, calibration or debiasing, a fixed pool."""
+    """Baseline (a): MMR's one knob. λ of the list-diversity penalty (policy.py: the mean similarity
+    to the list) on a regular grid of n values in its range, relevance at τ = 1 (the model's own
+    probabilities), no novelty, calibration or debiasing, a fixed pool."""
     x = np.zeros((n, len(VARIABLES)))
     x[:, DIVERSITY] = np.linspace(low[DIVERSITY], high[DIVERSITY], n)
     x[:, TEMPERATURE] = 0.0

@@ -82,7 +82,8 @@ def reference_rerank(requests, x: np.ndarray, k: int) -> np.ndarray:
             for c in range(pool):
                 if c in chosen:
                     continue
-                penalty = max((requests.item_sim[requests.items[u, c], requests.items[u, s]] for s in chosen), default=0.0)
+                penalty = np.mean([requests.item_sim[requests.items[u, c], requests.items[u, s]] for s in chosen]) \
+                    if chosen else 0.0
                 if z[c] - lam * penalty > best_score:
                     best, best_score = c, z[c] - lam * penalty
             chosen.append(best)

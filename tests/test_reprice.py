@@ -47,8 +47,18 @@ def served_events(project: Path, n_users: int) -> None:
     batch_format(params.data).write(project / params.data.incoming_dir, BATCH, events)
 
 
+def with_deploy(project: Path, deploy: dict):
+    """The project's params with `deploy` merged over its deploy section."""
+    raw = deep_update(yaml.safe_load((project / "params.yaml").read_text()), {"deploy": deploy})
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_params(project / "params.yaml")
+
+
 def test_the_job_publishes_the_champion_with_prices_from_the_lists_it_serves(deployed):
-    params = load_params("params.yaml")
+    # What is under test is the publishing; whether 120 users' NDCG moves past the 2 % tolerance
+    # against the champion is noise (the next test gates by a bound).
+    params = with_deploy(deployed, {"tolerance": dict.fromkeys(("ndcg", "ild", "coverage", "novelty",
+                                                                "personalization"), 1.0)})
     served_events(deployed, 30)
     assert build_defs(deployed).resolve_job_def(REPRICE_JOB).execute_in_process().success
     versions = deployed / params.deploy.store / "versions"
@@ -76,9 +86,7 @@ def test_the_job_publishes_the_champion_with_prices_from_the_lists_it_serves(dep
 
 
 def test_the_gate_keeps_the_champion_when_the_repriced_lists_miss_a_bound(deployed):
-    raw = deep_update(yaml.safe_load((deployed / "params.yaml").read_text()), {"deploy": {"min_ratio": {"ndcg": 1.5}}})
-    (deployed / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    params = load_params("params.yaml")
+    params = with_deploy(deployed, {"min_ratio": {"ndcg": 1.5}})
     result = reprice(params)
     assert not result.verdict.decision.promoted and result.served == "v0001"
     assert "bounds fail on test" in result.verdict.decision.reason and "ndcg@10" in result.verdict.decision.reason
