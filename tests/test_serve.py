@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -312,3 +314,15 @@ def _repo() -> str:
     from tests.conftest import REPO
 
     return str(REPO)
+
+
+def test_a_worker_leaves_what_it_loaded_out_of_garbage_collection(served):
+    """The worker factory freezes the objects it loaded, so no full collection walks them mid-load."""
+    probe = ("import gc, os, sys; from recmoo_dag.serve import app_from_env; "
+             "assert gc.get_freeze_count() == 0; app_from_env(); "
+             "assert gc.get_freeze_count() > 100_000, gc.get_freeze_count(); "
+             "sys.exit(0 if len(gc.get_objects()) < gc.get_freeze_count() // 10 else 1)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": _repo(), "RECMOO_PARAMS": str(Path("params.yaml").resolve())})
+    assert done.returncode == 0, done.stderr[-2000:]
+
