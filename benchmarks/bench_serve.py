@@ -111,10 +111,20 @@ def encode(body: dict, path: str = "/recommend") -> bytes:
             b"Content-Length: %d\r\n\r\n" % (path.encode(), len(data))) + data
 
 
+def kind(request: bytes) -> str:
+    """What a request of `scenarios` asks for: "event", "session" (recent items: a forward pass) or "user"."""
+    return "event" if request.startswith(b"POST /events") else "session" if b"recent_items" in request else "user"
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The tables' percentile of sorted `values` (seconds), in ms."""
+    return values[max(int(len(values) * share) - 1, 0)] * 1e3
+
+
 async def one_connection(port: int, requests: list[bytes], answered: Callable[[dict, bytes], bool],
-                         latencies: list[float], errors: list[str]) -> None:
-    """One keep-alive connection sending `requests` in turn; an answer other than 200 whose body
-    `answered(body, request)` accepts is an error."""
+                         latencies: list[tuple[str, float]], errors: list[str]) -> None:
+    """One keep-alive connection sending `requests` in turn, each one's (kind, seconds) appended to
+    `latencies`; an answer other than 200 whose body `answered(body, request)` accepts is an error."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for request in requests:
@@ -126,7 +136,7 @@ async def one_connection(port: int, requests: list[bytes], answered: Callable[[d
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             body = await reader.readexactly(length)
-            latencies.append(time.perf_counter() - start)
+            latencies.append((kind(request), time.perf_counter() - start))
             if not status.startswith(b"HTTP/1.1 200") or not answered(json.loads(body), request):
                 errors.append(status.decode().strip() + " " + body[:200].decode(errors="replace"))
     finally:
@@ -147,16 +157,19 @@ def takes_events(port: int) -> bool:
 
 
 async def load(port: int, requests: list[bytes], clients: int, k: int) -> dict:
-    latencies: list[float] = []
+    """p50 / p99 of every request, req/s, and each kind's p99 (what a mixed load's tail is made of)."""
+    latencies: list[tuple[str, float]] = []
     errors: list[str] = []
     shares = [requests[i::clients] for i in range(clients)]
     start = time.perf_counter()
     await asyncio.gather(*(one_connection(port, share, lambda body, request: complete(body, request, k), latencies,
                                           errors) for share in shares))
     elapsed = time.perf_counter() - start
-    latencies.sort()
-    return {"p50": latencies[len(latencies) // 2] * 1e3, "p99": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
-            "rps": len(requests) / elapsed, "errors": len(errors), "first_error": errors[0] if errors else ""}
+    seconds = sorted(s for _, s in latencies)
+    by_kind = {name: percentile(sorted(s for what, s in latencies if what == name), 0.99)
+               for name in sorted({what for what, _ in latencies})}
+    return {"p50": seconds[len(seconds) // 2] * 1e3, "p99": percentile(seconds, 0.99), "rps": len(requests) / elapsed,
+            "p99_by_kind": by_kind, "errors": len(errors), "first_error": errors[0] if errors else ""}
 
 
 ATTACK_HEADS = {"slow header": b"GET /health HTTP/1.1\r\nHost: bench\r\nX-Pad: ",
@@ -295,16 +308,16 @@ def events_project(params_file: Path, workdir: Path) -> Path:
 
 
 async def events_load(port: int, requests: list[bytes], clients: int, size: int) -> dict:
-    latencies: list[float] = []
+    latencies: list[tuple[str, float]] = []
     errors: list[str] = []
     start = time.perf_counter()
     # Accepted means every event of the batch is on disk.
     await asyncio.gather(*(one_connection(port, requests[i::clients], lambda body, _: body["accepted"] == size,
                                           latencies, errors) for i in range(clients)))
     elapsed = time.perf_counter() - start
-    latencies.sort()
+    seconds = sorted(s for _, s in latencies)
     acknowledged = (len(requests) - len(errors)) * size
-    return {"p50": latencies[len(latencies) // 2] * 1e3, "p99": latencies[int(len(latencies) * 0.99) - 1] * 1e3,
+    return {"p50": seconds[len(seconds) // 2] * 1e3, "p99": percentile(seconds, 0.99),
             "events_per_s": acknowledged / elapsed, "acknowledged": acknowledged, "errors": len(errors),
             "first_error": errors[0] if errors else ""}
 
@@ -352,6 +365,8 @@ def load_rows(port: int, workers: int, plan: list[tuple[str, int]], user_ids: li
                                  clients, args.k)) for r in range(args.repeats)]
         rows.append({"workers": workers, "scenario": name, "clients": clients,
                      **{key: statistics.median(run[key] for run in runs) for key in ("p50", "p99", "rps")},
+                     "p99_by_kind": {name: statistics.median(run["p99_by_kind"][name] for run in runs)
+                                     for name in runs[0]["p99_by_kind"]},
                      "errors": sum(run["errors"] for run in runs),
                      "first_error": next((run["first_error"] for run in runs if run["errors"]), "")})
     return rows
@@ -458,7 +473,10 @@ def main() -> None:
     print(f"\n{'workers':>7} {'scenario':>9} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
     for row in rows:
         print(f"{row['workers']:>7} {row['scenario']:>9} {row['clients']:>7} {row['p50']:>8.2f} {row['p99']:>8.2f} "
-              f"{row['rps']:>8.0f} {row['errors']:>6}" + (f"  {row['first_error']}" if row["errors"] else ""))
+              f"{row['rps']:>8.0f} {row['errors']:>6}"
+              + ("  p99 " + ", ".join(f"{name} {ms:.2f}" for name, ms in row["p99_by_kind"].items())
+                 if len(row["p99_by_kind"]) > 1 else "")
+              + (f"  {row['first_error']}" if row["errors"] else ""))
 
 
 if __name__ == "__main__":
