@@ -15,10 +15,12 @@ global allocation's. They are per-item constants, so a request still costs O(poo
 over the first `pool` candidates (model order). rel, nov, fit, dit and sim all lie in [0, 1], so the
 weights compare like with like. The penalty is the mean similarity to the list, not MMR's maximum
 (Carbonell & Goldstein 1998): ILD@k, the objective, is the mean pairwise dissimilarity, and a pick's
-mean dissimilarity to the list is exactly what it adds to the list's sum; at equal ILD@10 it kept more
-NDCG@10 than the maximum on ML-100K and ml-latest-small and tied on Last.fm-2K (README "The policy"). dit(u, c) is a pseudo-random number fixed by the user's and the
-item's ids (`dither`): the same user always gets the same list, and the search, the deploy stage
-and the service all see the same numbers. One function, `rerank`, serves the search (population x all
+mean dissimilarity to the list is exactly what it adds to the list's sum. At equal ILD@10 it kept
+more NDCG@10 than the maximum on ML-100K and ml-latest-small and tied on Last.fm-2K, and the
+search's hypervolume grew on all three (README "The list's mean similarity, not its maximum").
+dit(u, c) is a pseudo-random number fixed by the user's and the item's ids (`dither`): the same
+user always gets the same list, and the search, the deploy stage and the service all see the same
+numbers. One function, `rerank`, serves the search (population x all
 validation users), the HTTP service (one policy x one user) and the tests.
 
 Speed (the search scores ~20k policies on ~1k users, in float32): a compiled (numba) pass writes
@@ -26,7 +28,7 @@ the exponents of rel, NumPy's SIMD exp takes them, and a compiled greedy complet
 z(c) = rel + w_nov nov + w_cal fit + w_dit dit in its first slot; each further slot is one pass over the pool
 that adds the last pick's similarity (a contiguous row of the user's similarity block) to each
 candidate's sum and takes the argmax. The greedy uses z / λ - sum / t, which has the argmax of
-z - λ mean for λ > 0 and saves a multiply per step. Padding candidates (item 0, score -inf) are never picked
+z - λ mean for λ > 0 (t: the items listed so far). Padding candidates (item 0, score -inf) are never picked
 while a real candidate is left.
 """
 from __future__ import annotations
