@@ -29,9 +29,13 @@ and front, and decides exactly as the deploy stage does (deploy.choose_policy, t
 
 5. With `--front` (alone): table 3's figures for the search stage's own front (front.csv), without
    searching again: the shift between the confirmation users and test that the gate meets, in seconds.
+6. With `--terms` (alone): which term of the rule's pick the shift comes from. The deploy stage's
+   choice on the stage's front, then the same policy with each of its terms at 0 in turn (keep_head
+   at 0 too; the pool stays): NDCG@k ratio to accuracy-only with its interval on the selection users,
+   the confirmation users and test, and ILD@k's ratio on test.
 
     .venv/bin/python benchmarks/bench_decision.py [--params params.yaml] [--trials 200] [--choices 20] [--search]
-                                                  [--ablate keep_head [--seeds 42 43 44]] [--front]
+                                                  [--ablate keep_head [--seeds 42 43 44]] [--front] [--terms]
 """
 from __future__ import annotations
 
@@ -144,6 +148,41 @@ def stage_front_shift(params, valid, test) -> None:
     front_shift_row("front.csv", front, params, selection, confirmation, test)
 
 
+def term_costs(params, valid, test) -> None:
+    """Table 6: the rule's pick with each of its terms off in turn, on each window's users."""
+    deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
+    selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, params.seed)
+    front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
+    choice = choose_policy(front, valid, deploy, k, evaluation, params.seed)
+    if choice.policy is None:
+        print(f"\n6. no pick to take apart: {choice.reason}")
+        return
+    variants = [("the pick", choice.policy)]
+    for index, name in enumerate(VARIABLE_NAMES):
+        if name != "pool" and choice.policy[index] != 0:
+            off = choice.policy.copy()
+            off[index] = 0.0
+            variants.append((f"{name} off", off))
+    windows = {"selection": selection, "confirmation": confirmation, "test": test}
+    boots = {window: Bootstrap(len(yard.user_index[0]), evaluation.replicates, params.seed + i)
+             for i, (window, yard) in enumerate(windows.items())}
+    baselines = {window: figures(yard, accuracy_only_policy(k), boots[window], evaluation.level)
+                 for window, yard in windows.items()}
+    print(f"\n6. the rule's pick with each term off: NDCG@{k} ratio to accuracy-only "
+          f"[{evaluation.level:.0%} interval] on each window's users, ILD@{k}'s on test")
+    print(f"{'policy':<26} | " + " | ".join(f"{w + f' ({len(y.user_index[0])})':<22}" for w, y in windows.items())
+          + f" | {'ILD@' + str(k) + ' test':>9}")
+    print("-" * 112)
+    for label, policy in variants:
+        cells, ild = [], None
+        for window, yard in windows.items():
+            r = figures(yard, policy, boots[window], evaluation.level).ratios(baselines[window], evaluation.level,
+                                                                             deploy.confidence)
+            cells.append(f"{r['ndcg'].value:.3f} [{r['ndcg'].low:.3f}, {r['ndcg'].high:.3f}]")
+            ild = r["ild"].value
+        print(f"{label:<26} | " + " | ".join(f"{cell:<22}" for cell in cells) + f" | {ild:>8.3f}x")
+
+
 def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[int]) -> None:
     """Table 4: served or not, and the served policy's test ratios, with and without `names`."""
     deploy, k = params.deploy, params.policy.k
@@ -186,6 +225,7 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=None, help="bootstrap replicates (evaluation.replicates)")
     parser.add_argument("--search", action="store_true", help="table 3: the search's own choice and the confirmation users")
     parser.add_argument("--front", action="store_true", help="table 5 alone: table 3's figures for the stage's front.csv")
+    parser.add_argument("--terms", action="store_true", help="table 6 alone: the rule's pick with each term off")
     parser.add_argument("--ablate", nargs="+", choices=SWITCHABLE,
                         help="table 4 only: the verdict with and without these variables")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="NSGA seeds of table 4")
@@ -200,6 +240,9 @@ def main() -> None:
         return
     if args.front:
         stage_front_shift(params, valid, test)
+        return
+    if args.terms:
+        term_costs(params, valid, test)
         return
     front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
 
