@@ -284,14 +284,19 @@ def opening_cases(users: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
 
 
+def opening_lists(candidates: dict[str, np.ndarray], window: str) -> tuple[np.ndarray, np.ndarray]:
+    """A window's opening lists in candidates.npz's arrays: their (items, scores), (U, N) each."""
+    opening = opening_cases(candidates[f"{window}_users"])
+    return candidates[f"{window}_items"][opening], candidates[f"{window}_scores"][opening]
+
+
 def window_prices(candidates: dict[str, np.ndarray], n_items: int, k: int, cap_slack: float, floor: float,
                   iterations: int, seed: int) -> dict[str, ExposurePrices]:
     """Each window's prices from its opening lists (candidates.npz's arrays): what the exposure stage writes."""
     prices = {}
     for window in WINDOW_NAMES:
-        opening = opening_cases(candidates[f"{window}_users"])
-        prices[window] = solve_exposure(candidates[f"{window}_scores"][opening], candidates[f"{window}_items"][opening],
-                                        n_items, k, cap_slack, floor, iterations, seed)
+        items, scores = opening_lists(candidates, window)
+        prices[window] = solve_exposure(scores, items, n_items, k, cap_slack, floor, iterations, seed)
     return prices
 
 

@@ -140,9 +140,8 @@ class ItemTerms:
 
 
 def training_terms(features: Features, similarity: str, embeddings: Callable[[], np.ndarray],
-                   texts: Callable[[], np.ndarray | None] = lambda: None,
-                   prices: ExposurePrices | None = None) -> ItemTerms:
-    """The terms of the features' catalog: train popularity, its users, the similarity space
-    `policy.similarity` names, and the exposure prices."""
+                   texts: Callable[[], np.ndarray | None] = lambda: None) -> ItemTerms:
+    """The terms of the features' catalog: train popularity, its users and the similarity space
+    `policy.similarity` names, unpriced (`ItemTerms.priced` weighs a window's exposure prices)."""
     vectors = item_vectors(features.categories, similarity, embeddings, texts)
-    return ItemTerms.build(features.train_counts, features.n_users, vectors, features.item_ids, prices)
+    return ItemTerms.build(features.train_counts, features.n_users, vectors, features.item_ids)

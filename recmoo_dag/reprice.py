@@ -117,7 +117,7 @@ def reprice(params: Params) -> Repricing:
     features = load_features(params.features.dir)
     generator = load_generator(params.train.model_dir)
     today_terms = training_terms(features, params.policy.similarity, lambda: item_embeddings(generator.model),
-                                 lambda: text_vectors_if_any(params.item_text.dir), None)
+                                 lambda: text_vectors_if_any(params.item_text.dir))
     _, test = yardsticks(features, load_candidates(params.candidates.path), today_terms, k, params.policy.latency,
                          params.search.threads)
     today = identity(params.train.model_dir, params.features.dir)

@@ -9,7 +9,7 @@ import numpy as np
 
 from recmoo_dag.candidates import load_candidates
 from recmoo_dag.config import Params
-from recmoo_dag.exposure import WINDOW_NAMES, opening_cases, top_k_counts, window_prices
+from recmoo_dag.exposure import WINDOW_NAMES, opening_lists, top_k_counts, window_prices
 from recmoo_dag.features import load_features
 from recmoo_dag.io import write_json
 from recmoo_dag.metrics import exposure_gini_of_counts, tail_share_of_counts
@@ -31,8 +31,7 @@ def main(params: Params) -> None:
     solved = window_prices(candidates, features.n_items, k, cfg.cap_slack, cfg.floor, cfg.iterations, params.seed)
     report = {}
     for window, prices in solved.items():
-        opening = opening_cases(candidates[f"{window}_users"])
-        items, scores = candidates[f"{window}_items"][opening], candidates[f"{window}_scores"][opening]
+        items, scores = opening_lists(candidates, window)
         at_weight_1 = {name: figures(items, scores, price, k, features.train_counts) for name, price in (
             ("accuracy_only", np.zeros(features.n_items + 1)), ("cap", prices.cap), ("floor", prices.floor))}
         report[window] = {"lists": len(items), "solves": prices.solves, "at_weight_1": at_weight_1}
