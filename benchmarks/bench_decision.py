@@ -98,7 +98,7 @@ def optimism(front: np.ndarray, valid, test, cfg, k: int, evaluation, trials: in
     return out
 
 
-def front_shift_header(k: int, bound: float) -> None:
+def front_shift_header(bound: float) -> None:
     print(f"{'front':<16} | {'size':>5} | {'selection':>9} | {'confirmation':>12} | {'test':>6} | "
           f"{'confirmation - test':>19} | passing {bound:g} on confirmation -> on test")
     print("-" * 118)
@@ -129,7 +129,7 @@ def search_contamination(params, valid, test) -> None:
     features = load_features(params.features.dir)
     print(f"\n3. the front searched on every valid user vs on the {len(selection.user_index[0])} selection users "
           f"alone; median over the front of the NDCG@{k} ratio to accuracy-only")
-    front_shift_header(k, deploy.min_ratio["ndcg"])
+    front_shift_header(deploy.min_ratio["ndcg"])
     for name, searched in (("every user", valid), ("selection users", selection)):
         front = clamp_pools(search_as_configured(params, searched, test, features).fronts["nsga"].x, k,
                             valid.requests.n_candidates)
@@ -143,7 +143,7 @@ def stage_front_shift(params, valid, test) -> None:
     print(f"\n5. the search stage's front ({params.search.front}); median over it of the NDCG@{k} ratio to "
           f"accuracy-only on the {len(selection.user_index[0])} selection users, the "
           f"{len(confirmation.user_index[0])} confirmation users and the {len(test.user_index[0])} test users")
-    front_shift_header(k, deploy.min_ratio["ndcg"])
+    front_shift_header(deploy.min_ratio["ndcg"])
     front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
     front_shift_row("front.csv", front, params, selection, confirmation, test)
 

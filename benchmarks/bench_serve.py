@@ -268,10 +268,10 @@ def report_attack(workers: int, n: int, watch: float, result: dict) -> None:
     opened = result["opened_s"] + 0.5
     for phase, probes in (("while the attackers connect", [p for p in result["health"] if p[0] < opened]),
                           ("while they are held", [p for p in result["health"] if p[0] >= opened])):
-        latencies = sorted(seconds * 1e3 for _, _, seconds in probes)
+        latencies = sorted(seconds for _, _, seconds in probes)
         ok = sum(ok for _, ok, _ in probes)
-        print(f"/health {phase}: {ok}/{len(latencies)} answered 200; p50 {latencies[len(latencies) // 2]:.1f} ms, "
-              f"p99 {latencies[max(int(len(latencies) * 0.99) - 1, 0)]:.1f} ms, max {latencies[-1]:.1f} ms")
+        print(f"/health {phase}: {ok}/{len(latencies)} answered 200; p50 {latencies[len(latencies) // 2] * 1e3:.1f} ms, "
+              f"p99 {percentile(latencies, 0.99):.1f} ms, max {latencies[-1] * 1e3:.1f} ms")
 
 
 def scenarios(users: list[str], items: list[str], n: int, k: int, seed: int) -> dict[str, list[bytes]]:
