@@ -25,8 +25,9 @@ EASE's x_u B is linear in the user's item set, so the sum of B's rows over the k
 cached per user and a request adds the rows of the recent items the history lacks.
 
 Both caches live in the Recommender of one version (a promoted version starts empty), bounded
-together by `serve.history_cache_mb`, least recently used out first; only the micro-batcher's one
-thread reads and writes them.
+together by `serve.history_cache_mb`, least recently used out first; one thread reads and writes
+them: the forward process's (recmoo_dag/forward_process.py), or the micro-batcher's where batches
+run in the worker.
 """
 from __future__ import annotations
 

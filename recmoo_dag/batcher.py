@@ -2,9 +2,10 @@
 
 As Triton's dynamic batcher and Ray Serve's `@serve.batch`: a request waits in a bounded queue; one
 task takes the oldest with up to `max_batch` - 1 more, and runs the whole batch in one call
-(`Recommender.answer`: one forward pass, one re-ranking per pool size) on the batcher's single
-executor thread. Torch, NumPy's large kernels and the compiled re-ranker release the GIL there, so the
-event loop keeps reading, parsing and answering requests meanwhile.
+(`Recommender.answer`: one forward pass, one re-ranking per pool size), where `serve.forward_process`
+says: in the version's forward process (recmoo_dag/forward_process.py), which runs beside the event
+loop, or on the batcher's single executor thread, where torch, NumPy's large kernels and the compiled
+re-ranker release the GIL to the loop meanwhile.
 
 How long to wait for more. Clients that each wait for their answer before asking again come back
 together, a little after their batch is answered; a batcher that starts at once takes the first of
@@ -77,8 +78,7 @@ class MicroBatcher:
         for recommender in dict.fromkeys(entry[0] for entry in batch):  # versions in order of arrival
             group = [entry for entry in batch if entry[0] is recommender]
             try:
-                answers = await self.loop.run_in_executor(self.executor, recommender.answer,
-                                                          [pending for _, pending, _ in group])
+                answers = await recommender.answer_async([pending for _, pending, _ in group], self.executor)
             except Exception as err:  # noqa: BLE001  each waiting request gets the error (a 500), the batcher lives on
                 for _, _, future in group:
                     if not future.done():

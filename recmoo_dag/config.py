@@ -377,6 +377,7 @@ class ServeParams(Section):
     max_batch: int = Field(ge=1, le=1024)
     queue_size: int = Field(ge=1)
     history_cache_mb: int = Field(ge=0)
+    forward_process: bool
     # The upper bounds keep each deadline a deadline: beyond them an attacker holds a connection
     # about as long as the unbounded server let it.
     header_timeout_s: float = Field(gt=0, le=60)

@@ -31,10 +31,12 @@ no request fails or sees a mix during a promotion or a rollback. The HTTP layer 
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from recmoo_dag import store
 from recmoo_dag.batch_scores import BatchScorer, Pending
 from recmoo_dag.bundle import Bundle, read_bundle
 from recmoo_dag.candidates import best_of
+from recmoo_dag.forward_process import ForwardProcess
 from recmoo_dag.generator import Generator, sequence_scores
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.policy import POOL, id_keys, policy_vector, rerank
@@ -61,12 +64,13 @@ class Recommended:
 
 class Recommender:
     """One deployed version in memory, immutable after construction but for the cache of encoded
-    histories (at most `cache_bytes`), which only the service's batch thread touches."""
+    histories (at most `cache_bytes`), which one thread touches (recmoo_dag/batch_scores.py)."""
 
     def __init__(self, bundle: Bundle, generator: Generator, version: str, manifest: dict,
                  session_window: int | None = None, cache_bytes: int = 0):
         self.bundle, self.generator, self.version, self.manifest = bundle, generator, version, manifest
         self.scorer = BatchScorer(generator, bundle.ease, cache_bytes)
+        self.forwards: ForwardProcess | None = None  # set by `load` when batches run apart
         model = generator.model
         b = bundle
         self.n_candidates = b.cand_items.shape[1]
@@ -98,11 +102,19 @@ class Recommender:
                                              self.anonymous_key)[0]
 
     @classmethod
-    def load(cls, folder: str | Path, session_window: int | None = None, cache_bytes: int = 0) -> Recommender:
+    def load(cls, folder: str | Path, session_window: int | None = None, cache_bytes: int = 0,
+             forward_threads: int = 0) -> Recommender:
+        """The version in `folder`; with `forward_threads` > 0 its batches (`answer`) run in a process of
+        their own with that many torch threads (recmoo_dag/forward_process.py), which loads meanwhile."""
         folder = Path(folder)
+        forwards = ForwardProcess(folder, session_window, cache_bytes, forward_threads) if forward_threads else None
         manifest = store.read_manifest(folder.parent.parent, folder.name)
         bundle = read_bundle(folder)
-        return cls(bundle, bundle.generator(), folder.name, manifest, session_window, cache_bytes)
+        recommender = cls(bundle, bundle.generator(), folder.name, manifest, session_window, cache_bytes)
+        if forwards is not None:
+            forwards.wait_ready()
+            recommender.forwards = forwards
+        return recommender
 
     def recommend(self, user_id: str | None = None, recent_items: list[str] | tuple = (), k: int = 10,
                   exclude: list[str] | tuple = ()) -> Recommended:
@@ -118,6 +130,13 @@ class Recommender:
         """Requests waiting for the generator, scored in one forward pass with the known histories'
         encodings reused (recmoo_dag/batch_scores.py): what the service's micro-batches run."""
         return self._finish(batch, self.scorer.scores(batch))
+
+    async def answer_async(self, batch: list[Pending], executor: Executor | None = None) -> list[Recommended]:
+        """`answer`, awaited on the running loop: in the version's forward process where it has one,
+        else on `executor`'s thread."""
+        if self.forwards is not None:
+            return await self.forwards.answer(batch)
+        return await asyncio.get_running_loop().run_in_executor(executor, self.answer, batch)
 
     def prepare(self, user_id: str | None = None, recent_items: list[str] | tuple = (), k: int = 10,
                 exclude: list[str] | tuple = ()) -> Recommended | Pending:
@@ -226,13 +245,13 @@ class LiveRecommender:
     """The Recommender of the store's CURRENT version, swapped in the background when CURRENT moves."""
 
     def __init__(self, store_dir: str | Path, check_ms: int, session_window: int | None = None,
-                 cache_bytes: int = 0):
+                 cache_bytes: int = 0, forward_threads: int = 0):
         self.store_dir = Path(store_dir)
         self.check_s = check_ms / 1000.0
-        self.session_window, self.cache_bytes = session_window, cache_bytes
+        self.load_args = (session_window, cache_bytes, forward_threads)
         store.version_dir(self.store_dir)  # fails with a message before the first deployment
         self.target = os.readlink(self._link())
-        self.current = Recommender.load(self.store_dir / self.target, session_window, cache_bytes)
+        self.current = Recommender.load(self.store_dir / self.target, *self.load_args)
         self.next_check = time.monotonic() + self.check_s
         self.failed_target: str | None = None
         self._loading = threading.Lock()
@@ -256,7 +275,7 @@ class LiveRecommender:
 
     def _swap(self, target: str) -> None:
         try:
-            fresh = Recommender.load(self.store_dir / target, self.session_window, self.cache_bytes)
+            fresh = Recommender.load(self.store_dir / target, *self.load_args)
         except Exception as err:  # noqa: BLE001  a broken version must not take the service down: log, keep serving
             self.failed_target = target
             print(f"serve: cannot load {target}: {err}; still serving {self.current.version}", file=sys.stderr)

@@ -124,7 +124,7 @@ def create_app(store_dir: str | Path, settings: ServeParams, params: Params | No
     """The service of the version `store_dir` serves; with the project's `params`, it takes events too
     (POST /events needs data.format, data.incoming_dir and the validation rules)."""
     live = LiveRecommender(store_dir, settings.reload_check_ms, settings.session_window,
-                           settings.history_cache_mb << 20)
+                           settings.history_cache_mb << 20, settings.torch_threads if settings.forward_process else 0)
     batcher = MicroBatcher(settings.max_batch, settings.batch_wait_ms, settings.queue_size)
     RecommendRequest = request_model(settings)
     intake = Intake(params, live.get().manifest) if params is not None else None

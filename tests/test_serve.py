@@ -34,7 +34,18 @@ def served(tmp_path, tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def client(served):
+    """The service with its batches in a forward process, as params.yaml serves them."""
+    assert served.serve.forward_process
     with TestClient(create_app(served.deploy.store, served.serve)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def contract_client(served):
+    """The service with its batches on the worker's batch thread: what the HTTP contract checks does not
+    depend on where they run, and a forward process loads for ~3 s, each test's."""
+    settings = served.serve.model_copy(update={"forward_process": False})
+    with TestClient(create_app(served.deploy.store, settings)) as test_client:
         yield test_client
 
 
@@ -72,25 +83,25 @@ def test_recent_items_drive_the_model_at_once(client, served):
     assert answer != post(client, user_id=user, k=10).json()
 
 
-def test_unknown_users_and_items_fall_back_without_errors(client, served):
-    popular = post(client, user_id="no-such-user", k=5).json()
+def test_unknown_users_and_items_fall_back_without_errors(contract_client, served):
+    popular = post(contract_client, user_id="no-such-user", k=5).json()
     assert popular["source"] == "popularity" and len(popular["items"]) == 5
-    assert post(client, k=5).json() == popular  # anonymous: the same fallback
-    assert post(client, user_id="no-such-user", recent_items=["nope", 10**30], k=5).json() == popular
+    assert post(contract_client, k=5).json() == popular  # anonymous: the same fallback
+    assert post(contract_client, user_id="no-such-user", recent_items=["nope", 10**30], k=5).json() == popular
     excluded = popular["items"][0]["item_id"]
-    answer = post(client, user_id="no-such-user", exclude=[excluded, "nope"], k=5).json()
+    answer = post(contract_client, user_id="no-such-user", exclude=[excluded, "nope"], k=5).json()
     assert excluded not in {item["item_id"] for item in answer["items"]} and len(answer["items"]) == 5
 
 
-def test_exclude_and_k_larger_than_the_candidates(client, served):
+def test_exclude_and_k_larger_than_the_candidates(contract_client, served):
     bundle = read_bundle(store.version_dir(served.deploy.store))
     user = str(bundle.user_ids[0])
-    first = post(client, user_id=user, k=5).json()["items"]
+    first = post(contract_client, user_id=user, k=5).json()["items"]
     dropped = [item["item_id"] for item in first[:2]]
-    again = post(client, user_id=user, k=5, exclude=dropped).json()["items"]
+    again = post(contract_client, user_id=user, k=5, exclude=dropped).json()["items"]
     assert not set(dropped) & {item["item_id"] for item in again}
     available = int((bundle.cand_items[0] != 0).sum())
-    assert len(post(client, user_id=user, k=100).json()["items"]) == min(100, available)
+    assert len(post(contract_client, user_id=user, k=100).json()["items"]) == min(100, available)
 
 
 def test_excluded_items_are_replaced_while_items_remain(client, served):
@@ -146,8 +157,8 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize(("body", "status", "message"), BAD_REQUESTS)
-def test_invalid_requests_get_a_4xx_with_a_message(client, body, status, message):
-    response = client.post("/recommend", json=body)
+def test_invalid_requests_get_a_4xx_with_a_message(contract_client, body, status, message):
+    response = contract_client.post("/recommend", json=body)
     assert response.status_code == status
     assert message in json.dumps(response.json()["detail"])
 
@@ -170,59 +181,59 @@ MALFORMED = [
 ]
 
 
-def test_malformed_bodies_get_422_with_a_reason_and_no_echo(client):
+def test_malformed_bodies_get_422_with_a_reason_and_no_echo(contract_client):
     for raw, message in MALFORMED:
-        response = client.post("/recommend", content=raw, headers={"content-type": "application/json"})
+        response = contract_client.post("/recommend", content=raw, headers={"content-type": "application/json"})
         assert response.status_code == 422, (raw[:20], response.text[:200])
         assert message in json.dumps(response.json()["detail"]) and len(response.content) < 400, raw[:20]
 
 
-def test_bodies_not_sent_as_json_and_oversized_bodies(client, served):
+def test_bodies_not_sent_as_json_and_oversized_bodies(contract_client, served):
     for headers in ({"content-type": "text/plain"}, {}):
-        response = client.post("/recommend", content=b'{"k": 3}', headers=headers)
+        response = contract_client.post("/recommend", content=b'{"k": 3}', headers=headers)
         assert response.status_code == 422 and "valid dictionary" in response.text
-    assert client.post("/recommend", content=b'\xef\xbb\xbf{"k": 3}',  # a UTF-8 byte order mark is ignored
+    assert contract_client.post("/recommend", content=b'\xef\xbb\xbf{"k": 3}',  # a UTF-8 byte order mark is ignored
                        headers={"content-type": "application/json"}).status_code == 200
     huge = json.dumps({"exclude": ["x" * 100] * 1000}).encode()  # > serve.max_body_bytes (64 KiB)
-    response = client.post("/recommend", content=huge, headers={"content-type": "application/json"})
+    response = contract_client.post("/recommend", content=huge, headers={"content-type": "application/json"})
     assert response.status_code == 413 and "over 65536 bytes" in response.json()["detail"]
 
     def chunks():  # no content-length: counted as it streams
         for _ in range(100):
             yield b" " * 1024
 
-    response = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    response = contract_client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413
 
 
-def test_health_policy_and_openapi(client, served):
-    assert client.get("/health").json() == {"status": "ok", "policy_version": "v0001"}
-    policy = client.get("/policy").json()
+def test_health_policy_and_openapi(contract_client, served):
+    assert contract_client.get("/health").json() == {"status": "ok", "policy_version": "v0001"}
+    policy = contract_client.get("/policy").json()
     assert policy["version"] == "v0001" and policy["policy"] == {k: FRONT[2][k] for k in VARIABLE_NAMES}
     assert policy["lineage"][0]["artifact"] == "front"
     assert policy["gate"]["promoted"] is True and set(policy["test"]) == {"accuracy_only", "deployed", "ratio"}
-    version = client.get("/version").json()
+    version = contract_client.get("/version").json()
     assert version["version"] == "v0001" and version["test"] == policy["test"] and version["valid"] == policy["valid"]
     assert version["repriced"] is None  # deployed by the pipeline, not by `recmoo reprice`
     low, high = version["test"]["ratio"]["ndcg@10_ci"]  # the served policy over accuracy-only, paired
     assert low <= version["test"]["ratio"]["ndcg@10"] <= high
     assert set(version["valid"]["ratio"]) >= {"coverage@10", "coverage@10_ci"}
-    spec = client.get("/openapi.json").json()
+    spec = contract_client.get("/openapi.json").json()
     assert {"/recommend", "/health", "/policy", "/version"} <= set(spec["paths"])
     assert set(spec["paths"]["/recommend"]["post"]["responses"]) == {"200", "413", "422", "503"}  # the contract
 
 
-def test_docs_load_everything_from_the_service(client):
+def test_docs_load_everything_from_the_service(contract_client):
     """No CDN: each docs page and every script, style sheet and icon it names come from the service itself."""
     for page in ("/docs", "/redoc"):
-        response = client.get(page)
+        response = contract_client.get(page)
         assert response.status_code == 200 and "://" not in response.text, page
         found = re.findall(r"""(?:src|href|spec-url)="([^"]+)"|url: '([^']+)'""", response.text)
         urls = {url for groups in found for url in groups if url}
         assert "/openapi.json" in urls and len(urls) > 2, (page, urls)
         for url in urls:
             assert url.startswith("/") and not url.startswith("//"), (page, url)
-            assert client.get(url).status_code == 200, (page, url)
+            assert contract_client.get(url).status_code == 200, (page, url)
 
 
 # Bodies on either side of the published schema's edges: the service accepts exactly what it says.
@@ -231,14 +242,14 @@ SCHEMA_CASES = [{"k": 85.0}, {"k": 1e1}, {"k": 85.5}, {"k": 101.0}, {"k": "10"},
                 {"recent_items": [1.0, "2"]}, {"exclude": [None]}, {"exclude": ["1"] * 1001}, {"other": 1}]
 
 
-def test_the_published_schema_accepts_exactly_what_the_service_does(client):
-    schema = client.get("/openapi.json").json()["components"]["schemas"]["RecommendRequest"]
+def test_the_published_schema_accepts_exactly_what_the_service_does(contract_client):
+    schema = contract_client.get("/openapi.json").json()["components"]["schemas"]["RecommendRequest"]
     validator = jsonschema.Draft202012Validator(schema)  # OpenAPI 3.1 schemas are JSON Schema 2020-12
     for body in SCHEMA_CASES:
-        status = post(client, **body).status_code
+        status = post(contract_client, **body).status_code
         assert status == (200 if validator.is_valid(body) else 422), (body, status)
-    assert post(client, user_id="1", k=7.0).json() == post(client, user_id="1", k=7).json()
-    assert post(client, user_id=1.0, k=3).json() == post(client, user_id="1", k=3).json()
+    assert post(contract_client, user_id="1", k=7.0).json() == post(contract_client, user_id="1", k=7).json()
+    assert post(contract_client, user_id=1.0, k=3).json() == post(contract_client, user_id="1", k=3).json()
 
 
 def test_a_promotion_and_a_rollback_are_picked_up_without_failed_requests(client, served):

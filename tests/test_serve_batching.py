@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 
 import httpx
 import numpy as np
@@ -115,17 +114,20 @@ def asgi_client(app) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service")
 
 
-def test_concurrent_sessions_share_batches_through_the_app(served, monkeypatch):
-    settings = served.serve.model_copy(update={"max_batch": 8, "batch_wait_ms": 20.0, "queue_size": 64})
+@pytest.mark.parametrize("forward_process", [True, False])
+def test_concurrent_sessions_share_batches_through_the_app(served, monkeypatch, forward_process):
+    settings = served.serve.model_copy(update={"max_batch": 8, "batch_wait_ms": 20.0, "queue_size": 64,
+                                               "forward_process": forward_process})
     app = create_app(served.deploy.store, settings)
-    sizes, answer = [], Recommender.answer
+    sizes, answer_async = [], Recommender.answer_async
 
-    def recorded(self, batch):
+    def recorded(self, batch, executor=None):
         sizes.append(len(batch))
-        return answer(self, batch)
+        return answer_async(self, batch, executor)
 
-    monkeypatch.setattr(Recommender, "answer", recorded)
+    monkeypatch.setattr(Recommender, "answer_async", recorded)
     reference = app.state.live.get()
+    assert (reference.forwards is not None) == forward_process
     bodies = session_bodies(reference, 24)
 
     async def scenario():
@@ -143,21 +145,22 @@ def test_concurrent_sessions_share_batches_through_the_app(served, monkeypatch):
 def test_a_full_queue_answers_503_with_retry_after_and_lookups_still_answer(served, monkeypatch):
     settings = served.serve.model_copy(update={"max_batch": 1, "batch_wait_ms": 0.0, "queue_size": 1})
     app = create_app(served.deploy.store, settings)
-    started, release, answer = threading.Event(), threading.Event(), Recommender.answer
-
-    def held(self, batch):  # the batch thread holds its first batch until released
-        started.set()
-        release.wait(30)
-        return answer(self, batch)
-
-    monkeypatch.setattr(Recommender, "answer", held)
+    answer_async = Recommender.answer_async
     first, second, third = session_bodies(app.state.live.get(), 3)
     user = first["user_id"]
 
     async def scenario():
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def held(self, batch, executor=None):  # the batcher holds its first batch until released
+            started.set()
+            await release.wait()
+            return await answer_async(self, batch, executor)
+
+        monkeypatch.setattr(Recommender, "answer_async", held)
         async with asgi_client(app) as client:
             running = asyncio.create_task(client.post("/recommend", json=first))
-            assert await asyncio.to_thread(started.wait, 30)  # the first is in the batch thread
+            await asyncio.wait_for(started.wait(), 30)  # the first is being answered
             queued = asyncio.create_task(client.post("/recommend", json=second))
             while app.state.batcher.queue.qsize() < 1:  # the second takes the queue's one place
                 await asyncio.sleep(0.001)
