@@ -18,6 +18,8 @@ once, and waits for the child's "ready". The child ends when its pipe closes: wh
 the Recommender (a hot swap, once the old version's last batch is answered: the pipe's end closes as
 it is freed), exits or is killed. A child that dies is started again. The batch that found it dead
 gets an error (the service answers 500), and the next batch waits for the new child to load.
+Spawning re-imports the parent's main module, as multiprocessing's spawn always does: a script that
+loads a version with a forward process keeps its work under `if __name__ == "__main__":`.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ class ForwardProcess:
         self.process.start()
         child_end.close()  # the child's copy is its only one: the child sees EOF when the parent goes
         self.ready = False
+        self.sent = 0  # batches sent to this child; its replies carry the number of theirs, "ready" 0
 
     def wait_ready(self) -> None:
         """Block until the child has loaded the version; ForwardProcessError if it could not."""
@@ -64,10 +67,16 @@ class ForwardProcess:
         if not self.ready:  # a new child, after one died: its load must not block the loop
             await self._readable()
             self.wait_ready()
+        self.sent += 1
         with contextlib.suppress(OSError):  # a dead child: the reply's read says so, and starts another
-            self.conn.send(batch)
-        await self._readable()
-        return self._reply()
+            self.conn.send((self.sent, batch))
+        while True:
+            await self._readable()
+            number, answers = self._reply()
+            # An earlier number: the reply to a batch whose wait was cancelled (its event loop ended
+            # mid-batch, as a test client's may). Nobody waits for it any more.
+            if number == self.sent:
+                return answers
 
     async def _readable(self) -> None:
         loop = asyncio.get_running_loop()
@@ -79,20 +88,20 @@ class ForwardProcess:
         finally:
             loop.remove_reader(fd)
 
-    def _reply(self):
-        """The child's next reply, its error raised."""
+    def _reply(self) -> tuple[int, object]:
+        """The child's next reply: (the number of the batch it answers, its answers); an error raised."""
         try:
-            status, value = self.conn.recv()
+            status, number, value = self.conn.recv()
         except (EOFError, OSError) as err:
-            self.process.join(timeout=1.0)
+            self.process.join(timeout=1.0)  # its pipe closed: it has exited, or is about to
             code = self.process.exitcode
             self.conn.close()
             self._start()
             raise ForwardProcessError(f"the forward process of {self.args[0]} ended (exit code {code}); "
                                       "a new one is loading") from err
-        if status == "error":
+        if status == "error" and number == self.sent:
             raise ForwardProcessError(f"the forward process of {self.args[0]}: {value}")
-        return value
+        return number, value
 
 
 def serve_forwards(conn, folder: str, session_window: int | None, cache_bytes: int, torch_threads: int) -> None:
@@ -109,17 +118,17 @@ def serve_forwards(conn, folder: str, session_window: int | None, cache_bytes: i
         recommender = Recommender.load(folder, session_window, cache_bytes)
     except Exception as err:  # noqa: BLE001  the parent reports it and keeps serving the version it has
         with contextlib.suppress(OSError):
-            conn.send(("error", f"cannot load: {err}"))
+            conn.send(("error", 0, f"cannot load: {err}"))
         return
     gc.freeze()  # as each service worker does (serve.app_from_env): no collection walks the loaded objects
-    reply = ("ready", None)
+    reply = ("ready", 0, None)
     while True:
         try:
             conn.send(reply)
-            batch = conn.recv()
+            number, batch = conn.recv()
         except (EOFError, OSError):  # the parent dropped this version, exited or died
             return
         try:
-            reply = ("ok", recommender.answer(batch))
+            reply = ("ok", number, recommender.answer(batch))
         except Exception:  # noqa: BLE001  the batch's requests get the error; the child serves the next batch
-            reply = ("error", traceback.format_exc(limit=-3))
+            reply = ("error", number, traceback.format_exc(limit=-3))

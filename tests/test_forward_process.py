@@ -78,3 +78,19 @@ def test_a_version_the_child_cannot_load_is_refused(served, tmp_path):
     with pytest.raises(ForwardProcessError, match="cannot load"):
         forwards.wait_ready()
     assert gone(forwards.process)
+
+
+def test_a_reply_nobody_waits_for_is_not_taken_for_the_next_batch(served):
+    """A batch whose wait was cancelled (its event loop ended mid-batch) leaves its reply in the pipe;
+    the next batch gets its own answers, not that reply."""
+    recommender = load(served, 1)
+    requests = fixed_requests(recommender, n=8)
+    first, second = ([recommender.prepare(*request) for request in half] for half in (requests[:4], requests[4:]))
+
+    async def abandoned():
+        waiting = asyncio.ensure_future(recommender.answer_async(first))
+        await asyncio.sleep(0)  # sent; now awaiting the reply
+        waiting.cancel()
+
+    asyncio.run(abandoned())
+    same_answers(answered(recommender, second), [recommender.recommend(*request) for request in requests[4:]])
