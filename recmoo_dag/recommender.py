@@ -131,10 +131,11 @@ class Recommender:
         encodings reused (recmoo_dag/batch_scores.py): what the service's micro-batches run."""
         return self._finish(batch, self.scorer.scores(batch))
 
-    async def answer_async(self, batch: list[Pending], executor: Executor | None = None) -> list[Recommended]:
-        """`answer`, awaited on the running loop: in the version's forward process where it has one,
-        else on `executor`'s thread."""
-        if self.forwards is not None:
+    async def answer_async(self, batch: list[Pending], executor: Executor | None = None,
+                           apart: bool = True) -> list[Recommended]:
+        """`answer`, awaited on the running loop: with `apart`, in the version's forward process where it
+        has one, else on `executor`'s thread (recmoo_dag/batcher.py says which when)."""
+        if apart and self.forwards is not None:
             return await self.forwards.answer(batch)
         return await asyncio.get_running_loop().run_in_executor(executor, self.answer, batch)
 

@@ -160,7 +160,9 @@ def create_app(store_dir: str | Path, settings: ServeParams, params: Params | No
         answer = recommender.prepare(
             None if body.user_id is None else str(body.user_id),
             [*seen(recommender, body.user_id), *map(str, body.recent_items)], body.k, [str(i) for i in body.exclude])
-        if not isinstance(answer, Recommended):
+        if isinstance(answer, Recommended):
+            batcher.answered_inline += 1
+        else:
             answer = await batcher.submit(recommender, answer)
         return RecommendResponse(items=answer.items, policy_version=answer.version, source=answer.source)
 
@@ -172,6 +174,7 @@ def create_app(store_dir: str | Path, settings: ServeParams, params: Params | No
             503: {"description": "The event log cannot be written: nothing was acknowledged", "content": detail}})
         async def take_events(body: EventsRequest) -> Any:  # type: ignore[valid-type]
             recommender = live.get()
+            batcher.answered_inline += 1
             events, problems = intake.check([(str(e.user_id), str(e.item_id), e.timestamp, e.event)
                                              for e in body.events])
             if problems:

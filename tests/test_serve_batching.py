@@ -121,9 +121,9 @@ def test_concurrent_sessions_share_batches_through_the_app(served, monkeypatch, 
     app = create_app(served.deploy.store, settings)
     sizes, answer_async = [], Recommender.answer_async
 
-    def recorded(self, batch, executor=None):
+    def recorded(self, batch, *where):
         sizes.append(len(batch))
-        return answer_async(self, batch, executor)
+        return answer_async(self, batch, *where)
 
     monkeypatch.setattr(Recommender, "answer_async", recorded)
     reference = app.state.live.get()
@@ -152,10 +152,10 @@ def test_a_full_queue_answers_503_with_retry_after_and_lookups_still_answer(serv
     async def scenario():
         started, release = asyncio.Event(), asyncio.Event()
 
-        async def held(self, batch, executor=None):  # the batcher holds its first batch until released
+        async def held(self, batch, *where):  # the batcher holds its first batch until released
             started.set()
             await release.wait()
-            return await answer_async(self, batch, executor)
+            return await answer_async(self, batch, *where)
 
         monkeypatch.setattr(Recommender, "answer_async", held)
         async with asgi_client(app) as client:
@@ -177,3 +177,30 @@ def test_a_full_queue_answers_503_with_retry_after_and_lookups_still_answer(serv
     assert health.status_code == 200
     assert [r.status_code for r in answered] == [200, 200]
     assert all(r.json()["source"] == "session" for r in answered)
+
+
+def test_a_batch_runs_in_the_forward_process_only_while_the_loop_has_other_work(served, monkeypatch):
+    """recmoo_dag/batcher.py: a batch goes to the forward process when the worker answered a request
+    without a forward pass since the last batch ran, else it runs on the batcher's thread."""
+    app = create_app(served.deploy.store, served.serve.model_copy(update={"batch_wait_ms": 0.0}))
+    where, answer_async = [], Recommender.answer_async
+
+    def recorded(self, batch, executor, apart):
+        where.append("process" if apart and self.forwards is not None else "thread")
+        return answer_async(self, batch, executor, apart)
+
+    monkeypatch.setattr(Recommender, "answer_async", recorded)
+    sessions = session_bodies(app.state.live.get(), 4)
+
+    async def scenario():
+        async with asgi_client(app) as client:
+            statuses = [(await client.post("/recommend", json=sessions[0])).status_code]  # alone
+            statuses.append((await client.post("/recommend", json={"user_id": sessions[0]["user_id"]})).status_code)
+            statuses.append((await client.post("/recommend", json=sessions[1])).status_code)  # after a lookup
+            statuses.append((await client.post("/recommend", json=sessions[2])).status_code)  # alone again
+            await client.get("/health")  # answers no request of the batcher's kind: not counted
+            statuses.append((await client.post("/recommend", json=sessions[3])).status_code)
+            return statuses
+
+    assert asyncio.run(scenario()) == [200] * 5
+    assert where == ["thread", "process", "thread", "thread"]
