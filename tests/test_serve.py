@@ -34,7 +34,8 @@ def served(tmp_path, tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def client(served):
-    """The service with its batches in a forward process, as params.yaml serves them."""
+    """The service as params.yaml has it: with a forward process, which takes the batches while the
+    worker's event loop has other work (recmoo_dag/batcher.py)."""
     assert served.serve.forward_process
     with TestClient(create_app(served.deploy.store, served.serve)) as test_client:
         yield test_client
@@ -42,8 +43,8 @@ def client(served):
 
 @pytest.fixture
 def contract_client(served):
-    """The service with its batches on the worker's batch thread: what the HTTP contract checks does not
-    depend on where they run, and a forward process loads for ~3 s, each test's."""
+    """The service without a forward process: what the HTTP contract checks does not depend on where
+    batches run, and a forward process would take each test ~3 s to load."""
     settings = served.serve.model_copy(update={"forward_process": False})
     with TestClient(create_app(served.deploy.store, settings)) as test_client:
         yield test_client
