@@ -25,9 +25,9 @@ EASE's x_u B is linear in the user's item set, so the sum of B's rows over the k
 cached per user and a request adds the rows of the recent items the history lacks.
 
 Both caches live in the Recommender of one version (a promoted version starts empty), bounded
-together by `serve.history_cache_mb`, least recently used out first; one thread reads and writes
-them: the forward process's (recmoo_dag/forward_process.py), or the micro-batcher's where batches
-run in the worker.
+together by `serve.history_cache_mb`, least recently used out first; one batch at a time reads and
+writes them (`Recommender.answer` holds a lock): the forward process's (recmoo_dag/forward_process.py),
+or, where batches run in the worker, the micro-batcher's thread or its event loop's.
 """
 from __future__ import annotations
 

@@ -64,12 +64,15 @@ class Recommended:
 
 class Recommender:
     """One deployed version in memory, immutable after construction but for the cache of encoded
-    histories (at most `cache_bytes`), which one thread touches (recmoo_dag/batch_scores.py)."""
+    histories (at most `cache_bytes`, recmoo_dag/batch_scores.py), which one batch at a time touches."""
 
     def __init__(self, bundle: Bundle, generator: Generator, version: str, manifest: dict,
                  session_window: int | None = None, cache_bytes: int = 0):
         self.bundle, self.generator, self.version, self.manifest = bundle, generator, version, manifest
         self.scorer = BatchScorer(generator, bundle.ease, cache_bytes)
+        # Batches run on the batcher's thread or its loop's, one after the other, but a batch left
+        # running by a loop that ended (a test client's) may meet the next loop's.
+        self.scoring = threading.Lock()
         self.forwards: ForwardProcess | None = None  # set by `load` when batches run apart
         model = generator.model
         b = bundle
@@ -129,14 +132,19 @@ class Recommender:
     def answer(self, batch: list[Pending]) -> list[Recommended]:
         """Requests waiting for the generator, scored in one forward pass with the known histories'
         encodings reused (recmoo_dag/batch_scores.py): what the service's micro-batches run."""
-        return self._finish(batch, self.scorer.scores(batch))
+        with self.scoring:
+            scores = self.scorer.scores(batch)
+        return self._finish(batch, scores)
 
     async def answer_async(self, batch: list[Pending], executor: Executor | None = None,
-                           apart: bool = True) -> list[Recommended]:
-        """`answer`, awaited on the running loop: with `apart`, in the version's forward process where it
-        has one, else on `executor`'s thread (recmoo_dag/batcher.py says which when)."""
-        if apart and self.forwards is not None:
+                           where: str = "process") -> list[Recommended]:
+        """`answer`, awaited on the running loop: in the version's forward process ("process", where
+        it has one; else as "thread"), on `executor`'s thread ("thread"), or on the loop's own thread,
+        which waits meanwhile ("loop"); recmoo_dag/batcher.py says which when."""
+        if where == "process" and self.forwards is not None:
             return await self.forwards.answer(batch)
+        if where == "loop":
+            return self.answer(batch)
         return await asyncio.get_running_loop().run_in_executor(executor, self.answer, batch)
 
     def prepare(self, user_id: str | None = None, recent_items: list[str] | tuple = (), k: int = 10,

@@ -187,6 +187,14 @@ def test_a_segment_rolls_by_age_without_new_events(served):
         assert logged(params) == [("a", "b", NOW)]
 
 
+def same_answer(got: dict, want: dict) -> None:
+    """The same list from the same version; scores equal up to float rounding, which differs with
+    whether the user's encoded history was cached where the request ran."""
+    assert {**got, "items": [item["item_id"] for item in got["items"]]} == \
+        {**want, "items": [item["item_id"] for item in want["items"]]}
+    assert [item["score"] for item in got["items"]] == pytest.approx([item["score"] for item in want["items"]], rel=1e-5)
+
+
 def test_posted_events_answer_the_next_request_as_a_session_and_survive_a_restart(served):
     params = served(events_roll_count=3)
     users, items = catalog(params)
@@ -200,16 +208,16 @@ def test_posted_events_answer_the_next_request_as_a_session_and_survive_a_restar
         for part in (clicked[:3], clicked[3:]):  # the first three roll into a batch, the fourth waits in the log
             assert post(client, [{"user_id": user, "item_id": item} for item in part]).status_code == 200
         assert len(batches(params)) == 1 and len(segments(params)) == 1
-        assert client.post("/recommend", json={"user_id": user}).json() == expected  # no recent_items sent
+        same_answer(client.post("/recommend", json={"user_id": user}).json(), expected)  # no recent_items sent
         # recent_items are still taken, after the service's events
-        assert client.post("/recommend", json={"user_id": user, "recent_items": items[:1]}).json() == with_recent
+        same_answer(client.post("/recommend", json={"user_id": user, "recent_items": items[:1]}).json(), with_recent)
         assert client.post("/recommend", json={"user_id": users[3]}).json() == untouched
         # A second worker starting meanwhile reads the batch and the first worker's live segment.
         other = Intake(params, store.read_manifest(params.deploy.store))
         assert other.sessions.items(user, store.read_manifest(params.deploy.store)) == clicked
         other.close()
     with client_of(params) as restarted:  # rebuilt from the batch files the version was not trained on
-        assert restarted.post("/recommend", json={"user_id": user}).json() == expected
+        same_answer(restarted.post("/recommend", json={"user_id": user}).json(), expected)
 
 
 def test_sessions_keep_what_the_served_version_was_not_trained_on():

@@ -119,11 +119,12 @@ def test_concurrent_sessions_share_batches_through_the_app(served, monkeypatch, 
     settings = served.serve.model_copy(update={"max_batch": 8, "batch_wait_ms": 20.0, "queue_size": 64,
                                                "forward_process": forward_process})
     app = create_app(served.deploy.store, settings)
-    sizes, answer_async = [], Recommender.answer_async
+    sizes, ways, answer_async = [], set(), Recommender.answer_async
 
-    def recorded(self, batch, *where):
+    def recorded(self, batch, executor, way):
         sizes.append(len(batch))
-        return answer_async(self, batch, *where)
+        ways.add((len(batch) > 1, way))
+        return answer_async(self, batch, executor, way)
 
     monkeypatch.setattr(Recommender, "answer_async", recorded)
     reference = app.state.live.get()
@@ -137,6 +138,7 @@ def test_concurrent_sessions_share_batches_through_the_app(served, monkeypatch, 
     responses = asyncio.run(scenario())
     assert [r.status_code for r in responses] == [200] * len(bodies)
     assert sum(sizes) == len(bodies) and max(sizes) > 1 and max(sizes) <= 8
+    assert (True, "thread") in ways and ways <= {(True, "thread"), (False, "thread"), (False, "loop")}  # sessions only
     for body, response in zip(bodies, responses):
         want = reference.recommend(body["user_id"], body["recent_items"], body["k"])
         assert [i["item_id"] for i in response.json()["items"]] == [i["item_id"] for i in want.items]
@@ -181,13 +183,13 @@ def test_a_full_queue_answers_503_with_retry_after_and_lookups_still_answer(serv
 
 def test_a_batch_runs_in_the_forward_process_only_while_the_loop_has_other_work(served, monkeypatch):
     """recmoo_dag/batcher.py: a batch goes to the forward process when the worker answered a request
-    without a forward pass since the last batch ran, else it runs on the batcher's thread."""
+    without a forward pass since the last batch ran; else a lone request runs on the loop itself."""
     app = create_app(served.deploy.store, served.serve.model_copy(update={"batch_wait_ms": 0.0}))
     where, answer_async = [], Recommender.answer_async
 
-    def recorded(self, batch, executor, apart):
-        where.append("process" if apart and self.forwards is not None else "thread")
-        return answer_async(self, batch, executor, apart)
+    def recorded(self, batch, executor, way):
+        where.append(way)
+        return answer_async(self, batch, executor, way)
 
     monkeypatch.setattr(Recommender, "answer_async", recorded)
     sessions = session_bodies(app.state.live.get(), 4)
@@ -203,4 +205,4 @@ def test_a_batch_runs_in_the_forward_process_only_while_the_loop_has_other_work(
             return statuses
 
     assert asyncio.run(scenario()) == [200] * 5
-    assert where == ["thread", "process", "thread", "thread"]
+    assert where == ["loop", "process", "loop", "loop"]
