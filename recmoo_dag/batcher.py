@@ -14,10 +14,12 @@ else to do does not, and there the process is the longer way, by two wake-ups ac
 lone session's p99: 2.4-2.8 ms on the thread, 3.1-5.5 ms in the process). Such a batch runs on the
 batcher's single executor thread, where torch, NumPy's large kernels and the compiled re-ranker
 release the GIL, so the loop takes in the next batch meanwhile; or, when it is a lone request and
-none waits behind it, on the loop itself: nothing could arrive to batch with it that the loop would
-not read ~1 ms later, and it spares two thread switches, which showed in a lone session's slowest
-requests (twelve runs each: median p99 2.6 -> 2.1 ms, p50 1.79 -> 1.69 ms). All three ways give the
-same lists.
+none waits behind it, as the batch before was, on the loop itself: nothing could arrive to batch
+with it that the loop would not read ~1 ms later, and it spares two thread switches, which showed in
+a lone session's slowest requests (twelve runs each: median p99 2.6 -> 2.1 ms, p50 1.79 -> 1.69 ms).
+Two lone batches running, not one, because a busy loop may still leave one batch without other work
+before it (3 of ~240 batches at 16 clients), and a batch on the loop holds up everything else.
+All three ways give the same lists.
 
 How long to wait for more. Clients that each wait for their answer before asking again come back
 together, a little after their batch is answered; a batcher that starts at once takes the first of
@@ -53,6 +55,7 @@ class MicroBatcher:
         # Requests the worker answered without a forward pass (the app counts them), and how many of
         # them it had answered when the last batch ran: a difference means the loop has other work.
         self.answered_inline = self.inline_at_last_batch = 0
+        self.last_lone = False  # the last batch was a lone request on a quiet loop
 
     def _start(self) -> None:
         # Bound to the running loop at the first request (a test client may bring a new loop).
@@ -93,7 +96,9 @@ class MicroBatcher:
         # Where it runs: see the docstring.
         busy = self.answered_inline != self.inline_at_last_batch
         self.inline_at_last_batch = self.answered_inline
-        where = "process" if busy else "loop" if len(batch) == 1 and self.queue.empty() else "thread"
+        was_lone = self.last_lone
+        self.last_lone = not busy and len(batch) == 1 and self.queue.empty()
+        where = "process" if busy else "loop" if was_lone and self.last_lone else "thread"
         for recommender in dict.fromkeys(entry[0] for entry in batch):  # versions in order of arrival
             group = [entry for entry in batch if entry[0] is recommender]
             try:
