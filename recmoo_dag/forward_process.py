@@ -5,8 +5,8 @@ GIL with its event loop: each torch and NumPy call hands it over, and a loop kep
 users' requests holds it for long stretches. In the 80/15/5 mixed load on the 2-core machine, a batch
 of ~9 sessions took ~5 ms of CPU and 12-17 ms of wall time there, and sessions had a p99 of 34-43 ms.
 In a process of its own the batch runs beside the loop (README "Forward passes at production rates").
-The batcher sends a batch here only while the loop has other work (recmoo_dag/batcher.py); a lone
-request is answered sooner on the worker's own thread.
+The batcher sends a batch here only while the loop has other work (recmoo_dag/batcher.py); without
+it, a batch is answered sooner in the worker, on the batcher's thread or, a lone request, on the loop.
 
 What crosses. The batcher sends the batch's `Pending` requests (a few small arrays each) down a pipe
 and awaits, on the event loop, the pipe becoming readable; then it reads the answers (`Recommended`:

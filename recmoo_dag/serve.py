@@ -155,7 +155,8 @@ def create_app(store_dir: str | Path, settings: ServeParams, params: Params | No
                              "retry after the Retry-After header's seconds", "content": detail}})
     async def recommend(body: RecommendRequest) -> RecommendResponse:  # type: ignore[valid-type]
         # Lookups answer inline (tens of microseconds of numpy); a forward pass waits for the
-        # micro-batcher, whose thread shares it with the requests that arrive meanwhile.
+        # micro-batcher, which shares it with the requests that arrive meanwhile (recmoo_dag/batcher.py
+        # says where it runs).
         recommender = live.get()
         answer = recommender.prepare(
             None if body.user_id is None else str(body.user_id),
