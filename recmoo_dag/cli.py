@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="validate the ingested data (stage), or log files given as PATHs")
     validate.add_argument("paths", nargs="*", help="log files to check before dropping them into the raw folder")
     validate.add_argument("--format", help="reader for PATHs (default: data.format from params)")
-    sub.add_parser("features", help="k-core filter, id maps, leave-one-out split, popularity")
+    sub.add_parser("features", help="k-core filter, id maps, held-out windows (features.split), popularity")
     sub.add_parser("item_text", help="embed every item's text (title, categories, tags) with a sentence model")
     sub.add_parser("tune", help="Optuna over the transformer's hyper-parameters on valid NDCG@10 (tune.enabled)")
     train = sub.add_parser("train", help="train the transformer, compare it with popularity, EASE and their blend")

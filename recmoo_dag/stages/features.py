@@ -1,4 +1,4 @@
-"""`recmoo features`: validated tables -> features.dir (k-core, id maps, leave-one-out split, popularity)."""
+"""`recmoo features`: validated tables -> features.dir (k-core, id maps, held-out windows of features.split, popularity)."""
 from __future__ import annotations
 
 from pathlib import Path
