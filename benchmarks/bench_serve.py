@@ -11,7 +11,8 @@ live sessions of 5 recent items (a forward pass each, micro-batched by the servi
 users and 20 % sessions, and, where the service takes POST /events, "mixed+ev": 80 % known users,
 15 % sessions and 5 % posts of one event (on a temporary project, as the "events" scenario below; the
 events join their users' next requests, which then cost a forward pass). Each is repeated
-`--repeats` times; the table shows the median of the repeats.
+`--repeats` times; the table shows the median of the repeats. Above the tables, the cost of a lone
+session in the benchmark's own process, without HTTP: this machine's speed at the time of the run.
 
 The "events" scenario posts batches of `--event-batch` events (known users and items, times stamped by
 the service) to POST /events from 1 and `--clients` connections, `--event-requests` batches a run, on
@@ -370,6 +371,36 @@ def run_timed(coroutine):
         gc.enable()
 
 
+def in_process_session_ms(params, requests: list[bytes], k: int, warm_up: int = 100) -> float:
+    """The median ms of the session `requests` answered one at a time in this process, without HTTP:
+    `Recommender.answer` on one batch of one, as a worker's loop runs a lone request, on the worker's
+    torch threads; the first `warm_up` requests are left out. Printed above the tables because this
+    shared 2-core VM's speed swings by up to 2x between hours, and every latency below moves with it:
+    a table read against this figure says whether the code or the machine changed."""
+    import torch
+
+    from recmoo_dag.recommender import Recommended, Recommender
+    from recmoo_dag.store import version_dir
+
+    torch.set_num_threads(params.serve.torch_threads)
+    recommender = Recommender.load(version_dir(params.deploy.store), params.serve.session_window,
+                                   params.serve.history_cache_mb << 20)
+    seconds = []
+    gc.collect()
+    gc.disable()
+    try:
+        for request in requests:
+            body = json.loads(request.partition(b"\r\n\r\n")[2])
+            start = time.perf_counter()
+            answer = recommender.prepare(str(body["user_id"]), [str(i) for i in body["recent_items"]], k)
+            if not isinstance(answer, Recommended):
+                recommender.answer([answer])
+            seconds.append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return statistics.median(seconds[warm_up:]) * 1e3
+
+
 def load_rows(port: int, workers: int, plan: list[tuple[str, int]], user_ids: list[str], item_ids: list[str],
               args: argparse.Namespace) -> list[dict]:
     """One table row per (scenario, clients) of `plan`: the median of `args.repeats` runs."""
@@ -398,8 +429,8 @@ def scratch_deployment(params_file: Path, workdir: Path) -> Path:
     from recmoo_dag.features import load_features
     from recmoo_dag.generator import save_generator
     from recmoo_dag.model import SeqRecModel, save_model
-    from recmoo_dag.policy import VARIABLE_NAMES
-    from recmoo_dag.stages import candidates, deploy
+    from recmoo_dag.policy import VARIABLE_NAMES, policy_vector
+    from recmoo_dag.stages import candidates, deploy, exposure
 
     project = params_file.parent
     raw = load_params(params_file).model_dump(by_alias=True, mode="json")  # every key, defaults included
@@ -421,10 +452,11 @@ def scratch_deployment(params_file: Path, workdir: Path) -> Path:
         save_model(SeqRecModel(**architecture).eval(), params.train.model_dir, architecture, {"scratch": True})
         save_generator(params.train.model_dir, "model", 0.0, 1.0)
         candidates.main(params)
+        exposure.main(params)  # the version carries its prices
         policy = {"log10_temperature": 0.0, "debias": 0.2, "novelty": 0.2, "calibration": 0.2, "dither": 0.0,
                   "diversity": 0.5, "pool": 100}  # a diversified mid-pool policy
         Path(params.search.front).parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([policy])[list(VARIABLE_NAMES)].to_csv(params.search.front, index=False)
+        pd.DataFrame([policy_vector(policy)], columns=list(VARIABLE_NAMES)).to_csv(params.search.front, index=False)
         deploy.main(params)
     return scratch
 
@@ -460,6 +492,12 @@ def main() -> None:
             user_ids, item_ids = users["user_ids"].tolist(), catalog["item_ids"][1:].tolist()
         print(f"store {store} -> {os.readlink(store / 'CURRENT')}: {len(user_ids)} users, {len(item_ids)} items; "
               f"{args.requests} requests per scenario, median of {args.repeats} repeats, k = {args.k}")
+        if "load" in args.scenarios:
+            with contextlib.chdir(params_file.parent):  # the params' relative paths
+                reference = in_process_session_ms(params, scenarios(user_ids, item_ids, 600, args.k, seed=0)["session"],
+                                                  args.k)
+            print(f"this machine now: a lone session costs {reference:.2f} ms in this process, without HTTP "
+                  f"(median of 500, Recommender.answer)")
         rows = []
         for workers in args.workers:
             with Service(params_file, workers) as service:
