@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/recmoo-reprice"))
     args = parser.parse_args()
+    if not (args.project / "params.yaml").is_file():
+        raise SystemExit(f"{args.project}: no project here. `python benchmarks/bench_datasets.py` leaves its deployed "
+                         "ML-100K project there; or pass --project, a folder where `dvc repro` deployed a version")
     store_dir = yaml.safe_load((args.project / "params.yaml").read_text())["deploy"]["store"]
     champion = store.read_manifest(args.project / store_dir)
     print(f"project {args.project}, served {champion['version']}; champion on test: "
