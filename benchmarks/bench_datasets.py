@@ -36,8 +36,7 @@ from recmoo_dag.results import DeployReport, SearchMetrics, TrainReport
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 SPLITS = ("user_tail", "global_time", "leave_one_out")
-STAGES = ("fetch", "ingest", "validate", "features", "item_text", "tune", "train", "candidates", "exposure", "search",
-          "deploy")
+STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # every stage, in the order dvc repro runs them
 
 # The data mappings of README "Your own logs", verbatim.
 LOGS = {

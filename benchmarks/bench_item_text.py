@@ -32,6 +32,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in the order dvc repro runs them
 sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_datasets import LOGS, SHARED, env, project
 
@@ -134,13 +135,13 @@ def main() -> None:
         print(f"{name}:", flush=True)
         root = project(Path(args.workdir) / name, overrides, folder, [])
         start = time.perf_counter()
-        stages(root, "fetch", "ingest", "validate", "features", "item_text")
+        stages(root, *STAGES[:STAGES.index("item_text") + 1])
         embedding = json.loads((root / "metrics" / "item_text.json").read_text())
         row = {"log": name, "embed_s_per_1000": embedding["encode_seconds_per_1000_items"],
                "items": embedding["items"], "variants": variants(root)}
         best = max(VARIANTS, key=lambda v: row["variants"][v]["valid"][0])
         set_params(root, model__item_text=best, policy__similarity="text")
-        stages(root, "tune", "train", "candidates", "search", "deploy")
+        stages(root, *STAGES[STAGES.index("item_text") + 1:])  # the chosen variant tuned, trained, searched, deployed
         deployed = DeployReport.from_json(json.loads((root / "metrics" / "deploy.json").read_text()))
         row.update(chosen=best, ild_text={"deployed": deployed.deployed["ild"],
                                           "accuracy_only": deployed.accuracy_only["ild"]},
