@@ -371,10 +371,11 @@ def run_timed(coroutine):
         gc.enable()
 
 
-def in_process_session_ms(params, requests: list[bytes], k: int, warm_up: int = 100) -> float:
-    """The median ms of the session `requests` answered one at a time in this process, without HTTP:
-    `Recommender.answer` on one batch of one, as a worker's loop runs a lone request, on the worker's
-    torch threads; the first `warm_up` requests are left out. Printed above the tables because this
+def in_process_session_ms(params, store: Path, requests: list[bytes], k: int, warm_up: int = 100) -> float:
+    """The median ms of the session `requests` answered one at a time in this process, without HTTP, by
+    the version `store` serves: `Recommender.answer` on one batch of one, as a worker's loop runs a lone
+    request, on the worker's torch threads; the first `warm_up` requests are left out. Printed above the
+    tables because this
     shared 2-core VM's speed swings by up to 2x between hours, and every latency below moves with it:
     a table read against this figure says whether the code or the machine changed."""
     import torch
@@ -383,7 +384,7 @@ def in_process_session_ms(params, requests: list[bytes], k: int, warm_up: int = 
     from recmoo_dag.store import version_dir
 
     torch.set_num_threads(params.serve.torch_threads)
-    recommender = Recommender.load(version_dir(params.deploy.store), params.serve.session_window,
+    recommender = Recommender.load(version_dir(store), params.serve.session_window,
                                    params.serve.history_cache_mb << 20)
     seconds = []
     gc.collect()
@@ -493,9 +494,8 @@ def main() -> None:
         print(f"store {store} -> {os.readlink(store / 'CURRENT')}: {len(user_ids)} users, {len(item_ids)} items; "
               f"{args.requests} requests per scenario, median of {args.repeats} repeats, k = {args.k}")
         if "load" in args.scenarios:
-            with contextlib.chdir(params_file.parent):  # the params' relative paths
-                reference = in_process_session_ms(params, scenarios(user_ids, item_ids, 600, args.k, seed=0)["session"],
-                                                  args.k)
+            reference = in_process_session_ms(params, store, scenarios(user_ids, item_ids, 600, args.k, seed=0)["session"],
+                                              args.k)
             print(f"this machine now: a lone session costs {reference:.2f} ms in this process, without HTTP "
                   f"(median of 500, Recommender.answer)")
         rows = []
