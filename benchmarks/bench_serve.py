@@ -375,9 +375,8 @@ def in_process_session_ms(params, store: Path, requests: list[bytes], k: int, wa
     """The median ms of the session `requests` answered one at a time in this process, without HTTP, by
     the version `store` serves: `Recommender.answer` on one batch of one, as a worker's loop runs a lone
     request, on the worker's torch threads; the first `warm_up` requests are left out. Printed above the
-    tables because this
-    shared 2-core VM's speed swings by up to 2x between hours, and every latency below moves with it:
-    a table read against this figure says whether the code or the machine changed."""
+    tables because this shared 2-core VM's speed swings by up to 2x between hours, and every latency
+    below moves with it: a table read against this figure says whether the code or the machine changed."""
     import torch
 
     from recmoo_dag.recommender import Recommended, Recommender
