@@ -32,9 +32,8 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # in the order dvc repro runs them
 sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_datasets import LOGS, SHARED, env, project
+from bench_datasets import LOGS, SHARED, STAGES, env, project
 
 from recmoo_dag.config import load_params
 from recmoo_dag.evaluate import left_padded

@@ -358,17 +358,24 @@ def events_scenario(params_file: Path, workdir: Path, workers_list: list[int], u
               f"{len(files)} batch file(s)" + ("" if on_disk == acknowledged else "  MISMATCH"))
 
 
-def run_timed(coroutine):
-    """`asyncio.run(coroutine)` with this client's garbage collector off, as `timeit` times code. The
-    client holds tens of thousands of objects (its imports), and a collection over them took ~1 ms
-    every ~120 requests: with it on, the slowest 1 % of a lone client's sessions were those pauses
-    (p99 2.8-3.3 ms with it on, 2.0 ms with it off, one client of 3,000 sessions, the same service)."""
+@contextlib.contextmanager
+def collector_off():
+    """This process's garbage collector off while timing, as `timeit` does. The client holds tens of
+    thousands of objects (its imports), and a collection over them took ~1 ms every ~120 requests:
+    with it on, the slowest 1 % of a lone client's sessions were those pauses (p99 2.8-3.3 ms with it
+    on, 2.0 ms with it off, one client of 3,000 sessions, the same service)."""
     gc.collect()
     gc.disable()
     try:
-        return asyncio.run(coroutine)
+        yield
     finally:
         gc.enable()
+
+
+def run_timed(coroutine):
+    """`asyncio.run(coroutine)` with the collector off."""
+    with collector_off():
+        return asyncio.run(coroutine)
 
 
 def in_process_session_ms(params, store: Path, requests: list[bytes], k: int, warm_up: int = 100) -> float:
@@ -386,9 +393,7 @@ def in_process_session_ms(params, store: Path, requests: list[bytes], k: int, wa
     recommender = Recommender.load(version_dir(store), params.serve.session_window,
                                    params.serve.history_cache_mb << 20)
     seconds = []
-    gc.collect()
-    gc.disable()
-    try:
+    with collector_off():
         for request in requests:
             body = json.loads(request.partition(b"\r\n\r\n")[2])
             start = time.perf_counter()
@@ -396,8 +401,6 @@ def in_process_session_ms(params, store: Path, requests: list[bytes], k: int, wa
             if not isinstance(answer, Recommended):
                 recommender.answer([answer])
             seconds.append(time.perf_counter() - start)
-    finally:
-        gc.enable()
     return statistics.median(seconds[warm_up:]) * 1e3
 
 
