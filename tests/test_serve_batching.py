@@ -181,6 +181,44 @@ def test_a_full_queue_answers_503_with_retry_after_and_lookups_still_answer(serv
     assert all(r.json()["source"] == "session" for r in answered)
 
 
+def test_a_failed_batch_answers_500_to_each_of_its_requests_and_the_batcher_goes_on(served, monkeypatch):
+    """recmoo_dag/batcher.py: an error while a batch is answered reaches every request of that batch,
+    and the next batch is answered as usual."""
+    settings = served.serve.model_copy(update={"max_batch": 8, "batch_wait_ms": 0.0, "forward_process": False})
+    app = create_app(served.deploy.store, settings)
+    answer_async, sizes = Recommender.answer_async, []
+    first, second, third, fourth = session_bodies(app.state.live.get(), 4)
+
+    async def scenario():
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def failing_second(self, batch, *where):  # holds the first batch; the second one fails
+            sizes.append(len(batch))
+            if len(sizes) == 1:
+                started.set()
+                await release.wait()
+            if len(sizes) == 2:
+                raise RuntimeError("the forward pass failed")
+            return await answer_async(self, batch, *where)
+
+        monkeypatch.setattr(Recommender, "answer_async", failing_second)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500, as a server answers it
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            running = asyncio.create_task(client.post("/recommend", json=first))
+            await asyncio.wait_for(started.wait(), 30)
+            queued = [asyncio.create_task(client.post("/recommend", json=body)) for body in (second, third)]
+            while app.state.batcher.queue.qsize() < 2:  # both wait behind the held batch: one batch next
+                await asyncio.sleep(0.001)
+            release.set()
+            answered = await asyncio.wait_for(asyncio.gather(running, *queued), 30)  # none left waiting
+            return answered, await asyncio.wait_for(client.post("/recommend", json=fourth), 30)
+
+    answered, after = asyncio.run(scenario())
+    assert sizes == [1, 2, 1]
+    assert [r.status_code for r in answered] == [200, 500, 500]
+    assert after.status_code == 200 and after.json()["source"] == "session"
+
+
 def test_a_batch_runs_in_the_forward_process_only_while_the_loop_has_other_work(served, monkeypatch):
     """recmoo_dag/batcher.py: a batch goes to the forward process when the worker answered a request
     without a forward pass since the last batch ran; a lone request after a lone one runs on the loop
