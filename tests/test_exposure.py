@@ -1,4 +1,6 @@
 """Exposure prices: the subgradient solve against the exact LP (HiGHS) on instances small enough for it."""
+import re
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,35 @@ def test_a_floor_the_lists_cannot_hold_is_refused_by_name():
                                          r"hold 200; lower it to at most 2.22"):
         solve_exposure(scores, items, 90, 10, cap_slack=2.0, floor=3, iterations=10, seed=0)
     assert solve_exposure(scores, items, 90, 10, cap_slack=2.0, floor=2, iterations=10, seed=0).floor.any()
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (None, "no exposure prices here (run `recmoo exposure`)"),
+    ("{\"valid\": ", "not JSON"),
+    ("[]", "not the exposure stage's prices, one set per window"),
+    ("{\"valid\": {\"cap\": [0.0], \"floor\": [0.0], \"settings\": {}, \"solves\": {}}}", "KeyError: 'test'"),
+    ("{\"valid\": {\"cap\": [0.0]}, \"test\": {\"cap\": [0.0]}}", "KeyError: 'floor'"),
+])
+def test_a_prices_file_that_is_missing_or_broken_is_refused_naming_it(tmp_path, content, reason):
+    """Bad input: the error names the file, what is wrong with it and how to rebuild it."""
+    from recmoo_dag.errors import InputError
+    from recmoo_dag.exposure import load_window_prices
+
+    path = tmp_path / "metrics" / "prices.json"
+    if content is not None:
+        path.parent.mkdir()
+        path.write_text(content)
+    with pytest.raises(InputError) as caught:
+        load_window_prices(path)
+    assert str(caught.value).startswith(f"{path}: ") and reason in str(caught.value)
+    assert "recmoo exposure" in str(caught.value)
+
+
+def test_a_versions_prices_without_their_vectors_are_refused_naming_the_file(tmp_path):
+    from recmoo_dag.errors import InputError
+    from recmoo_dag.exposure import load_prices
+
+    path = tmp_path / "exposure.json"
+    path.write_text("{\"settings\": {}, \"solves\": {}, \"cap\": [0.0]}")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}: not a version's exposure prices \(KeyError: 'floor'\)"):
+        load_prices(path)
