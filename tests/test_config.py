@@ -61,3 +61,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("seed: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"features": {"valid_quantile": 0.9, "test_quantile": 0.8}},
+     r"features\.valid_quantile 0\.9 must be below test_quantile 0\.8"),
+    ({"tune": {"space": {"dropout": [0.5, 0.1]}}}, r"tune\.space\.dropout: the low end 0\.5 must be below the high end 0\.1"),
+    ({"search": {"n_evals": 1000, "n_gen": 10}}, r"set exactly one of search\.n_evals and search\.n_gen"),
+    ({"search": {"n_evals": None, "n_gen": None}}, r"set exactly one of search\.n_evals and search\.n_gen"),
+    ({"search": {"objectives": ["ndcg", "ndcg"]}}, r"search\.objectives needs at least 2 distinct objectives"),
+    ({"data": {"format": "generic", "generic": {"header": False, "names": None}}},
+     r"header: false needs names"),
+])
+def test_a_rule_across_keys_is_an_error_naming_them(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_params(write_params(tmp_path, overrides))
