@@ -234,3 +234,14 @@ def test_validate_paths_checks_every_file_and_reports_each_problem(project, tmp_
                                 ("'user_id:token' appears 2 times", "no such file", "utf-8", "rating")):
         assert f"{name}.inter" in line and what in line, line
     assert "good.inter: " in out and "good.inter" not in err
+
+
+@pytest.mark.parametrize(("content", "patterns"), [
+    ("movie_title:token_seq\tclass:token_seq\nHeat\tAction\n",
+     ("batch.item", "item metadata has no 'item_id' column")),
+    (b"item_id:token\tmovie_title:token_seq\ni1\t" + "Amélie".encode("latin-1") + b"\n",
+     ("batch.item", "cannot be read as 'recbole' item metadata", "encoding")),
+])
+def test_broken_item_metadata_beside_good_interactions(raw, capsys, content, patterns):
+    Path("data/raw/batch.inter").write_text(HEADER + good_rows())
+    fails_with(raw, capsys, content, *patterns, name="batch.item")
