@@ -295,6 +295,21 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(client, serve
     assert client.get("/health").json()["policy_version"] == "v0001"
 
 
+def test_a_store_whose_pointer_goes_away_keeps_serving_what_is_loaded(contract_client, served, capsys):
+    """The store moved or its CURRENT was removed under a running service: it answers from the version
+    it holds, says why in its log, and picks up a pointer that comes back."""
+    root = Path(served.deploy.store)
+    (root / store.CURRENT).unlink()
+    for _ in range(5):
+        response = post(contract_client, user_id="1", k=3)
+        assert response.status_code == 200 and response.json()["policy_version"] == "v0001"
+        time.sleep(0.02)
+    assert f"serve: cannot read {root / store.CURRENT}" in capsys.readouterr().err
+    store.switch(root, "v0001")
+    assert post(contract_client, user_id="1", k=3).json()["policy_version"] == "v0001"
+    assert "cannot read" not in capsys.readouterr().err
+
+
 def wait_for(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
