@@ -240,3 +240,22 @@ def test_under_an_ndcg_floor_every_method_reports_only_policies_above_it(pareto_
         assert len(front.x) > 0 and (front.valid[:, 0] >= floor).all(), method
     # Without the constraint part of NSGA's front lies below the floor, where the deploy bounds never choose.
     assert (free.fronts["nsga"].valid[:, 0] < floor).any()
+
+
+def test_candidates_of_other_features_are_refused_in_one_clean_line(pareto_project, tmp_path, capsys):
+    """features rebuilt from another log while candidates.npz stayed (a stage run by hand, outside
+    dvc repro): the search names the stale file and the fix, and writes nothing."""
+    from recmoo_dag.cli import main
+    from recmoo_dag.features import build_features, write_features
+    from recmoo_dag.synth import synthesize
+    from tests.conftest import section
+
+    interactions, items = synthesize(n_users=90, n_items=70, n_events=3000, n_categories=5, seed=1)
+    write_features(build_features(interactions, items, section("features", min_user_interactions=5,
+                                                               min_item_interactions=3)),
+                   tmp_path / "data" / "features")
+    assert main(["search"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("recmoo search: error: candidates.npz: its valid baskets are not the features' "
+                          "(re-run `dvc repro`)") and err.count("\n") == 1
+    assert not (tmp_path / "reports" / "search" / "front.csv").exists()
