@@ -127,3 +127,19 @@ def test_deploy_into_a_full_or_read_only_filesystem(served, tmp_path, how, reaso
     assert report["rc"] == "1", (result.stdout, result.stderr, err.read_text()[-3000:])
     assert_one_error_line(err.read_text(), served.deploy.store, reason, "v0001 is still served")
     assert report["current"] == "versions/v0001" and report["entries"].split() == ["v0001"], report
+
+
+def test_a_model_of_another_catalogue_is_refused_and_the_champion_kept(served, capsys):
+    """features rebuilt from another log while the model stayed (a stage run by hand, outside dvc repro):
+    its item indices would mean other items, so deploy names both and the fix, and publishes nothing."""
+    from recmoo_dag.features import build_features, load_features, write_features
+    from recmoo_dag.synth import synthesize
+
+    trained_on = load_features(served.features.dir).n_items
+    interactions, items = synthesize(n_users=120, n_items=60, n_events=4000, n_categories=6, seed=3)
+    write_features(build_features(interactions, items, served.features), served.features.dir)
+    assert load_features(served.features.dir).n_items != trained_on
+    assert main(["deploy"]) == 1
+    assert_one_error_line(capsys.readouterr().err, f"{served.train.model_dir} was trained on {trained_on} items but "
+                          f"{served.features.dir} has", "re-run `dvc repro`")
+    assert_unchanged(Path(served.deploy.store))
