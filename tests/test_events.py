@@ -271,6 +271,16 @@ def test_a_torn_last_line_is_dropped_with_a_warning(tmp_path):
     assert read_interactions(batch, "recbole", section("data.generic"))["item_id"].tolist() == ["i"]
 
 
+def test_a_malformed_line_inside_a_segment_is_skipped_with_a_warning_and_the_rest_kept(tmp_path):
+    """A damaged record (not JSON, or not rows of four fields) costs only its own line."""
+    segment = tmp_path / "events-20261206-120000-000001-p1.jsonl"
+    segment.write_bytes(b'[["u","i",1765000000,null]]\n{not json\n[["u","x"]]\n[["v","j",1765000001,"view"]]\n')
+    with pytest.warns(UserWarning) as warned:
+        events = read_segment(segment)
+    assert [(e.user_id, e.item_id, e.event) for e in events] == [("u", "i", None), ("v", "j", "view")]
+    assert [str(w.message).split(": skipped a malformed record")[0] for w in warned] == [f"{segment}:2", f"{segment}:3"]
+
+
 GENERIC = {"pattern": "*.csv", "file_type": "csv", "sep": ",", "header": True, "user_col": "user",
            "item_col": "item", "timestamp_col": "when", "rating_col": "stars", "event_col": "kind",
            "timestamp_unit": "ms"}
