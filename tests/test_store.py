@@ -233,3 +233,22 @@ def test_publish_killed_at_random_instants_never_leaves_a_mix(tmp_path):
         process.wait()
         assert_whole(root)
     assert len(store.list_versions(root)) > 3
+
+
+def test_recmoo_rollback_switches_says_so_and_refuses_past_the_oldest(tmp_path, monkeypatch, capsys):
+    from recmoo_dag.cli import main
+    from tests.conftest import write_params
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, {"deploy": {"store": "deployments"}})
+    root = tmp_path / "deployments"
+    publish_plain(root, "one")
+    publish_plain(root, "two")
+    assert main(["rollback"]) == 0
+    assert capsys.readouterr().out.startswith("rollback: now serving v0001 (was v0002); running services pick it up")
+    assert store.current_version(root) == "v0001"
+    assert main(["rollback"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("recmoo rollback: error: ") and "v0001 is the oldest version" in err and err.count("\n") == 1
+    assert store.current_version(root) == "v0001"
+    assert main(["rollback", "v2"]) == 0 and store.current_version(root) == "v0002"
