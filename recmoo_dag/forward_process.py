@@ -115,6 +115,10 @@ def serve_forwards(conn, folder: str, session_window: int | None, cache_bytes: i
     from recmoo_dag.recommender import Recommender
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the service; the child goes with its pipe
+    # An ignored SIGTERM survives exec, so a parent started with one ignored (a dagster run maps SIGTERM
+    # to its SIGINT handler, SIG_IGN under `nohup`-like starts) would pass it on, and multiprocessing's
+    # exit, which terminates daemonic children and then joins them, would wait for this one for ever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(torch_threads)
     try:
         recommender = Recommender.load(folder, session_window, cache_bytes)

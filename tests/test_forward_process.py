@@ -73,6 +73,20 @@ def test_a_child_ends_with_its_version(served):
     assert process.exitcode == 0  # it saw its pipe close and returned, nobody killed it
 
 
+def test_a_child_started_with_sigterm_ignored_still_ends_when_terminated(served):
+    """SIG_IGN survives exec: a worker that inherited an ignored SIGTERM must not hand it to its child,
+    or the worker's exit (multiprocessing terminates daemonic children, then joins them) never ends."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        forwards = ForwardProcess(store.version_dir(served.deploy.store), served.serve.session_window, 0, 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    forwards.wait_ready()
+    forwards.process.terminate()
+    assert gone(forwards.process)
+    assert forwards.process.exitcode == -signal.SIGTERM
+
+
 def test_a_version_the_child_cannot_load_is_refused(served, tmp_path):
     forwards = ForwardProcess(tmp_path / "no-such-version", served.serve.session_window, 0, 1)
     with pytest.raises(ForwardProcessError, match="cannot load"):
