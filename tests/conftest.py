@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,19 @@ from recmoo_dag.config import Params, load_params
 from recmoo_dag.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _signal_dispositions_kept():
+    """What a test leaves of SIGINT's and SIGTERM's handlers is undone before the next. A Dagster run in
+    the test process restores SIGINT when it ends and sets SIGTERM to the same handler, which is
+    SIG_IGN when the suite runs as a background job; an ignored SIGTERM survives exec, so every
+    process a later test started would inherit it."""
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in before.items():
+        if handler is not None and signal.getsignal(number) is not handler:
+            signal.signal(number, handler)
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
