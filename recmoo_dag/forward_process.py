@@ -115,9 +115,10 @@ def serve_forwards(conn, folder: str, session_window: int | None, cache_bytes: i
     from recmoo_dag.recommender import Recommender
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the service; the child goes with its pipe
-    # An ignored SIGTERM survives exec, so a parent started with one ignored (a dagster run maps SIGTERM
-    # to its SIGINT handler, SIG_IGN under `nohup`-like starts) would pass it on, and multiprocessing's
-    # exit, which terminates daemonic children and then joins them, would wait for this one for ever.
+    # An ignored SIGTERM survives exec, so a parent that had one ignored would pass it on (a Dagster run
+    # in the parent's process leaves SIGTERM on SIGINT's handler, and a background job starts with
+    # SIGINT ignored), and multiprocessing's exit, which terminates daemonic children and then joins
+    # them, would wait for this one for ever.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     torch.set_num_threads(torch_threads)
     try:
