@@ -31,7 +31,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = tuple(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # every stage, in the order dvc repro runs them
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_datasets import STAGES
+
 RUNNER = ("import resource, sys; from recmoo_dag.cli import main; code = main(sys.argv[1:]); "
           "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
 
