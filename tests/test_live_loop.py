@@ -74,7 +74,7 @@ def test_events_posted_to_the_service_are_trained_on_and_served_without_a_restar
         incoming = project / params.data.incoming_dir
         [batch] = _until(lambda: sorted(incoming.glob("events-*")), 10, "no batch file rolled")
 
-        sensor = build_defs(project).get_sensor_def("incoming_logs")
+        sensor = build_defs(project).resolve_sensor_def("incoming_logs")
         with contextlib.chdir(project):
             first = sensor(build_sensor_context(cursor=None))
             second = sensor(build_sensor_context(cursor=first.cursor))  # a file counts once its size held
