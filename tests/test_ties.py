@@ -1,6 +1,8 @@
 """Timestamp ties are sets: a raw log whose rows are permuted inside equal (user, timestamp) groups
 gives byte-identical features, model, candidates and metrics. A log dated to the hour has most of
-its events in such groups, so any order the pipeline read inside them would show here."""
+its events in such groups, so any order the pipeline read inside them would show here. Nor may the
+file's row order or the clock's origin matter: the same log with its rows shuffled and every
+timestamp moved by a constant gives the same bytes but for the stored timestamps."""
 import copy
 import hashlib
 import json
@@ -19,6 +21,9 @@ from tests.defs_support import WALL_CLOCK_KEYS
 from tests.model_support import TINY_MODEL
 
 pytestmark = pytest.mark.slow
+# The model's hashes of the feature bytes it read, stored timestamps included: what the digests
+# compare are those bytes themselves and everything made from them.
+INPUT_FINGERPRINTS = {"data_hash", "run"}
 
 
 def hourly_log(seed: int = 11) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -41,7 +46,8 @@ def permuted_inside_ties(log: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 def run_pipeline(root: Path, log: pd.DataFrame, movies: pd.DataFrame) -> dict[str, str]:
     """ingest -> (validated = ingested) -> features -> train -> candidates in `root`; the digest of
-    every file they write (JSON reports without their wall-clock keys)."""
+    every file they write (JSON reports without their wall-clock keys or input fingerprints; the
+    stored timestamps counted from the log's first)."""
     settings = deep_update(copy.deepcopy(TINY_MODEL), {
         "data": {"source": "local", "dataset_dir": "data/raw/mine", "format": "movielens-csv"},
         "features": {"min_user_interactions": 5, "min_item_interactions": 3}})
@@ -61,9 +67,13 @@ def run_pipeline(root: Path, log: pd.DataFrame, movies: pd.DataFrame) -> dict[st
     for out in (params.features.dir, params.train.model_dir, params.candidates.path, params.train.metrics):
         for path in sorted(p for p in (root / out).rglob("*") if p.is_file()) if (root / out).is_dir() else [root / out]:
             data = path.read_bytes()
-            if path.suffix == ".json":
+            if path.name == "sequences.parquet":
+                table = pd.read_parquet(path)
+                data = table.assign(timestamp=table["timestamp"] - table["timestamp"].min()).to_csv().encode()
+            elif path.suffix == ".json":
                 payload = json.loads(data)
-                data = json.dumps({k: v for k, v in payload.items() if k not in WALL_CLOCK_KEYS}, sort_keys=True).encode()
+                data = json.dumps({k: v for k, v in payload.items() if k not in WALL_CLOCK_KEYS | INPUT_FINGERPRINTS},
+                                  sort_keys=True).encode()
             written[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
     return written
 
@@ -84,4 +94,17 @@ def test_rows_permuted_inside_timestamp_ties_give_identical_bytes(tmp_path, monk
         runs.append(run_pipeline(tmp_path / name, rows, movies))
     assert {"models/model/model.safetensors", "data/candidates/candidates.npz", "metrics/train.json",
             "data/features/sequences.parquet"} <= set(runs[0])
+    assert runs[0] == runs[1]
+
+
+def test_row_order_and_clock_origin_change_nothing(tmp_path, monkeypatch):
+    log, movies = hourly_log(seed=12)
+    moved = log.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    moved["timestamp"] += 9 * 86400 + 3600  # nine days and an hour later
+    runs = []
+    for name, rows in (("as_logged", log), ("moved", moved)):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        runs.append(run_pipeline(tmp_path / name, rows, movies))
+    assert "data/features/sequences.parquet" in runs[0]
     assert runs[0] == runs[1]
