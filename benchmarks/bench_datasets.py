@@ -7,7 +7,10 @@ and most-popular with their 95% intervals (a bootstrap over users), the transfor
 EASE, the generator chosen on valid, tune + train seconds, NSGA's hypervolume against random search,
 and the served policy over accuracy-only, paired, on test (and on valid's confirmation users).
 `--compare-splits` runs the other evaluation protocols (features.split) up to train, side by side,
-with the default protocol's tuned values (tuning off: only the protocol differs).
+with the default protocol's tuned values (tuning off: only the protocol differs). `--relabel SEED`
+runs each log with its user and item ids renamed by a seeded bijection (each kind onto its own set
+of ids, in every file that names them; nothing else changes): ids are names, so every figure should
+stay inside the original run's interval, and one that moves out of it was produced by the ids.
 
 Logs: MovieLens-100K (the default), ml-latest-small and Last.fm-2K from ../shared/datasets/ (skipped
 with a message when that folder is absent: they are never part of the project), and a synthetic log.
@@ -15,22 +18,28 @@ with a message when that folder is absent: they are never part of the project), 
     .venv/bin/python benchmarks/bench_datasets.py [--logs ml-100k ml-latest-small lastfm-2k synthetic]
                                                   [--workdir /tmp/recmoo-bench] [--set key=value ...]
                                                   [--compare-splits global_time leave_one_out] [--refresh]
+                                                  [--relabel SEED]
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from recmoo_dag.fetch import fetch_movielens
 from recmoo_dag.results import DeployReport, SearchMetrics, TrainReport
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +71,45 @@ LOGS = {
 }
 
 
+# Every column of each log's files that names a user or an item: what --relabel renames.
+ID_COLUMNS = {
+    "ml-100k": {"ml-100k.inter": {"user_id:token": "user", "item_id:token": "item"},
+                "ml-100k.item": {"item_id:token": "item"}, "ml-100k.user": {"user_id:token": "user"}},
+    "ml-latest-small": {"ratings.csv": {"userId": "user", "movieId": "item"},
+                        "tags.csv": {"userId": "user", "movieId": "item"},
+                        "movies.csv": {"movieId": "item"}, "links.csv": {"movieId": "item"}},
+    "lastfm-2k": {"user_taggedartists.dat": {"userID": "user", "artistID": "item"},
+                  "user_artists.dat": {"userID": "user", "artistID": "item"}, "artists.dat": {"id": "item"}},
+}
+
+
+def relabelled(source: Path, dest: Path, columns: dict[str, dict[str, str]], seed: int) -> None:
+    """`source`'s files in `dest`, each user id and item id replaced by its image under a seeded
+    permutation of that kind's ids (the union over the files), every other byte of a value kept."""
+    def read(name: str) -> pd.DataFrame:
+        csv_file = name.endswith(".csv")  # the CSVs quote titles holding commas; the tab files never quote
+        return pd.read_csv(source / name, sep="," if csv_file else "\t", dtype=str, keep_default_na=False,
+                           encoding="latin-1", quoting=csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE)
+    dest.mkdir(parents=True, exist_ok=True)
+    tables = {name: read(name) for name in columns}
+    rng = np.random.default_rng(seed)
+    renames = {}
+    for kind in ("user", "item"):
+        ids = np.unique(np.concatenate([tables[name][column].to_numpy(str) for name, kinds in columns.items()
+                                        for column, of in kinds.items() if of == kind]))
+        renames[kind] = dict(zip(ids, ids[rng.permutation(len(ids))]))
+    for path in sorted(p for p in source.iterdir() if p.is_file()):
+        if path.name not in columns:
+            shutil.copy(path, dest / path.name)
+            continue
+        table = tables[path.name]
+        for column, kind in columns[path.name].items():
+            table[column] = table[column].map(renames[kind])
+        csv_file = path.name.endswith(".csv")
+        table.to_csv(dest / path.name, sep="," if csv_file else "\t", index=False, encoding="latin-1",
+                     quoting=csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE)
+
+
 def deep_update(base: dict, overrides: dict) -> dict:
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -79,10 +127,15 @@ def set_value(params: dict, assignment: str) -> None:
     params[leaf] = yaml.safe_load(value)
 
 
-def project(root: Path, overrides: dict, folder: str | None, extra: list[str], refresh: bool = False) -> Path:
+def project(root: Path, overrides: dict, folder: str | None, extra: list[str], refresh: bool = False,
+            relabel: tuple[str, int] | None = None) -> Path:
     """A scratch git + DVC project with this checkout's pipeline and the log's params. With `refresh`
     and an earlier run there, only the code, dvc.yaml and params are replaced (DVC then re-runs the
-    stages they change) and the deploy store is emptied, so the deploy is a first one again."""
+    stages they change) and the deploy store is emptied, so the deploy is a first one again. With
+    `relabel` (the log's name, a seed), the log's files go in with their ids renamed (`relabelled`);
+    ML-100K is then fetched here and read as a local log."""
+    if relabel and not folder:
+        overrides = deep_update(json.loads(json.dumps(overrides)), {"data": {"source": "local"}})
     refresh = refresh and (root / "dvc.lock").is_file()
     if refresh:
         shutil.rmtree(root / "recmoo_dag")
@@ -99,8 +152,15 @@ def project(root: Path, overrides: dict, folder: str | None, extra: list[str], r
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if refresh:
         return root
-    if folder:
-        shutil.copytree(SHARED / folder, root / params["data"]["dataset_dir"])
+    dataset = root / params["data"]["dataset_dir"]
+    if relabel:
+        name, seed = relabel
+        with tempfile.TemporaryDirectory() as fetched:
+            if not folder:
+                fetch_movielens(Path(fetched))
+            relabelled(SHARED / folder if folder else Path(fetched), dataset, ID_COLUMNS[name], seed)
+    elif folder:
+        shutil.copytree(SHARED / folder, dataset)
     for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(command, cwd=root, check=True, env=env(root))
     return root
@@ -181,27 +241,27 @@ def interval(value: tuple[float, list[float]] | None, scale: str = "ratio") -> s
 
 def print_tables(rows: list[dict]) -> None:
     print("\ntest window, generator chosen on valid; NDCG@10 with its 95% interval (bootstrap over users)")
-    header = (f"{'log':<16}{'split':<14}{'users':>6}{'baskets':>8} | {'transformer':>25}{'blend':>25}{'EASE':>25}"
+    header = (f"{'log':<26}{'split':<14}{'users':>6}{'baskets':>8} | {'transformer':>25}{'blend':>25}{'EASE':>25}"
               f"{'pop':>25} | {'gen':>6} | {'transformer / EASE, paired':>26}{'t+t s':>6}")
     print(header + "\n" + "-" * len(header))
     for r in rows:
         if "refused" in r:
-            print(f"{r['log']:<16}{r['split']:<14} refused: {r['refused'][:160]}")
+            print(f"{r['log']:<26}{r['split']:<14} refused: {r['refused'][:160]}")
             continue
         cell = lambda v: interval((v[0], v[1]), "value")
-        print(f"{r['log']:<16}{r['split']:<14}{r['test_users']:>6}{r['test_baskets']:>8} | {cell(r['model']):>25}"
+        print(f"{r['log']:<26}{r['split']:<14}{r['test_users']:>6}{r['test_baskets']:>8} | {cell(r['model']):>25}"
               f"{cell(r['blend']):>25}{cell(r['ease']):>25}{cell(r['pop']):>25} | {r['generator']:>6} | "
               f"{interval(r['vs_ease']['model']):>26}{r['tune_train_s']:>6.0f}")
     served = [r for r in rows if "served" in r]
     if served:
         print("\nthe served policy over accuracy-only, paired: test (valid: on the held-out confirmation users)")
-        header = (f"{'log':<16}{'served':>8} | {'test NDCG@10':>22}{'coverage@10':>22}{'ILD@10':>22} | "
+        header = (f"{'log':<26}{'served':>8} | {'test NDCG@10':>22}{'coverage@10':>22}{'ILD@10':>22} | "
                   f"{'valid NDCG@10':>22} | {'HV nsga/rnd':>11}{'all s':>6}")
         print(header + "\n" + "-" * len(header))
         for r in served:
             s, v = r["served_vs_accuracy_only"], r["valid_vs_accuracy_only"]
             name = (r["served"] or "none") + ("*" if r["fallback"] else "")
-            print(f"{r['log']:<16}{name:>8} | {interval(s['ndcg']):>22}{interval(s['coverage']):>22}"
+            print(f"{r['log']:<26}{name:>8} | {interval(s['ndcg']):>22}{interval(s['coverage']):>22}"
                   f"{interval(s['ild']):>22} | {interval(v['ndcg']):>22} | "
                   f"{r['hv_nsga'] / max(r['hv_random'], 1e-12):>11.3f}{r['total_s']:>6.0f}")
         print("(* = the accuracy-only fallback is served)")
@@ -224,37 +284,45 @@ def main() -> None:
     parser.add_argument("--refresh", action="store_true",
                         help="re-run projects already in --workdir with this checkout's code and params: DVC re-runs "
                              "only the stages they change; the deploy store starts empty")
+    parser.add_argument("--relabel", type=int, default=None, metavar="SEED",
+                        help="rename every user and item id by a bijection drawn from this seed (projects *-relabelSEED)")
     args = parser.parse_args()
     default = yaml.safe_load((REPO / "params.yaml").read_text())["features"]["split"]
     rows, workdir = [], Path(args.workdir)
     for name in args.logs:
         overrides, folder = LOGS[name]
+        if args.relabel is not None and name not in ID_COLUMNS:
+            print(f"{name}: skipped, --relabel renames the ids in a real log's files")
+            continue
         if folder and not (SHARED / folder).is_dir():
             print(f"{name}: skipped, {SHARED / folder} is absent (the shared datasets are not part of the project)")
             continue
         for split in [default, *(s for s in args.compare_splits if s != default)]:
-            root, last = workdir / f"{name}-{split}", "deploy" if split == default else "train"
+            suffix = f"-relabel{args.relabel}" if args.relabel is not None else ""
+            root, last = workdir / f"{name}-{split}{suffix}", "deploy" if split == default else "train"
             finished = json.loads((root / "seconds.json").read_text()) if (root / "seconds.json").is_file() else None
             if not (args.reuse and finished and last in finished):
                 print(f"{name} ({split}): {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
                 extra = [*args.set, f"features.split={split}"]
                 if split != default:  # only the protocol differs: the default protocol's tuned values, no tuning
-                    tuned = json.loads((workdir / f"{name}-{default}" / "models" / "tuned.json").read_text())
+                    tuned = json.loads((workdir / f"{name}-{default}{suffix}" / "models" / "tuned.json").read_text())
                     extra += ["tune.enabled=false", *(f"{section}.{key}={json.dumps(value)}" for section in ("model", "train")
                                                       for key, value in tuned.get(section, {}).items())]
                 earlier = finished if args.refresh else None
-                root = project(root, overrides, folder, extra, args.refresh)
+                relabel = (name, args.relabel) if args.relabel is not None else None
+                root = project(root, overrides, folder, extra, args.refresh, relabel)
                 try:
                     finished = run(root, STAGES[:STAGES.index(last) + 1], earlier)
                 except StageFailed as failure:  # e.g. a global-time window with too few users: a finding, not a crash
                     if split == default:
                         raise
-                    rows.append({"log": name, "split": split, "refused": str(failure)})
+                    rows.append({"log": name + suffix, "split": split, "refused": str(failure)})
                     print(f"  refused: {failure}", flush=True)
                     continue
                 (root / "seconds.json").write_text(json.dumps(finished))
-            rows.append(row(name, split, root, finished) if split == default else
-                        accuracy_row(name, split, root, finished))
+            label = name + suffix
+            rows.append(row(label, split, root, finished) if split == default else
+                        accuracy_row(label, split, root, finished))
             with (workdir / "results.jsonl").open("a") as out:
                 out.write(json.dumps(rows[-1]) + "\n")
     if rows:
