@@ -9,8 +9,9 @@ and the served policy over accuracy-only, paired, on test (and on valid's confir
 `--compare-splits` runs the other evaluation protocols (features.split) up to train, side by side,
 with the default protocol's tuned values (tuning off: only the protocol differs). `--relabel SEED`
 runs each log with its user and item ids renamed by a seeded bijection (each kind onto its own set
-of ids, in every file that names them; nothing else changes): ids are names, so every figure should
-stay inside the original run's interval, and one that moves out of it was produced by the ids.
+of ids, in every file that names them; nothing else changes). Ids are names: the deterministic parts
+(EASE, most-popular) must score the same, and the rest moves only as much as the draws a renaming
+redoes (the model's initial rows, the users' split and sample, the dither), as any other seed would.
 
 Logs: MovieLens-100K (the default), ml-latest-small and Last.fm-2K from ../shared/datasets/ (skipped
 with a message when that folder is absent: they are never part of the project), and a synthetic log.
