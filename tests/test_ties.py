@@ -44,10 +44,10 @@ def permuted_inside_ties(log: pd.DataFrame, seed: int) -> pd.DataFrame:
     return log.iloc[np.lexsort((key, first_row))].reset_index(drop=True)
 
 
-def run_pipeline(root: Path, log: pd.DataFrame, movies: pd.DataFrame) -> dict[str, str]:
+def run_pipeline(root: Path, log: pd.DataFrame, movies: pd.DataFrame, clock_free: bool = False) -> dict[str, str]:
     """ingest -> (validated = ingested) -> features -> train -> candidates in `root`; the digest of
-    every file they write (JSON reports without their wall-clock keys or input fingerprints; the
-    stored timestamps counted from the log's first)."""
+    every file they write (JSON reports without their wall-clock keys). `clock_free`: the stored
+    timestamps counted from the log's first, and the JSON reports without the input fingerprints."""
     settings = deep_update(copy.deepcopy(TINY_MODEL), {
         "data": {"source": "local", "dataset_dir": "data/raw/mine", "format": "movielens-csv"},
         "features": {"min_user_interactions": 5, "min_item_interactions": 3}})
@@ -67,13 +67,13 @@ def run_pipeline(root: Path, log: pd.DataFrame, movies: pd.DataFrame) -> dict[st
     for out in (params.features.dir, params.train.model_dir, params.candidates.path, params.train.metrics):
         for path in sorted(p for p in (root / out).rglob("*") if p.is_file()) if (root / out).is_dir() else [root / out]:
             data = path.read_bytes()
-            if path.name == "sequences.parquet":
+            if clock_free and path.name == "sequences.parquet":
                 table = pd.read_parquet(path)
                 data = table.assign(timestamp=table["timestamp"] - table["timestamp"].min()).to_csv().encode()
             elif path.suffix == ".json":
                 payload = json.loads(data)
-                data = json.dumps({k: v for k, v in payload.items() if k not in WALL_CLOCK_KEYS | INPUT_FINGERPRINTS},
-                                  sort_keys=True).encode()
+                left_out = WALL_CLOCK_KEYS | (INPUT_FINGERPRINTS if clock_free else set())
+                data = json.dumps({k: v for k, v in payload.items() if k not in left_out}, sort_keys=True).encode()
             written[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
     return written
 
@@ -105,6 +105,6 @@ def test_row_order_and_clock_origin_change_nothing(tmp_path, monkeypatch):
     for name, rows in (("as_logged", log), ("moved", moved)):
         (tmp_path / name).mkdir()
         monkeypatch.chdir(tmp_path / name)
-        runs.append(run_pipeline(tmp_path / name, rows, movies))
+        runs.append(run_pipeline(tmp_path / name, rows, movies, clock_free=True))
     assert "data/features/sequences.parquet" in runs[0]
     assert runs[0] == runs[1]
