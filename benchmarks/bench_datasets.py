@@ -24,6 +24,7 @@ with a message when that folder is absent: they are never part of the project), 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -87,12 +88,12 @@ ID_COLUMNS = {
 def relabelled(source: Path, dest: Path, columns: dict[str, dict[str, str]], seed: int) -> None:
     """`source`'s files in `dest`, each user id and item id replaced by its image under a seeded
     permutation of that kind's ids (the union over the files), every other byte of a value kept."""
-    def read(name: str) -> pd.DataFrame:
+    def dialect(name: str) -> dict:
         csv_file = name.endswith(".csv")  # the CSVs quote titles holding commas; the tab files never quote
-        return pd.read_csv(source / name, sep="," if csv_file else "\t", dtype=str, keep_default_na=False,
-                           encoding="latin-1", quoting=csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE)
+        return {"sep": "," if csv_file else "\t", "encoding": "latin-1",
+                "quoting": csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE}
     dest.mkdir(parents=True, exist_ok=True)
-    tables = {name: read(name) for name in columns}
+    tables = {name: pd.read_csv(source / name, dtype=str, keep_default_na=False, **dialect(name)) for name in columns}
     rng = np.random.default_rng(seed)
     renames = {}
     for kind in ("user", "item"):
@@ -106,9 +107,7 @@ def relabelled(source: Path, dest: Path, columns: dict[str, dict[str, str]], see
         table = tables[path.name]
         for column, kind in columns[path.name].items():
             table[column] = table[column].map(renames[kind])
-        csv_file = path.name.endswith(".csv")
-        table.to_csv(dest / path.name, sep="," if csv_file else "\t", index=False, encoding="latin-1",
-                     quoting=csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE)
+        table.to_csv(dest / path.name, index=False, **dialect(path.name))
 
 
 def deep_update(base: dict, overrides: dict) -> dict:
@@ -136,7 +135,7 @@ def project(root: Path, overrides: dict, folder: str | None, extra: list[str], r
     `relabel` (the log's name, a seed), the log's files go in with their ids renamed (`relabelled`);
     ML-100K is then fetched here and read as a local log."""
     if relabel and not folder:
-        overrides = deep_update(json.loads(json.dumps(overrides)), {"data": {"source": "local"}})
+        overrides = deep_update(copy.deepcopy(overrides), {"data": {"source": "local"}})
     refresh = refresh and (root / "dvc.lock").is_file()
     if refresh:
         shutil.rmtree(root / "recmoo_dag")
@@ -298,8 +297,10 @@ def main() -> None:
         if folder and not (SHARED / folder).is_dir():
             print(f"{name}: skipped, {SHARED / folder} is absent (the shared datasets are not part of the project)")
             continue
+        suffix = f"-relabel{args.relabel}" if args.relabel is not None else ""
+        relabel = (name, args.relabel) if args.relabel is not None else None
+        label = name + suffix
         for split in [default, *(s for s in args.compare_splits if s != default)]:
-            suffix = f"-relabel{args.relabel}" if args.relabel is not None else ""
             root, last = workdir / f"{name}-{split}{suffix}", "deploy" if split == default else "train"
             finished = json.loads((root / "seconds.json").read_text()) if (root / "seconds.json").is_file() else None
             if not (args.reuse and finished and last in finished):
@@ -310,18 +311,16 @@ def main() -> None:
                     extra += ["tune.enabled=false", *(f"{section}.{key}={json.dumps(value)}" for section in ("model", "train")
                                                       for key, value in tuned.get(section, {}).items())]
                 earlier = finished if args.refresh else None
-                relabel = (name, args.relabel) if args.relabel is not None else None
                 root = project(root, overrides, folder, extra, args.refresh, relabel)
                 try:
                     finished = run(root, STAGES[:STAGES.index(last) + 1], earlier)
                 except StageFailed as failure:  # e.g. a global-time window with too few users: a finding, not a crash
                     if split == default:
                         raise
-                    rows.append({"log": name + suffix, "split": split, "refused": str(failure)})
+                    rows.append({"log": label, "split": split, "refused": str(failure)})
                     print(f"  refused: {failure}", flush=True)
                     continue
                 (root / "seconds.json").write_text(json.dumps(finished))
-            label = name + suffix
             rows.append(row(label, split, root, finished) if split == default else
                         accuracy_row(label, split, root, finished))
             with (workdir / "results.jsonl").open("a") as out:
