@@ -33,9 +33,16 @@ and front, and decides exactly as the deploy stage does (deploy.choose_policy, t
    choice on the stage's front, then the same policy with each of its terms at 0 in turn (keep_head
    at 0 too; the pool stays): NDCG@k ratio to accuracy-only with its interval on the selection users,
    the confirmation users and test, and ILD@k's ratio on test.
+7. With `--crossfit` (alone): the rule with the halves' roles swapped, and what any rule could
+   serve. The search runs again, its front found on the confirmation users; the rule then runs on
+   each front as the stage runs it on its own, ranked on the users it was found on and confirmed on
+   the others, and the gate judges each pick on an empty store. The ceiling: of both fronts'
+   policies, how many meet every bound of the gate on test (what a rule that could see test would
+   serve) and the largest coverage@k ratio among them. A minute's search.
 
     .venv/bin/python benchmarks/bench_decision.py [--params params.yaml] [--trials 200] [--choices 20] [--search]
                                                   [--ablate keep_head [--seeds 42 43 44]] [--front] [--terms]
+                                                  [--crossfit]
 """
 from __future__ import annotations
 
@@ -45,9 +52,10 @@ import warnings
 import numpy as np
 
 from recmoo_dag.config import load_params
-from recmoo_dag.deploy import choose_policy, clamp_pools, figures, judge, lower_bounds
+from recmoo_dag.deploy import choose_between, choose_policy, clamp_pools, figures, judge, lower_bounds
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
+from recmoo_dag.objectives import JUDGED
 from recmoo_dag.policy import VARIABLE_NAMES, accuracy_only_policy
 from recmoo_dag.search import SWITCHABLE
 from recmoo_dag.stages.search import search_as_configured, yardsticks_of
@@ -216,6 +224,42 @@ def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[i
     print("served a re-ranked policy: " + ", ".join(f"{label} {n} of {len(seeds)}" for label, n in served.items()))
 
 
+def crossfit_ceiling(params, valid, test) -> None:
+    """Table 7: the rule on each half's own front, and the test window's ceiling over both fronts."""
+    deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
+    halves = dict(zip(("selection", "confirmation"), valid.split_for_confirmation(deploy.confirm_share, params.seed)))
+    n = valid.requests.n_candidates
+    fronts = {"selection": clamp_pools(read_front(params.search.front), k, n),
+              "confirmation": clamp_pools(search_as_configured(params, halves["confirmation"], test,
+                                                               load_features(params.features.dir)).fronts["nsga"].x, k, n)}
+    print(f"\n7. each half's own front, ranked on the users it was found on and confirmed on the other half; "
+          f"gate on an empty store, test ratios to accuracy-only [{evaluation.level:.0%} interval]")
+    print(f"{'front found on':<15} | {'size':>4} | {'served':<9} | {'NDCG@' + str(k):<20} | {'coverage@' + str(k):>11} | "
+          f"{'ILD@' + str(k):>7}")
+    print("-" * 82)
+    for searched_on, other in (("selection", "confirmation"), ("confirmation", "selection")):
+        choice = choose_between(fronts[searched_on], halves[searched_on], halves[other], deploy, k, evaluation,
+                                params.seed)
+        if choice.policy is None:
+            print(f"{searched_on:<15} | {len(fronts[searched_on]):>4} | {'fallback':<9} | none chosen on valid")
+            continue
+        verdict = judge(choice, test, None, None, {}, deploy, k, evaluation, params.seed)
+        served = "re-ranked" if verdict.fallback is None and verdict.decision.promoted else "gate: no"
+        r = verdict.candidate.ratios(verdict.accuracy_only, evaluation.level, deploy.confidence)
+        print(f"{searched_on:<15} | {len(fronts[searched_on]):>4} | {served:<9} | "
+              f"{r['ndcg'].value:.3f} [{r['ndcg'].low:.3f}, {r['ndcg'].high:.3f}] | {r['coverage'].value:>10.3f}x | "
+              f"{r['ild'].value:>6.3f}x")
+    pool = np.vstack(list(fronts.values()))
+    lower = lower_bounds(test, pool, list(deploy.min_ratio), Bootstrap(len(test.user_index[0]), evaluation.replicates,
+                                                                       params.seed), deploy.confidence)
+    passing = np.all([lower[name] >= bound for name, bound in deploy.min_ratio.items()], axis=0)
+    coverage = JUDGED.index("coverage")
+    gain = test.objectives(pool)[:, coverage] / test.accuracy_only[coverage]
+    best = f"{gain[passing].max():.3f}x" if passing.any() else "-"
+    print(f"ceiling on test: {passing.sum()} of the {len(pool)} policies meet every bound of the gate; the largest "
+          f"coverage@{k} among them {best}; {(passing & (gain >= 1.15)).sum()} of them at coverage >= 1.15x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -226,6 +270,8 @@ def main() -> None:
     parser.add_argument("--search", action="store_true", help="table 3: the search's own choice and the confirmation users")
     parser.add_argument("--front", action="store_true", help="table 5 alone: table 3's figures for the stage's front.csv")
     parser.add_argument("--terms", action="store_true", help="table 6 alone: the rule's pick with each term off")
+    parser.add_argument("--crossfit", action="store_true",
+                        help="table 7 alone: the rule with the halves swapped, and the test window's ceiling")
     parser.add_argument("--ablate", nargs="+", choices=SWITCHABLE,
                         help="table 4 only: the verdict with and without these variables")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="NSGA seeds of table 4")
@@ -243,6 +289,9 @@ def main() -> None:
         return
     if args.terms:
         term_costs(params, valid, test)
+        return
+    if args.crossfit:
+        crossfit_ceiling(params, valid, test)
         return
     front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
 

@@ -117,8 +117,15 @@ def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int,
     bounds on `1 - deploy.confirm_share` of them, and its first choices, up to `deploy.shortlist`,
     are tested in that order on the others; the first to meet every bound there is chosen, and its
     figures on those users are free of the search's and the choice's optimism."""
-    policies = clamp_pools(front, k, yard.requests.n_candidates)
     selection, confirmation = yard.split_for_confirmation(cfg.confirm_share, seed)
+    return choose_between(clamp_pools(front, k, yard.requests.n_candidates), selection, confirmation, cfg, k,
+                          evaluation, seed)
+
+
+def choose_between(policies: np.ndarray, selection: Yardstick, confirmation: Yardstick, cfg: DeployParams, k: int,
+                   evaluation: EvaluationParams, seed: int) -> Choice:
+    """`choose_policy` on a given split: the rule ranks `policies` (P, d) on `selection`'s users and
+    tests its first choices on `confirmation`'s (the same yardstick: no held-out users)."""
     n_confirming = len(confirmation.user_index[0]) if confirmation is not selection else 0
     boot_select = Bootstrap(len(selection.user_index[0]), evaluation.replicates, seed)
     boot_confirm = Bootstrap(len(confirmation.user_index[0]), evaluation.replicates, seed + 1)
