@@ -39,10 +39,15 @@ and front, and decides exactly as the deploy stage does (deploy.choose_policy, t
    the others, and the gate judges each pick on an empty store. The ceiling: of both fronts'
    policies, how many meet every bound of the gate on test (what a rule that could see test would
    serve) and the largest coverage@k ratio among them. A minute's search.
+8. With `--splits SEED ...` (alone): the verdict on other splits of the valid users, everything else
+   held (the search's seed and sample, the model, the candidates). For each seed, the users are
+   split anew (`Yardstick.split_for_confirmation` with that seed), the search finds a front on the
+   new selection users, the rule ranks it there and confirms on the others, and the gate judges the
+   pick on an empty store; the stage's own split (front.csv) comes first. A minute's search a seed.
 
     .venv/bin/python benchmarks/bench_decision.py [--params params.yaml] [--trials 200] [--choices 20] [--search]
                                                   [--ablate keep_head [--seeds 42 43 44]] [--front] [--terms]
-                                                  [--crossfit]
+                                                  [--crossfit] [--splits 1 2]
 """
 from __future__ import annotations
 
@@ -226,6 +231,26 @@ def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[i
     print("served a re-ranked policy: " + ", ".join(f"{label} {n} of {len(seeds)}" for label, n in served.items()))
 
 
+def verdict_header(label: str, k: int) -> None:
+    print(f"{label:<22} | {'served':<9} | {'NDCG@' + str(k):<20} | {'coverage@' + str(k):>11} | {'ILD@' + str(k):>7}")
+    print("-" * 84)
+
+
+def verdict_row(label: str, choice, params, test) -> bool:
+    """One row of tables 7 and 8: the pick's verdict on an empty store and its test ratios; served or not."""
+    deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
+    if choice.policy is None:
+        print(f"{label:<22} | {'fallback':<9} | none chosen on valid")
+        return False
+    verdict = judge(choice, test, None, None, {}, deploy, k, evaluation, params.seed)
+    served = verdict.fallback is None and verdict.decision.promoted
+    r = verdict.candidate.ratios(verdict.accuracy_only, evaluation.level, deploy.confidence)
+    print(f"{label:<22} | {'re-ranked' if served else 'gate: no':<9} | "
+          f"{r['ndcg'].value:.3f} [{r['ndcg'].low:.3f}, {r['ndcg'].high:.3f}] | {r['coverage'].value:>10.3f}x | "
+          f"{r['ild'].value:>6.3f}x")
+    return served
+
+
 def crossfit_ceiling(params, valid, test) -> None:
     """Table 7: the rule on each half's own front, and the test window's ceiling over both fronts."""
     deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
@@ -236,21 +261,11 @@ def crossfit_ceiling(params, valid, test) -> None:
                                                                load_features(params.features.dir)).fronts["nsga"].x, k, n)}
     print(f"\n7. each half's own front, ranked on the users it was found on and confirmed on the other half; "
           f"gate on an empty store, test ratios to accuracy-only [{evaluation.level:.0%} interval]")
-    print(f"{'front found on':<15} | {'size':>4} | {'served':<9} | {'NDCG@' + str(k):<20} | {'coverage@' + str(k):>11} | "
-          f"{'ILD@' + str(k):>7}")
-    print("-" * 82)
+    verdict_header("front found on (size)", k)
     for searched_on, other in (("selection", "confirmation"), ("confirmation", "selection")):
-        choice = choose_between(fronts[searched_on], halves[searched_on], halves[other], deploy, k, evaluation,
-                                params.seed)
-        if choice.policy is None:
-            print(f"{searched_on:<15} | {len(fronts[searched_on]):>4} | {'fallback':<9} | none chosen on valid")
-            continue
-        verdict = judge(choice, test, None, None, {}, deploy, k, evaluation, params.seed)
-        served = "re-ranked" if verdict.fallback is None and verdict.decision.promoted else "gate: no"
-        r = verdict.candidate.ratios(verdict.accuracy_only, evaluation.level, deploy.confidence)
-        print(f"{searched_on:<15} | {len(fronts[searched_on]):>4} | {served:<9} | "
-              f"{r['ndcg'].value:.3f} [{r['ndcg'].low:.3f}, {r['ndcg'].high:.3f}] | {r['coverage'].value:>10.3f}x | "
-              f"{r['ild'].value:>6.3f}x")
+        verdict_row(f"{searched_on} ({len(fronts[searched_on])})",
+                    choose_between(fronts[searched_on], halves[searched_on], halves[other], deploy, k, evaluation,
+                                   params.seed), params, test)
     pool = np.vstack(list(fronts.values()))
     lower = lower_bounds(test, pool, list(deploy.min_ratio), Bootstrap(len(test.user_index[0]), evaluation.replicates,
                                                                        params.seed), deploy.confidence)
@@ -261,6 +276,24 @@ def crossfit_ceiling(params, valid, test) -> None:
     print(f"ceiling on test: {passing.sum()} of the {len(pool)} policies meet every bound of the gate; the largest "
           f"coverage@{k} among them {best}; {(passing & (gain >= COVERAGE_TARGET)).sum()} of them at coverage "
           f">= {COVERAGE_TARGET:g}x")
+
+
+def split_verdicts(params, valid, test, seeds: list[int]) -> None:
+    """Table 8: the verdict on other splits of the valid users, the search's seed held."""
+    deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
+    features = load_features(params.features.dir)
+    print(f"\n8. the valid users split anew, the search's seed ({params.seed}) held: search and rule on each split, "
+          f"gate on an empty store; test ratios to accuracy-only [{evaluation.level:.0%} interval]")
+    verdict_header("split", k)
+    served = verdict_row("the stage's", choose_policy(read_front(params.search.front), valid, deploy, k, evaluation,
+                                                      params.seed), params, test)
+    for seed in seeds:
+        selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, seed)
+        front = clamp_pools(search_as_configured(params, selection, test, features).fronts["nsga"].x, k,
+                            valid.requests.n_candidates)
+        served += verdict_row(f"seed {seed}", choose_between(front, selection, confirmation, deploy, k, evaluation,
+                                                            params.seed), params, test)
+    print(f"served a re-ranked policy on {served} of {len(seeds) + 1} splits")
 
 
 def main() -> None:
@@ -275,6 +308,8 @@ def main() -> None:
     parser.add_argument("--terms", action="store_true", help="table 6 alone: the rule's pick with each term off")
     parser.add_argument("--crossfit", action="store_true",
                         help="table 7 alone: the rule with the halves swapped, and the test window's ceiling")
+    parser.add_argument("--splits", nargs="+", type=int, default=[], metavar="SEED",
+                        help="table 8 alone: the verdict on other splits of the valid users, seeded so")
     parser.add_argument("--ablate", nargs="+", choices=SWITCHABLE,
                         help="table 4 only: the verdict with and without these variables")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44], help="NSGA seeds of table 4")
@@ -295,6 +330,9 @@ def main() -> None:
         return
     if args.crossfit:
         crossfit_ceiling(params, valid, test)
+        return
+    if args.splits:
+        split_verdicts(params, valid, test, args.splits)
         return
     front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
 
