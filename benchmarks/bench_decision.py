@@ -40,7 +40,7 @@ and front, and decides exactly as the deploy stage does (deploy.choose_policy, t
    policies, how many meet every bound of the gate on test (what a rule that could see test would
    serve) and the largest coverage@k ratio among them. A minute's search.
 8. With `--splits SEED ...` (alone): the verdict on other splits of the valid users, everything else
-   held (the search's seed and sample, the model, the candidates). For each seed, the users are
+   held (the search's seed, the model, the candidates). For each seed, the users are
    split anew (`Yardstick.split_for_confirmation` with that seed), the search finds a front on the
    new selection users, the rule ranks it there and confirms on the others, and the gate judges the
    pick on an empty store; the stage's own split (front.csv) comes first. A minute's search a seed.
