@@ -69,6 +69,18 @@ from recmoo_dag.uncertainty import Bootstrap, ratio
 COVERAGE_TARGET = 1.15  # issue 22: the served policy's coverage@k at least 15 % above accuracy-only's
 
 
+def stage_front(params, valid) -> np.ndarray:
+    """The search stage's front (front.csv), its pools clamped to the candidates there are: (P, d)."""
+    return clamp_pools(read_front(params.search.front), params.policy.k, valid.requests.n_candidates)
+
+
+def front_found_on(params, users, test, features, switched_off: tuple[str, ...] = ()) -> np.ndarray:
+    """NSGA's front with the stage's settings (params.search, params.seed), found on `users`' valid
+    baskets, its pools clamped: (P, d)."""
+    result = search_as_configured(params, users, test, features, switched_off=switched_off)
+    return clamp_pools(result.fronts["nsga"].x, params.policy.k, users.requests.n_candidates)
+
+
 def gate_promotes(policy_users: np.ndarray, accuracy_users: np.ndarray, bound: float, confidence: float,
                   replicates: int, seed: int) -> bool:
     """The gate's NDCG test on one population of users: (U,), (U,) per-user NDCG."""
@@ -146,9 +158,7 @@ def search_contamination(params, valid, test) -> None:
           f"alone; median over the front of the NDCG@{k} ratio to accuracy-only")
     front_shift_header(deploy.min_ratio["ndcg"])
     for name, searched in (("every user", valid), ("selection users", selection)):
-        front = clamp_pools(search_as_configured(params, searched, test, features).fronts["nsga"].x, k,
-                            valid.requests.n_candidates)
-        front_shift_row(name, front, params, selection, confirmation, test)
+        front_shift_row(name, front_found_on(params, searched, test, features), params, selection, confirmation, test)
 
 
 def stage_front_shift(params, valid, test) -> None:
@@ -159,16 +169,14 @@ def stage_front_shift(params, valid, test) -> None:
           f"accuracy-only on the {len(selection.user_index[0])} selection users, the "
           f"{len(confirmation.user_index[0])} confirmation users and the {len(test.user_index[0])} test users")
     front_shift_header(deploy.min_ratio["ndcg"])
-    front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
-    front_shift_row("front.csv", front, params, selection, confirmation, test)
+    front_shift_row("front.csv", stage_front(params, valid), params, selection, confirmation, test)
 
 
 def term_costs(params, valid, test) -> None:
     """Table 6: the rule's pick with each of its terms off in turn, on each window's users."""
     deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
     selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, params.seed)
-    front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
-    choice = choose_policy(front, valid, deploy, k, evaluation, params.seed)
+    choice = choose_policy(stage_front(params, valid), valid, deploy, k, evaluation, params.seed)
     if choice.policy is None:
         print(f"\n6. no pick to take apart: {choice.reason}")
         return
@@ -212,10 +220,8 @@ def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[i
     served = {}
     for seed in seeds:
         for label, off in (("full", ()), (f"without {named}", names)):
-            front = search_as_configured(params.model_copy(update={"seed": seed}), selection, test, features,
-                                         switched_off=off).fronts["nsga"].x
-            choice = choose_policy(clamp_pools(front, k, valid.requests.n_candidates), valid, deploy, k,
-                                   params.evaluation, params.seed)
+            front = front_found_on(params.model_copy(update={"seed": seed}), selection, test, features, off)
+            choice = choose_policy(front, valid, deploy, k, params.evaluation, params.seed)
             verdict = judge(choice, test, None, None, {}, deploy, k, params.evaluation, params.seed)
             ok = verdict.fallback is None and verdict.decision.promoted
             served[label] = served.get(label, 0) + ok
@@ -255,10 +261,8 @@ def crossfit_ceiling(params, valid, test) -> None:
     """Table 7: the rule on each half's own front, and the test window's ceiling over both fronts."""
     deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
     halves = dict(zip(("selection", "confirmation"), valid.split_for_confirmation(deploy.confirm_share, params.seed)))
-    n = valid.requests.n_candidates
-    fronts = {"selection": clamp_pools(read_front(params.search.front), k, n),
-              "confirmation": clamp_pools(search_as_configured(params, halves["confirmation"], test,
-                                                               load_features(params.features.dir)).fronts["nsga"].x, k, n)}
+    fronts = {"selection": stage_front(params, valid),
+              "confirmation": front_found_on(params, halves["confirmation"], test, load_features(params.features.dir))}
     print(f"\n7. each half's own front, ranked on the users it was found on and confirmed on the other half; "
           f"gate on an empty store, test ratios to accuracy-only [{evaluation.level:.0%} interval]")
     verdict_header("front found on (size)", k)
@@ -285,12 +289,11 @@ def split_verdicts(params, valid, test, seeds: list[int]) -> None:
     print(f"\n8. the valid users split anew, the search's seed ({params.seed}) held: search and rule on each split, "
           f"gate on an empty store; test ratios to accuracy-only [{evaluation.level:.0%} interval]")
     verdict_header("split", k)
-    served = verdict_row("the stage's", choose_policy(read_front(params.search.front), valid, deploy, k, evaluation,
+    served = verdict_row("the stage's", choose_policy(stage_front(params, valid), valid, deploy, k, evaluation,
                                                       params.seed), params, test)
     for seed in seeds:
         selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, seed)
-        front = clamp_pools(search_as_configured(params, selection, test, features).fronts["nsga"].x, k,
-                            valid.requests.n_candidates)
+        front = front_found_on(params, selection, test, features)
         served += verdict_row(f"seed {seed}", choose_between(front, selection, confirmation, deploy, k, evaluation,
                                                             params.seed), params, test)
     print(f"served a re-ranked policy on {served} of {len(seeds) + 1} splits")
@@ -334,7 +337,7 @@ def main() -> None:
     if args.splits:
         split_verdicts(params, valid, test, args.splits)
         return
-    front = clamp_pools(read_front(params.search.front), k, valid.requests.n_candidates)
+    front = stage_front(params, valid)
 
     choice = choose_policy(front, valid, cfg, k, evaluation, seed)
     policy = choice.policy
