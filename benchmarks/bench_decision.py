@@ -1,7 +1,8 @@
 """Error rates of the decisions, measured by resampling users: two tables.
 
 Run after `make pipeline` (or `dvc repro`) on the log of params.yaml; reads its features, candidates
-and front, and decides exactly as the deploy stage does (deploy.choose_policy, the gate's bounds).
+and front, and decides as the deploy stage does on its first split of the valid users
+(deploy.choose_policy on front.csv alone, the gate's bounds; `deploy.splits` retries aside).
 
 1. The gate's NDCG@k non-inferiority test (lower confidence bound of served / accuracy-only >= the
    bound, `deploy.min_ratio.ndcg`, at `deploy.confidence`, paired bootstrap over users). A real front
@@ -115,7 +116,7 @@ def optimism(front: np.ndarray, valid, test, cfg, k: int, evaluation, trials: in
     for trial in range(trials):
         sample = valid.of_users(np.flatnonzero(np.random.default_rng([seed, trial]).random(n_users) < share))
         for variant, confirm_share in (("selection/confirmation split", cfg.confirm_share), ("no split", 0.0)):
-            choice = choose_policy(front, sample, cfg.model_copy(update={"confirm_share": confirm_share}), k, evaluation,
+            choice = choose_policy([front], sample, cfg.model_copy(update={"confirm_share": confirm_share}), k, evaluation,
                                    seed + trial)
             if choice.policy is None:
                 continue
@@ -176,7 +177,7 @@ def term_costs(params, valid, test) -> None:
     """Table 6: the rule's pick with each of its terms off in turn, on each window's users."""
     deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
     selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, params.seed)
-    choice = choose_policy(stage_front(params, valid), valid, deploy, k, evaluation, params.seed)
+    choice = choose_policy([stage_front(params, valid)], valid, deploy, k, evaluation, params.seed)
     if choice.policy is None:
         print(f"\n6. no pick to take apart: {choice.reason}")
         return
@@ -221,7 +222,7 @@ def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[i
     for seed in seeds:
         for label, off in (("full", ()), (f"without {named}", names)):
             front = front_found_on(params.model_copy(update={"seed": seed}), selection, test, features, off)
-            choice = choose_policy(front, valid, deploy, k, params.evaluation, params.seed)
+            choice = choose_policy([front], valid, deploy, k, params.evaluation, params.seed)
             verdict = judge(choice, test, None, None, {}, deploy, k, params.evaluation, params.seed)
             ok = verdict.fallback is None and verdict.decision.promoted
             served[label] = served.get(label, 0) + ok
@@ -289,7 +290,7 @@ def split_verdicts(params, valid, test, seeds: list[int]) -> None:
     print(f"\n8. the valid users split anew, the search's seed ({params.seed}) held: search and rule on each split, "
           f"gate on an empty store; test ratios to accuracy-only [{evaluation.level:.0%} interval]")
     verdict_header("split", k)
-    served = verdict_row("the stage's", choose_policy(stage_front(params, valid), valid, deploy, k, evaluation,
+    served = verdict_row("the stage's", choose_policy([stage_front(params, valid)], valid, deploy, k, evaluation,
                                                       params.seed), params, test)
     for seed in seeds:
         selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, seed)
@@ -339,7 +340,7 @@ def main() -> None:
         return
     front = stage_front(params, valid)
 
-    choice = choose_policy(front, valid, cfg, k, evaluation, seed)
+    choice = choose_policy([front], valid, cfg, k, evaluation, seed)
     policy = choice.policy
     if policy is None:  # nothing qualified: the front's policy nearest to accuracy-only on valid NDCG
         policy = front[np.argmax(valid.objectives(front)[:, 0])]

@@ -338,7 +338,11 @@ class SearchParams(Section):
 
     @property
     def front(self) -> str:
-        return f"{self.report_dir}/front.csv"
+        return self.front_of(0)
+
+    def front_of(self, split: int) -> str:
+        """The front found on the selection users of the valid users' `split`-th split (deploy.splits)."""
+        return f"{self.report_dir}/front.csv" if split == 0 else f"{self.report_dir}/front_split{split}.csv"
 
 
 class DeployParams(Section):
@@ -351,11 +355,18 @@ class DeployParams(Section):
     confidence: float = Field(ge=0.5, lt=1.0)
     confirm_share: float = Field(ge=0.0, lt=1.0)
     shortlist: int = Field(ge=1)
+    splits: int = Field(ge=1)
     weights: dict[Objective, float]
     tolerance: dict[Objective, float]
     fallback: Literal["accuracy_only", "none"]
     store: ProjectPath
     metrics: ProjectPath
+
+    @property
+    def searched_splits(self) -> int:
+        """How many splits of the valid users the search finds a front on: one per retry of the rule,
+        when it chooses on valid with confirmation users (else a new split would change nothing)."""
+        return self.splits if self.select_on == "valid" and self.confirm_share > 0 else 1
 
 
 class ServeParams(Section):

@@ -2,7 +2,8 @@
 
 1. choose (`choose_policy`): every front policy is measured with the search's own yardstick on the
    window the rule selects on (valid by default), next to the accuracy-only policy (the model's own
-   top-k); the rule of decision.py picks one that meets the bounds.
+   top-k); the rule of decision.py picks one that meets the bounds, and confirms it on valid users
+   the search and the rule never saw (on a new split of them, up to `deploy.splits`, when not).
 2. judge (`judge`): the chosen policy, the accuracy-only policy and the champion (the served
    version's policy *and model*, re-scored on today's test histories, `champion_yardstick`) are
    measured on the test window; the gate of decision.py promotes or keeps the champion. When
@@ -107,19 +108,34 @@ class Choice:
     confirmed: dict[str, Ratio] | None  # the chosen policy over accuracy-only on the confirmation users
 
 
-def choose_policy(front: np.ndarray, yard: Yardstick, cfg: DeployParams, k: int, evaluation: EvaluationParams,
-                  seed: int) -> Choice:
-    """The rule's pick among the front's policies (P, d), on `yard` (the select_on window).
+def choose_policy(fronts: list[np.ndarray], yard: Yardstick, cfg: DeployParams, k: int,
+                  evaluation: EvaluationParams, seed: int) -> Choice:
+    """The rule's pick among a front's policies (P, d), on `yard` (the select_on window).
 
     Choosing the best of many policies on the same users that judge it inflates its figures (the
     winner's curse), so the window's users are split at random (`Yardstick.split_for_confirmation`,
     the split the search stage found the front on): the rule ranks the policies that meet the
     bounds on `1 - deploy.confirm_share` of them, and its first choices, up to `deploy.shortlist`,
     are tested in that order on the others; the first to meet every bound there is chosen, and its
-    figures on those users are free of the search's and the choice's optimism."""
-    selection, confirmation = yard.split_for_confirmation(cfg.confirm_share, seed)
-    return choose_between(clamp_pools(front, k, yard.requests.n_candidates), selection, confirmation, cfg, k,
-                          evaluation, seed)
+    figures on those users are free of the search's and the choice's optimism.
+
+    Which users land in which half moves the verdict more than the search's seed does (README,
+    "Ids are names"), so when no pick confirms, the next of `fronts` (one per split,
+    `deploy.splits`, each found on its own split's selection users) gets the same rule on its own
+    split, and the first pick that confirms is chosen. Each confirmation is a fresh test on users
+    its front and rule never saw; trying several makes a lucky confirmation likelier, which the
+    gate's one test on test, untouched by every split, is there to catch."""
+    tried = []
+    for split, front in enumerate(fronts):
+        selection, confirmation = yard.split_for_confirmation(cfg.confirm_share, seed, split)
+        choice = choose_between(clamp_pools(front, k, yard.requests.n_candidates), selection, confirmation, cfg, k,
+                                evaluation, seed)
+        if len(fronts) > 1:
+            choice = replace(choice, reason=f"split {split + 1} of {len(fronts)}: {choice.reason}")
+        if choice.policy is not None:
+            return choice
+        tried.append(choice)
+    return replace(tried[0], reason="; ".join(choice.reason for choice in tried))
 
 
 def choose_between(policies: np.ndarray, selection: Yardstick, confirmation: Yardstick, cfg: DeployParams, k: int,
@@ -309,7 +325,8 @@ def lineage_chain(params: Params) -> list[Artifact]:
         Artifact("model", "train", (params.train.model_dir,)),
         Artifact("candidates", "candidates", (params.candidates.path,)),
         Artifact("exposure prices", "exposure", (params.exposure.prices,)),
-        Artifact("front", "search", (params.search.front,)),
+        Artifact("front", "search", tuple(params.search.front_of(split)
+                                          for split in range(params.deploy.searched_splits))),
     ]
 
 

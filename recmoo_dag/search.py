@@ -301,7 +301,7 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
            termination: tuple[str, int], reference: float, mmr_pool: int, seed: int, evaluation: EvaluationParams,
            front_epsilon: float = 0.0, cases: np.ndarray | None = None, stall: tuple[int, float] | None = None,
            rescore_policies: int = 128, ndcg_floor: float | None = None,
-           switched_off: tuple[str, ...] = ()) -> SearchResult:
+           switched_off: tuple[str, ...] = (), baselines: bool = True) -> SearchResult:
     """The whole study: NSGA, the three baselines at its budget, fronts and hypervolumes on valid
     and (front policies re-scored) on test. `cases`: the validation baskets the search scores
     policies on (search.baskets of them, yardstick.sample_cases; None: all), each method's sample front
@@ -309,7 +309,8 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
     tolerance) of the early stop; `ndcg_floor`: every method's fronts hold only policies at or above
     this share of accuracy-only NDCG on the searched baskets (NSGA searches under it as a constraint,
     the baselines are filtered by it, and every method knows the accuracy-only policy); `switched_off`:
-    variables every method holds at 0 (bounds)."""
+    variables every method holds at 0 (bounds); `baselines` False: NSGA's front alone (the deploy
+    rule's retries need no comparison)."""
     columns = [OBJECTIVES.index(name) for name in objectives]
     low, high = bounds(valid.k, valid.requests.n_candidates, switched_off)
     searched = valid if cases is None or len(cases) >= valid.requests.n_requests else valid.subset(cases)
@@ -319,12 +320,11 @@ def search(valid: Yardstick, test: Yardstick, objectives: list[str], algorithm: 
                                     stop, seed, ndcg_floor)
     seconds = time.perf_counter() - start
     budget = len(nsga_x)
-    candidates = {
-        "nsga": (nsga_x, nsga_natural),
-        "mmr_sweep": mmr_sweep(budget, low, high, mmr_pool),
-        "random": random_policies(budget, low, high, seed),
-        "grid": grid_policies(budget, low, high),
-    }
+    candidates = {"nsga": (nsga_x, nsga_natural)}
+    if baselines:
+        candidates |= {"mmr_sweep": mmr_sweep(budget, low, high, mmr_pool),
+                       "random": random_policies(budget, low, high, seed),
+                       "grid": grid_policies(budget, low, high)}
     fronts, before_thinning, volume, volume_test, volume_searched = {}, {}, {}, {}, {}
     for method, found in candidates.items():
         if ndcg_floor is not None and not isinstance(found, tuple):  # NSGA's first generation holds it already

@@ -177,8 +177,9 @@ class Yardstick:
         _, compact = self.user_index
         return self.subset(np.flatnonzero(np.isin(compact, users)))
 
-    def split_for_confirmation(self, share: float, seed: int) -> tuple[Yardstick, Yardstick]:
-        """(selection, confirmation): the window's users split at random, `share` of them confirming.
+    def split_for_confirmation(self, share: float, seed: int, split: int = 0) -> tuple[Yardstick, Yardstick]:
+        """(selection, confirmation): the window's users split at random, `share` of them confirming;
+        `split` numbers independent splits of one window (deploy.splits: the rule's retries).
 
         The search finds its front on the selection users alone, and the deploy rule ranks that front
         on them too; the confirmation users then judge the rule's pick having taken no part in either
@@ -187,7 +188,7 @@ class Yardstick:
         4.3 % above the test ratio on the confirmation users of ml-latest-small and 12.7 % above on
         Last.fm-2K's (README "Choosing, deploying and serving"). share 0: both are the whole window."""
         n_users = len(self.user_index[0])
-        held = np.random.default_rng([seed, n_users]).random(n_users) < share  # (U,)
+        held = np.random.default_rng([seed, n_users, split] if split else [seed, n_users]).random(n_users) < share
         if not held.any():
             return self, self
         return self.of_users(np.flatnonzero(~held)), self.of_users(np.flatnonzero(held))

@@ -10,6 +10,7 @@ rather than an input to what it decides.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import FunctionType, MethodType
 
 from pydantic import BaseModel
 
@@ -43,8 +44,10 @@ class Traced:
         if name == "model_copy":
             return self._copy
         descriptor = getattr(type(model), name, None)
-        if isinstance(descriptor, property):  # properties read fields: through this proxy
+        if isinstance(descriptor, property):  # properties and methods read fields: through this proxy
             return descriptor.fget(self)
+        if isinstance(descriptor, FunctionType):
+            return MethodType(descriptor, self)
         return getattr(model, name)
 
     def __setattr__(self, name, value):

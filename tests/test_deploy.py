@@ -8,6 +8,7 @@ import pytest
 from recmoo_dag import deploy, store
 from recmoo_dag.bundle import read_bundle
 from recmoo_dag.candidates import load_candidates
+from recmoo_dag.errors import InputError
 from recmoo_dag.objectives import CATALOGUE, JUDGED, label
 from recmoo_dag.policy import VARIABLE_NAMES
 from recmoo_dag.stages.deploy import main as deploy_main
@@ -244,9 +245,66 @@ def test_the_constrained_rule_can_prefer_the_lowest_exposure_gini(deployable):
     assert payload["gate"]["promoted"]
     valid, _ = yardsticks_of(params, load_features(params.features.dir))
     front = deploy.clamp_pools(read_front(params.search.front), 10, valid.requests.n_candidates)
-    choice = deploy.choose_policy(front, valid, params.deploy, 10, params.evaluation, params.seed)
+    choice = deploy.choose_policy([front], valid, params.deploy, 10, params.evaluation, params.seed)
     assert choice.reason.startswith("min exposure_gini@10 among 3 policies")
     lowest = front[np.argmin(valid.catalogue(front)[:, 0])]
     np.testing.assert_array_equal(choice.policy, lowest)
     assert payload["policy"] == dict(zip(VARIABLE_NAMES, [float(v) if n != "pool" else int(v)
                                                          for n, v in zip(VARIABLE_NAMES, lowest)]))
+
+
+def test_a_pick_that_does_not_confirm_is_tried_again_on_a_new_split_of_the_valid_users(deployable):
+    """deploy.splits: the first split's front holds only a policy far from the model's lists, which
+    meets no bound; the second split's front (found on its own selection users) has one that does,
+    and the rule's pick there, confirmed on that split's other users, goes to the gate."""
+    from recmoo_dag.features import load_features
+    from recmoo_dag.front import read_front
+    from recmoo_dag.stages.search import yardsticks_of
+
+    params = deployable({"deploy": {"splits": 2}})
+    write_front(params, [FRONT[2]])
+    write_front(params, FRONT[:2], split=1)
+    valid, _ = yardsticks_of(params, load_features(params.features.dir))
+    fronts = [deploy.clamp_pools(read_front(params.search.front_of(split)), 10, valid.requests.n_candidates)
+              for split in range(2)]
+    halves = [valid.split_for_confirmation(params.deploy.confirm_share, params.seed, split) for split in range(2)]
+    assert not np.array_equal(halves[0][1].cases.users, halves[1][1].cases.users)
+    on_split = [deploy.choose_between(front, *half, params.deploy, 10, params.evaluation, params.seed)
+                for front, half in zip(fronts, halves)]
+    assert on_split[0].policy is None and on_split[1].policy is not None
+
+    choice = deploy.choose_policy(fronts, valid, params.deploy, 10, params.evaluation, params.seed)
+    np.testing.assert_array_equal(choice.policy, on_split[1].policy)
+    assert choice.reason == f"split 2 of 2: {on_split[1].reason}" and choice.confirmed == on_split[1].confirmed
+    payload = run(params)
+    assert payload["gate"]["promoted"] and payload["fallback"] is None
+    manifest = store.read_manifest(params.deploy.store, payload["version"])
+    assert "split 2 of 2" in manifest["rule"]
+    fronts = {link["name"]: link for link in manifest["lineage"]}["front"]["files"]
+    assert set(fronts) == {"reports/search/front.csv", "reports/search/front_split1.csv"}
+
+
+def test_when_no_split_confirms_the_record_gives_every_split_and_the_first_ones_shortfalls(deployable):
+    from recmoo_dag.features import load_features
+    from recmoo_dag.front import read_front
+    from recmoo_dag.stages.search import yardsticks_of
+
+    params = deployable({"deploy": {"splits": 2}})
+    for split in range(2):
+        write_front(params, [FRONT[2]], split)
+    valid, _ = yardsticks_of(params, load_features(params.features.dir))
+    front = deploy.clamp_pools(read_front(params.search.front), 10, valid.requests.n_candidates)
+    first = deploy.choose_between(front, *valid.split_for_confirmation(params.deploy.confirm_share, params.seed),
+                                  params.deploy, 10, params.evaluation, params.seed)
+    choice = deploy.choose_policy([front, front], valid, params.deploy, 10, params.evaluation, params.seed)
+    assert choice.policy is None and choice.shortfalls == first.shortfalls
+    assert choice.reason.startswith(f"split 1 of 2: {first.reason}; split 2 of 2: ")
+    payload = run(params)
+    assert payload["fallback"] is not None and payload["gate"]["promoted"]
+    assert "split 2 of 2" in store.read_decisions(params.deploy.store)[-1]["rule"]
+
+
+def test_a_missing_front_of_a_split_is_a_clear_error(deployable):
+    params = deployable({"deploy": {"splits": 2}})
+    with pytest.raises(InputError, match=r"front_split1\.csv: no front here \(run `recmoo search`\)"):
+        run(params)

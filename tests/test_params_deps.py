@@ -26,7 +26,8 @@ CONDITIONAL = {
     "deploy": {"item_text.dir": "the similarity space of items without categories"},
 }
 # A second configuration: a generic CSV log of the user's own, with tags and tag names; tuning off;
-# a generation budget with a stall criterion; bounds no policy meets, so the fallback decides.
+# a generation budget with a stall criterion; bounds no policy meets, so the fallback decides, after
+# trying a second split of the valid users (TINY confirms on no held-out users).
 OWN_LOG = {
     "data": {"source": "local", "dataset_dir": "data/raw/mine", "format": "generic",
              "generic": {"pattern": "ratings.csv", "user_col": "userId", "item_col": "movieId",
@@ -35,7 +36,7 @@ OWN_LOG = {
                          "tag_names": {"pattern": "names.csv", "id_col": "tagId", "name_col": "name"}}},
     "tune": {"enabled": False},
     "search": {"n_evals": None, "n_gen": 3, "stall_generations": 2},
-    "deploy": {"min_ratio": {"ndcg": 1.5}},
+    "deploy": {"min_ratio": {"ndcg": 1.5}, "confirm_share": 0.5, "splits": 2},
 }
 
 

@@ -129,9 +129,15 @@ def test_stage_writes_front_plot_metrics_byte_identically(pareto_project, tmp_pa
     assert json.loads((tmp_path / "metrics" / "search.json").read_text())["front_size"] == len(front)
 
     digest = lambda name: hashlib.sha256((tmp_path / "reports" / "search" / name).read_bytes()).hexdigest()
-    before = {name: digest(name) for name in ("front.csv", "front.png")}
+    names = ("front.csv", "front.png", "front_split1.csv", "front_split2.csv")
+    before = {name: digest(name) for name in names}
     run(pareto_project)
-    assert {name: digest(name) for name in ("front.csv", "front.png")} == before
+    assert {name: digest(name) for name in names} == before
+    # Fewer splits: a retry's front no longer searched is removed, not left for deploy to read stale.
+    fewer = pareto_project.model_copy(update={"deploy": pareto_project.deploy.model_copy(update={"splits": 2})})
+    search_stage.remove_stale_fronts(fewer)
+    assert sorted(p.name for p in (tmp_path / "reports" / "search").glob("front*.csv")) == ["front.csv",
+                                                                                           "front_split1.csv"]
 
 
 @pytest.mark.slow
@@ -141,11 +147,11 @@ def test_front_policies_score_as_the_csv_says(pareto_project, tmp_path):
     the rest of the valid users, none of them searched on."""
     metrics = run(pareto_project)
     front = pd.read_csv(tmp_path / "reports" / "search" / "front.csv")
-    window, test = yardsticks_of_project(pareto_project)
-    valid, confirmation = window.split_for_confirmation(pareto_project.deploy.confirm_share, pareto_project.seed)
+    whole, test = yardsticks_of_project(pareto_project)
+    valid, confirmation = whole.split_for_confirmation(pareto_project.deploy.confirm_share, pareto_project.seed)
     searched, confirming = set(valid.cases.users), set(confirmation.cases.users)
     assert searched and confirming and not searched & confirming
-    assert searched | confirming == set(window.cases.users)
+    assert searched | confirming == set(whole.cases.users)
     assert metrics["users"]["searched"] == len(searched)
     policies = front[list(VARIABLE_NAMES)].to_numpy()
     np.testing.assert_array_equal(valid.objectives(policies), front[[f"valid_{o}" for o in S.OBJECTIVES]])
@@ -154,6 +160,15 @@ def test_front_policies_score_as_the_csv_says(pareto_project, tmp_path):
         deployed = yard.replicates(policies, np.ones((1, len(yard.user_index[0]))), CATALOGUE)
         for name in CATALOGUE:
             np.testing.assert_allclose(deployed[name][:, 0], front[f"{window}_{name}"], rtol=1e-12)
+    # deploy.splits: each retry's front, found on its own split's selection users, scored there.
+    assert pareto_project.deploy.splits == 3
+    for split in (1, 2):
+        retry = pd.read_csv(tmp_path / "reports" / "search" / f"front_split{split}.csv")
+        selection, _ = whole.split_for_confirmation(pareto_project.deploy.confirm_share, pareto_project.seed, split)
+        assert set(selection.cases.users) != searched
+        policies = retry[list(VARIABLE_NAMES)].to_numpy()
+        np.testing.assert_array_equal(selection.objectives(policies), retry[[f"valid_{o}" for o in S.OBJECTIVES]])
+        np.testing.assert_array_equal(test.objectives(policies), retry[[f"test_{o}" for o in S.OBJECTIVES]])
 
 
 def test_the_user_sample_is_seeded_and_stratified_by_activity():

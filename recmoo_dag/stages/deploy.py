@@ -38,8 +38,8 @@ def main(params: Params) -> None:
                            lambda: text_vectors_if_any(params.item_text.dir))
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
                              params.search.threads, prices)
-    choice = choose_policy(read_front(params.search.front), test if cfg.select_on == "test" else valid, cfg, k,
-                           params.evaluation, params.seed)
+    fronts = [read_front(params.search.front_of(split)) for split in range(cfg.searched_splits)]
+    choice = choose_policy(fronts, test if cfg.select_on == "test" else valid, cfg, k, params.evaluation, params.seed)
     generator_and_data = identity(params.train.model_dir, params.features.dir)
     with store.locked(cfg.store):  # the champion must not change between the decision and the switch
         champion = load_champion(cfg.store)

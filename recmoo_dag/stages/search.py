@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from recmoo_dag.candidates import load_candidates
 from recmoo_dag.config import Params
 from recmoo_dag.exposure import load_window_prices
@@ -16,7 +18,7 @@ from recmoo_dag.item_text import text_vectors_if_any
 from recmoo_dag.model import item_embeddings, load_model
 from recmoo_dag.objectives import CATALOGUE
 from recmoo_dag.policy import accuracy_only_policy
-from recmoo_dag.search import SearchResult, search
+from recmoo_dag.search import MethodFront, SearchResult, search
 from recmoo_dag.yardstick import Yardstick, sample_cases, yardsticks
 
 
@@ -32,36 +34,71 @@ def yardsticks_of(params: Params, features: Features | None = None) -> tuple[Yar
 
 
 def search_as_configured(params: Params, valid: Yardstick, test: Yardstick, features: Features,
-                         switched_off: tuple[str, ...] = ()) -> SearchResult:
+                         switched_off: tuple[str, ...] = (), baselines: bool = True) -> SearchResult:
     """The study with the stage's settings (params.search), its front found on `valid`'s users;
-    `switched_off` variables held at 0 (benchmarks' ablations)."""
+    `switched_off` variables held at 0 (benchmarks' ablations); `baselines` False: NSGA alone."""
     cfg = params.search
     termination = ("n_eval", cfg.n_evals) if cfg.n_evals is not None else ("n_gen", cfg.n_gen)
     cases = sample_cases(valid.cases, features.history_before("valid").lengths, cfg.baskets, params.seed)
     return search(valid, test, cfg.objectives, cfg.algorithm, cfg.pop_size, termination, cfg.reference_point,
                   cfg.mmr_pool, params.seed, params.evaluation, cfg.front_epsilon, cases,
                   stall=(cfg.stall_generations, cfg.stall_tolerance) if cfg.stall_generations else None,
-                  rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor, switched_off=switched_off)
+                  rescore_policies=cfg.rescore_policies, ndcg_floor=cfg.ndcg_floor, switched_off=switched_off,
+                  baselines=baselines)
+
+
+def selection_users(params: Params, valid: Yardstick, split: int = 0) -> Yardstick:
+    """The valid users the search finds the `split`-th front on: the deploy rule's confirmation
+    users judge its pick unseen by the search too."""
+    if params.deploy.select_on != "valid":
+        return valid
+    return valid.split_for_confirmation(params.deploy.confirm_share, params.seed, split)[0]
+
+
+def write_front(path: str | Path, front: MethodFront, valid: Yardstick, test: Yardstick) -> np.ndarray:
+    """front.csv of a front found on `valid`'s users; returns its policies' catalogue figures there."""
+    catalogue = {"valid": valid.catalogue(front.x), "test": test.catalogue(front.x)}
+    table = front_table(front.x, {"valid": front.valid, "test": front.test}, front.ndcg_ratio, catalogue)
+    atomic_write(path, lambda tmp: tmp.write_text(front_csv(table)))
+    return catalogue["valid"]
+
+
+def remove_stale_fronts(params: Params) -> None:
+    """The front of a split no longer searched (deploy.splits lowered) goes, so none is read stale."""
+    kept = {Path(params.search.front_of(split)) for split in range(params.deploy.searched_splits)}
+    for front in Path(params.search.report_dir).glob("front_split*.csv"):
+        if front not in kept:
+            front.unlink()
+
+
+def search_retry_splits(params: Params, valid: Yardstick, test: Yardstick, features: Features) -> None:
+    """The fronts of the deploy rule's retries (deploy.splits), NSGA alone on each new split's
+    selection users."""
+    remove_stale_fronts(params)
+    splits = params.deploy.searched_splits
+    for split in range(1, splits):
+        selection = selection_users(params, valid, split)
+        result = search_as_configured(params, selection, test, features, baselines=False)
+        write_front(params.search.front_of(split), result.fronts["nsga"], selection, test)
+        print(f"search: split {split + 1} of {splits}, {len(result.fronts['nsga'].x)} policies on its front "
+              f"({result.seconds:.1f}s NSGA)")
 
 
 def main(params: Params) -> None:
     cfg, policy = params.search, params.policy
     features = load_features(params.features.dir)
     valid, test = yardsticks_of(params, features)
-    if params.deploy.select_on == "valid":  # the rule's confirmation users judge its pick unseen by the search too
-        valid, _ = valid.split_for_confirmation(params.deploy.confirm_share, params.seed)
-    result = search_as_configured(params, valid, test, features)
-    nsga = result.fronts["nsga"]
-    catalogue = {"valid": valid.catalogue(nsga.x), "test": test.catalogue(nsga.x)}
-    table = front_table(nsga.x, {"valid": nsga.valid, "test": nsga.test}, nsga.ndcg_ratio, catalogue)
-    atomic_write(cfg.front, lambda tmp: tmp.write_text(front_csv(table)))
+    selection = selection_users(params, valid)
+    result = search_as_configured(params, selection, test, features)
+    catalogue = write_front(cfg.front, result.fronts["nsga"], selection, test)
     gini = CATALOGUE.index("exposure_gini")
-    accuracy_only_gini = valid.catalogue(accuracy_only_policy(policy.k))[0, gini]
+    accuracy_only_gini = selection.catalogue(accuracy_only_policy(policy.k))[0, gini]
     atomic_write(Path(cfg.report_dir) / "front.png", lambda tmp: plot_fronts(result, tmp, policy.k,
-                                                                            catalogue["valid"][:, gini], accuracy_only_gini))
-    metrics = result.metrics(len(table))
+                                                                            catalogue[:, gini], accuracy_only_gini))
+    metrics = result.metrics(len(result.fronts["nsga"].x))
     write_json(cfg.metrics, metrics.to_json())
     hv = metrics.hypervolume
     print(f"search: {metrics.n_evals} evaluations on {metrics.baskets_searched} baskets of {metrics.users_searched} "
           f"users in {metrics.seconds:.1f}s, {metrics.front_size} policies on the front; hypervolume "
           f"nsga {hv['nsga']:.4f}, mmr {hv['mmr_sweep']:.4f}, random {hv['random']:.4f}, grid {hv['grid']:.4f}")
+    search_retry_splits(params, valid, test, features)
