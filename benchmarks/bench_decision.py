@@ -2,7 +2,7 @@
 
 Run after `make pipeline` (or `dvc repro`) on the log of params.yaml; reads its features, candidates
 and front, and decides as the deploy stage does on its first split of the valid users
-(deploy.choose_policy on front.csv alone, the gate's bounds; `deploy.splits` retries aside).
+(choice.choose_policy on front.csv alone, the gate's bounds; `deploy.splits` retries aside).
 
 1. The gate's NDCG@k non-inferiority test (lower confidence bound of served / accuracy-only >= the
    bound, `deploy.min_ratio.ndcg`, at `deploy.confidence`, paired bootstrap over users). A real front
@@ -57,8 +57,9 @@ import warnings
 
 import numpy as np
 
+from recmoo_dag.choice import choose_between, choose_policy, clamp_pools, figures, lower_bounds
 from recmoo_dag.config import load_params
-from recmoo_dag.deploy import choose_between, choose_policy, clamp_pools, figures, judge, lower_bounds
+from recmoo_dag.deploy import judge
 from recmoo_dag.features import load_features
 from recmoo_dag.front import read_front
 from recmoo_dag.objectives import JUDGED

@@ -1,9 +1,10 @@
 """Deploying a policy of the front, as three pure steps that the deploy stage composes.
 
-1. choose (`choose_policy`): every front policy is measured with the search's own yardstick on the
-   window the rule selects on (valid by default), next to the accuracy-only policy (the model's own
-   top-k); the rule of decision.py picks one that meets the bounds, and confirms it on valid users
-   the search and the rule never saw (on a new split of them, up to `deploy.splits`, when not).
+1. choose (choice.py, `choose_policy`): every front policy is measured with the search's own
+   yardstick on the window the rule selects on (valid by default), next to the accuracy-only policy
+   (the model's own top-k); the rule of decision.py picks one that meets the bounds, and confirms
+   it on valid users the search and the rule never saw (on a new split of them, up to
+   `deploy.splits`, when not).
 2. judge (`judge`): the chosen policy, the accuracy-only policy and the champion (the served
    version's policy *and model*, re-scored on today's test histories, `champion_yardstick`) are
    measured on the test window; the gate of decision.py promotes or keeps the champion. When
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,9 +36,10 @@ from recmoo_dag import store
 from recmoo_dag.baselines import fit_ease
 from recmoo_dag.bundle import EASE_FILE, MANIFEST_FILE, Bundle, read_bundle, write_bundle
 from recmoo_dag.candidates import top_n
+from recmoo_dag.choice import Choice, Figures, clamp_pools, figures, shortfalls
 from recmoo_dag.config import DeployParams, EvaluationParams, Params
 from recmoo_dag.data import find_log_files
-from recmoo_dag.decision import GateDecision, bound_failures, choose, gate, nearest_to_bounds
+from recmoo_dag.decision import GateDecision, bound_failures, gate
 from recmoo_dag.errors import InputError
 from recmoo_dag.exposure import ExposurePrices
 from recmoo_dag.features import Features
@@ -45,19 +47,12 @@ from recmoo_dag.generator import Generator
 from recmoo_dag.io import combined_digest, hash_files
 from recmoo_dag.item_terms import ItemTerms
 from recmoo_dag.lineage import Artifact, build_lineage, dvc_lock_hashes, lock_mismatches
-from recmoo_dag.objectives import CATALOGUE, JUDGED, REPORTED, label
-from recmoo_dag.policy import POOL, VARIABLES, accuracy_only_policy, id_keys, policy_vector
+from recmoo_dag.objectives import JUDGED, REPORTED, label
+from recmoo_dag.policy import VARIABLES, accuracy_only_policy, id_keys, policy_vector
 from recmoo_dag.results import DeployReport
-from recmoo_dag.uncertainty import Bootstrap, Ratio, percentiles, ratio
+from recmoo_dag.uncertainty import Bootstrap, Ratio
 from recmoo_dag.windows import Cases
 from recmoo_dag.yardstick import Yardstick
-
-
-def clamp_pools(policies: np.ndarray, k: int, n_candidates: int) -> np.ndarray:
-    """Pools within [k, N]: a front found with more candidates than these still applies. (B, d)"""
-    out = np.atleast_2d(np.asarray(policies, dtype=np.float64)).copy()
-    out[:, POOL] = np.clip(np.round(out[:, POOL]), k, n_candidates)
-    return out
 
 
 def policy_dict(x: np.ndarray) -> dict[str, float | int]:
@@ -65,108 +60,7 @@ def policy_dict(x: np.ndarray) -> dict[str, float | int]:
     return {v.name: round(float(x[j])) if v.integer else float(x[j]) for j, v in enumerate(VARIABLES)}
 
 
-@dataclass(frozen=True)
-class Figures:
-    """One policy's judged objectives on a window's users: the values and their intervals."""
-
-    values: dict[str, float]
-    intervals: dict[str, tuple[float, float]]
-    replicates: dict[str, np.ndarray] = field(compare=False, repr=False)  # (R,) each, on `Bootstrap` draws
-
-    def ratios(self, baseline: Figures, level: float, confidence: float) -> dict[str, Ratio]:
-        """Each objective over `baseline`'s, on the same users and draws."""
-        return {name: Ratio.of(self.values[name], baseline.values[name], self.replicates[name],
-                               baseline.replicates[name], level, confidence) for name in JUDGED}
-
-
-def figures(yard: Yardstick, policy: np.ndarray, boot: Bootstrap, level: float) -> Figures:
-    """A policy's judged objectives and catalogue figures on `yard` and their intervals (a bootstrap
-    over its users)."""
-    point = yard.replicates(np.atleast_2d(policy), np.ones((1, boot.n_users)), REPORTED)
-    draws = yard.replicates(np.atleast_2d(policy), boot.weights, REPORTED)
-    return Figures({name: float(point[name][0, 0]) for name in REPORTED},
-                   {name: tuple(float(v) for v in percentiles(draws[name][0], level)) for name in REPORTED},
-                   {name: draws[name][0] for name in REPORTED})
-
-
-def lower_bounds(yard: Yardstick, policies: np.ndarray, names: list[str], boot: Bootstrap,
-                 confidence: float) -> dict[str, np.ndarray]:
-    """The one-sided lower confidence bound of each policy's ratio to accuracy-only on every named
-    objective, paired over `yard`'s users: (P, d) -> {name: (P,)}."""
-    both = np.vstack([policies, accuracy_only_policy(yard.k)])
-    draws = yard.replicates(both, boot.weights, tuple(names))
-    return {name: np.quantile(ratio(draws[name][:-1], draws[name][-1]), 1.0 - confidence, axis=1) for name in names}
-
-
 # ------------------------------------------------------------------------------------------- 1. choose
-
-@dataclass(frozen=True)
-class Choice:
-    policy: np.ndarray | None  # (d,) pools clamped to the candidates there are; None: no policy qualified
-    reason: str  # the rule's account of its pick, or which bounds no policy met
-    shortfalls: list[dict]  # when none qualified: per bound, what the policy nearest to them all reached
-    confirmed: dict[str, Ratio] | None  # the chosen policy over accuracy-only on the confirmation users
-
-
-def choose_policy(fronts: list[np.ndarray], yard: Yardstick, cfg: DeployParams, k: int,
-                  evaluation: EvaluationParams, seed: int) -> Choice:
-    """The rule's pick among a front's policies (P, d), on `yard` (the select_on window).
-
-    Choosing the best of many policies on the same users that judge it inflates its figures (the
-    winner's curse), so the window's users are split at random (`Yardstick.split_for_confirmation`,
-    the split the search stage found the front on): the rule ranks the policies that meet the
-    bounds on `1 - deploy.confirm_share` of them, and its first choices, up to `deploy.shortlist`,
-    are tested in that order on the others; the first to meet every bound there is chosen, and its
-    figures on those users are free of the search's and the choice's optimism.
-
-    Which users land in which half moves the verdict more than the search's seed does (README,
-    "Ids are names"), so when no pick confirms, the next of `fronts` (one per split,
-    `deploy.splits`, each found on its own split's selection users) gets the same rule on its own
-    split, and the first pick that confirms is chosen. Each confirmation is a fresh test on users
-    its front and rule never saw; trying several makes a lucky confirmation likelier, which the
-    gate's one test on test, untouched by every split, is there to catch."""
-    tried = []
-    for split, front in enumerate(fronts):
-        selection, confirmation = yard.split_for_confirmation(cfg.confirm_share, seed, split)
-        choice = choose_between(clamp_pools(front, k, yard.requests.n_candidates), selection, confirmation, cfg, k,
-                                evaluation, seed)
-        if len(fronts) > 1:
-            choice = replace(choice, reason=f"split {split + 1} of {len(fronts)}: {choice.reason}")
-        if choice.policy is not None:
-            return choice
-        tried.append(choice)
-    return replace(tried[0], reason="; ".join(choice.reason for choice in tried))
-
-
-def choose_between(policies: np.ndarray, selection: Yardstick, confirmation: Yardstick, cfg: DeployParams, k: int,
-                   evaluation: EvaluationParams, seed: int) -> Choice:
-    """`choose_policy` on a given split: the rule ranks `policies` (P, d) on `selection`'s users and
-    tests its first choices on `confirmation`'s (the same yardstick: no held-out users)."""
-    n_confirming = len(confirmation.user_index[0]) if confirmation is not selection else 0
-    boot_select = Bootstrap(len(selection.user_index[0]), evaluation.replicates, seed)
-    boot_confirm = Bootstrap(len(confirmation.user_index[0]), evaluation.replicates, seed + 1)
-    lower = lower_bounds(selection, policies, list(cfg.min_ratio), boot_select, cfg.confidence)
-    F = selection.objectives(policies)[:, :len(JUDGED)]
-    catalogue = (selection.catalogue(policies)[:, CATALOGUE.index(cfg.maximize)] if cfg.maximize in CATALOGUE
-                 else None)
-    order, why = choose(cfg.rule, F, lower, cfg.min_ratio, cfg.maximize, cfg.weights, k, cfg.confidence, catalogue)
-    if len(order) == 0:
-        nearest = nearest_to_bounds(lower, cfg.min_ratio)
-        reached = {name: Ratio(float(ratio(F[nearest, JUDGED.index(name)], selection.accuracy_only[JUDGED.index(name)])),
-                               float("nan"), float("nan"), float(lower[name][nearest])) for name in cfg.min_ratio}
-        return Choice(None, why, shortfalls(reached, cfg.min_ratio, k, "valid"), None)
-    baseline = figures(confirmation, accuracy_only_policy(k), boot_confirm, evaluation.level)
-    tried = []
-    for index in order[:cfg.shortlist]:
-        ratios = figures(confirmation, policies[index], boot_confirm, evaluation.level).ratios(
-            baseline, evaluation.level, cfg.confidence)
-        if not bound_failures(ratios, cfg.min_ratio, k):
-            where = f"confirmed on {n_confirming} held-out valid users" if n_confirming else "no held-out users"
-            return Choice(policies[index], f"{why}; {where} (choice {len(tried) + 1} of the rule's order)", [], ratios)
-        tried.append(ratios)
-    why = f"{why}; none of the rule's first {len(tried)} met the bounds on {n_confirming} held-out valid users"
-    return Choice(None, why, shortfalls(tried[0], cfg.min_ratio, k, "valid (held-out users)"), None)
-
 
 # -------------------------------------------------------------------------------------------- 2. judge
 
@@ -299,16 +193,6 @@ def judge(choice: Choice, test: Yardstick, champion: Champion | None, champion_y
                    {"policy": "accuracy_only", "failed": [f for f in failed if f["failed"]] or failed})
 
 
-def shortfalls(ratios: dict[str, Ratio], min_ratio: dict[str, float], k: int, where: str) -> list[dict]:
-    """Each bound as measured: the ratio to accuracy-only reached, its lower confidence bound, the
-    ratio required, and by how much the lower bound misses it (0 when met)."""
-    return [{"objective": label(name, k), "where": where, "ratio": round(ratios[name].value, 6),
-             "lower_bound": round(ratios[name].lower, 6), "required": required,
-             "failed": bool(ratios[name].lower < required),
-             "missed_by": round(float(max(required - ratios[name].lower, 0.0)), 6)}
-            for name, required in min_ratio.items()]
-
-
 # ------------------------------------------------------------------------------------------ 3. publish
 
 def lineage_chain(params: Params) -> list[Artifact]:
@@ -325,9 +209,14 @@ def lineage_chain(params: Params) -> list[Artifact]:
         Artifact("model", "train", (params.train.model_dir,)),
         Artifact("candidates", "candidates", (params.candidates.path,)),
         Artifact("exposure prices", "exposure", (params.exposure.prices,)),
-        Artifact("front", "search", tuple(params.search.front_of(split)
-                                          for split in range(params.deploy.searched_splits))),
+        Artifact("front", "search", (params.search.front, *retry_fronts(params))),
     ]
+
+
+def retry_fronts(params: Params) -> list[str]:
+    """The fronts the search wrote for the rule's retries (deploy.splits): only those it needed."""
+    return [front for front in map(params.search.front_of, range(1, params.deploy.searched_splits))
+            if Path(front).is_file()]
 
 
 def refuse_inputs_unlike_dvc_lock(params: Params, root: Path = Path(".")) -> None:

@@ -33,14 +33,13 @@ import numpy as np
 from recmoo_dag import store
 from recmoo_dag.bundle import EXPOSURE_FILE, MANIFEST_FILE, Bundle
 from recmoo_dag.candidates import load_candidates, top_n
+from recmoo_dag.choice import Choice, clamp_pools
 from recmoo_dag.config import Params
 from recmoo_dag.deploy import (
     Champion,
-    Choice,
     Verdict,
     champion_prices,
     champion_yardstick,
-    clamp_pools,
     identity,
     judge,
     labelled_figures,

@@ -8,6 +8,7 @@ import pytest
 from recmoo_dag import deploy, store
 from recmoo_dag.bundle import read_bundle
 from recmoo_dag.candidates import load_candidates
+from recmoo_dag.choice import choose_between, choose_policy, clamp_pools, shortfalls
 from recmoo_dag.errors import InputError
 from recmoo_dag.objectives import CATALOGUE, JUDGED, label
 from recmoo_dag.policy import VARIABLE_NAMES
@@ -146,11 +147,11 @@ def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deploy
 
 def test_shortfalls_say_which_bound_failed_where_and_by_how_much():
     measured = {"ndcg": Ratio(0.97, 0.95, 0.99, 0.955), "ild": Ratio(1.2, 1.1, 1.3, 1.12)}
-    ndcg, ild = deploy.shortfalls(measured, {"ndcg": 0.98, "ild": 1.5}, 5, "test")
+    ndcg, ild = shortfalls(measured, {"ndcg": 0.98, "ild": 1.5}, 5, "test")
     assert ndcg == {"objective": "ndcg@5", "where": "test", "ratio": 0.97, "lower_bound": 0.955, "required": 0.98,
                     "failed": True, "missed_by": pytest.approx(0.025)}
     assert ild["failed"] and ild["ratio"] == 1.2 and ild["missed_by"] == pytest.approx(0.38)
-    (met,) = deploy.shortfalls(measured, {"ild": 1.1}, 5, "valid")
+    (met,) = shortfalls(measured, {"ild": 1.1}, 5, "valid")
     assert not met["failed"] and met["missed_by"] == 0.0
 
 
@@ -244,8 +245,8 @@ def test_the_constrained_rule_can_prefer_the_lowest_exposure_gini(deployable):
     payload = run(params)
     assert payload["gate"]["promoted"]
     valid, _ = yardsticks_of(params, load_features(params.features.dir))
-    front = deploy.clamp_pools(read_front(params.search.front), 10, valid.requests.n_candidates)
-    choice = deploy.choose_policy([front], valid, params.deploy, 10, params.evaluation, params.seed)
+    front = clamp_pools(read_front(params.search.front), 10, valid.requests.n_candidates)
+    choice = choose_policy([front], valid, params.deploy, 10, params.evaluation, params.seed)
     assert choice.reason.startswith("min exposure_gini@10 among 3 policies")
     lowest = front[np.argmin(valid.catalogue(front)[:, 0])]
     np.testing.assert_array_equal(choice.policy, lowest)
@@ -265,21 +266,21 @@ def test_a_pick_that_does_not_confirm_is_tried_again_on_a_new_split_of_the_valid
     write_front(params, [FRONT[2]])
     write_front(params, FRONT[:2], split=1)
     valid, _ = yardsticks_of(params, load_features(params.features.dir))
-    fronts = [deploy.clamp_pools(read_front(params.search.front_of(split)), 10, valid.requests.n_candidates)
+    fronts = [clamp_pools(read_front(params.search.front_of(split)), 10, valid.requests.n_candidates)
               for split in range(2)]
     halves = [valid.split_for_confirmation(params.deploy.confirm_share, params.seed, split) for split in range(2)]
     assert not np.array_equal(halves[0][1].cases.users, halves[1][1].cases.users)
-    on_split = [deploy.choose_between(front, *half, params.deploy, 10, params.evaluation, params.seed)
+    on_split = [choose_between(front, *half, params.deploy, 10, params.evaluation, params.seed)
                 for front, half in zip(fronts, halves)]
     assert on_split[0].policy is None and on_split[1].policy is not None
 
-    choice = deploy.choose_policy(fronts, valid, params.deploy, 10, params.evaluation, params.seed)
+    choice = choose_policy(fronts, valid, params.deploy, 10, params.evaluation, params.seed)
     np.testing.assert_array_equal(choice.policy, on_split[1].policy)
-    assert choice.reason == f"split 2 of 2: {on_split[1].reason}" and choice.confirmed == on_split[1].confirmed
+    assert choice.reason == f"split 2 of up to 2: {on_split[1].reason}" and choice.confirmed == on_split[1].confirmed
     payload = run(params)
     assert payload["gate"]["promoted"] and payload["fallback"] is None
     manifest = store.read_manifest(params.deploy.store, payload["version"])
-    assert "split 2 of 2" in manifest["rule"]
+    assert "split 2 of up to 2" in manifest["rule"]
     fronts = {link["name"]: link for link in manifest["lineage"]}["front"]["files"]
     assert set(fronts) == {"reports/search/front.csv", "reports/search/front_split1.csv"}
 
@@ -293,18 +294,22 @@ def test_when_no_split_confirms_the_record_gives_every_split_and_the_first_ones_
     for split in range(2):
         write_front(params, [FRONT[2]], split)
     valid, _ = yardsticks_of(params, load_features(params.features.dir))
-    front = deploy.clamp_pools(read_front(params.search.front), 10, valid.requests.n_candidates)
-    first = deploy.choose_between(front, *valid.split_for_confirmation(params.deploy.confirm_share, params.seed),
+    front = clamp_pools(read_front(params.search.front), 10, valid.requests.n_candidates)
+    first = choose_between(front, *valid.split_for_confirmation(params.deploy.confirm_share, params.seed),
                                   params.deploy, 10, params.evaluation, params.seed)
-    choice = deploy.choose_policy([front, front], valid, params.deploy, 10, params.evaluation, params.seed)
+    choice = choose_policy([front, front], valid, params.deploy, 10, params.evaluation, params.seed)
     assert choice.policy is None and choice.shortfalls == first.shortfalls
-    assert choice.reason.startswith(f"split 1 of 2: {first.reason}; split 2 of 2: ")
+    assert choice.reason.startswith(f"split 1 of up to 2: {first.reason}; split 2 of up to 2: ")
     payload = run(params)
     assert payload["fallback"] is not None and payload["gate"]["promoted"]
-    assert "split 2 of 2" in store.read_decisions(params.deploy.store)[-1]["rule"]
+    assert "split 2 of up to 2" in store.read_decisions(params.deploy.store)[-1]["rule"]
 
 
-def test_a_missing_front_of_a_split_is_a_clear_error(deployable):
+def test_a_front_is_read_only_when_its_split_is_reached_and_a_missing_one_is_a_clear_error(deployable):
+    """The search writes a retry's front only when the pick on the split before it does not confirm."""
     params = deployable({"deploy": {"splits": 2}})
+    assert run(params)["gate"]["promoted"]  # the first split's pick confirms: front_split1.csv is never read
+    params = deployable({"deploy": {"splits": 2}})
+    write_front(params, [FRONT[2]])
     with pytest.raises(InputError, match=r"front_split1\.csv: no front here \(run `recmoo search`\)"):
         run(params)

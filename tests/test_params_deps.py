@@ -22,7 +22,8 @@ DICT_VALUED = ("min_ratio", "weights", "tolerance")  # keyed by objective: one p
 CONDITIONAL = {
     "ingest": {"data.generic.names": "the column names of a log file without a header row"},
     "search": {"item_text.dir": "the similarity space of items without categories (policy.similarity auto/text)",
-               "train.model_dir": "the similarity space of items with neither categories nor texts"},
+               "train.model_dir": "the similarity space of items with neither categories nor texts",
+               "deploy.shortlist": "policies that meet the bounds on a split's selection users, to confirm"},
     "deploy": {"item_text.dir": "the similarity space of items without categories"},
 }
 # A second configuration: a generic CSV log of the user's own, with tags and tag names; tuning off;

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from recmoo_dag import store
 from recmoo_dag.candidates import load_candidates
+from recmoo_dag.choice import choose_policy
 from recmoo_dag.config import Params
 from recmoo_dag.deploy import (
     build_version,
     champion_yardstick,
-    choose_policy,
     decision_log,
     identity,
     judge,
@@ -38,7 +38,7 @@ def main(params: Params) -> None:
                            lambda: text_vectors_if_any(params.item_text.dir))
     valid, test = yardsticks(features, load_candidates(params.candidates.path), terms, k, params.policy.latency,
                              params.search.threads, prices)
-    fronts = [read_front(params.search.front_of(split)) for split in range(cfg.searched_splits)]
+    fronts = (read_front(params.search.front_of(split)) for split in range(cfg.searched_splits))  # read when reached
     choice = choose_policy(fronts, test if cfg.select_on == "test" else valid, cfg, k, params.evaluation, params.seed)
     generator_and_data = identity(params.train.model_dir, params.features.dir)
     with store.locked(cfg.store):  # the champion must not change between the decision and the switch

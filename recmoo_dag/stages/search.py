@@ -1,5 +1,6 @@
 """`recmoo search`: NSGA-II/III over re-ranking policies against the MMR sweep, random and grid search
-at the same budget; writes the front (front.csv), its picture (front.png) and the hypervolumes."""
+at the same budget; writes the front (front.csv), its picture (front.png) and the hypervolumes, and
+the fronts the deploy rule's retries need (front_split1.csv, ...: deploy.splits)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from recmoo_dag.candidates import load_candidates
+from recmoo_dag.choice import choose_between, clamp_pools
 from recmoo_dag.config import Params
 from recmoo_dag.exposure import load_window_prices
 from recmoo_dag.features import Features, load_features
-from recmoo_dag.front import front_csv, front_table
+from recmoo_dag.front import front_csv, front_table, read_front
 from recmoo_dag.front_plot import plot_fronts
 from recmoo_dag.io import atomic_write, write_json
 from recmoo_dag.item_terms import training_terms
@@ -63,25 +65,35 @@ def write_front(path: str | Path, front: MethodFront, valid: Yardstick, test: Ya
     return catalogue["valid"]
 
 
-def remove_stale_fronts(params: Params) -> None:
-    """The front of a split no longer searched (deploy.splits lowered) goes, so none is read stale."""
-    kept = {Path(params.search.front_of(split)) for split in range(params.deploy.searched_splits)}
+def remove_retry_fronts(params: Params) -> None:
+    """An earlier run's retry fronts go first: which of them this run needs depends on the rule."""
     for front in Path(params.search.report_dir).glob("front_split*.csv"):
-        if front not in kept:
-            front.unlink()
+        front.unlink()
+
+
+def pick_confirms(params: Params, valid: Yardstick, split: int) -> bool:
+    """Whether the deploy rule's pick on the `split`-th front (as written) confirms on that split's
+    confirmation users: exactly the test the deploy stage runs on it."""
+    selection, confirmation = valid.split_for_confirmation(params.deploy.confirm_share, params.seed, split)
+    front = clamp_pools(read_front(params.search.front_of(split)), params.policy.k, valid.requests.n_candidates)
+    return choose_between(front, selection, confirmation, params.deploy, params.policy.k, params.evaluation,
+                          params.seed).policy is not None
 
 
 def search_retry_splits(params: Params, valid: Yardstick, test: Yardstick, features: Features) -> None:
-    """The fronts of the deploy rule's retries (deploy.splits), NSGA alone on each new split's
-    selection users."""
-    remove_stale_fronts(params)
+    """The fronts of the deploy rule's retries (deploy.splits): while the rule's pick on the last
+    front does not confirm, NSGA alone on the next split's selection users. A log whose first pick
+    confirms pays for no retry."""
+    remove_retry_fronts(params)
     splits = params.deploy.searched_splits
     for split in range(1, splits):
+        if pick_confirms(params, valid, split - 1):
+            return
         selection = selection_users(params, valid, split)
         result = search_as_configured(params, selection, test, features, baselines=False)
         write_front(params.search.front_of(split), result.fronts["nsga"], selection, test)
-        print(f"search: split {split + 1} of {splits}, {len(result.fronts['nsga'].x)} policies on its front "
-              f"({result.seconds:.1f}s NSGA)")
+        print(f"search: no pick confirmed on split {split}; split {split + 1} of up to {splits}, "
+              f"{len(result.fronts['nsga'].x)} policies on its front ({result.seconds:.1f}s NSGA)")
 
 
 def main(params: Params) -> None:
