@@ -79,9 +79,10 @@ def choose_policy(fronts: Iterable[np.ndarray], yard: Yardstick, cfg: DeployPara
     Which users land in which half moves the verdict more than the search's seed does (README,
     "Ids are names"), so when no pick confirms, the next of `fronts` (one per split, up to
     `deploy.splits`, each found on its own split's selection users; read only when reached) gets
-    the same rule on its own split, and the first pick that confirms is chosen. Each confirmation is a fresh test on users
-    its front and rule never saw; trying several makes a lucky confirmation likelier, which the
-    gate's one test on test, untouched by every split, is there to catch."""
+    the same rule on its own split, and the first pick that confirms is chosen. Each confirmation
+    is a fresh test on users its front and rule never saw; trying several makes a lucky
+    confirmation likelier, which the gate's one test on test, untouched by every split, is there
+    to catch."""
     tried = []
     for split, front in enumerate(fronts):
         selection, confirmation = yard.split_for_confirmation(cfg.confirm_share, seed, split)
