@@ -76,6 +76,11 @@ def stage_front(params, valid) -> np.ndarray:
     return clamp_pools(read_front(params.search.front), params.policy.k, valid.requests.n_candidates)
 
 
+def one_split(deploy):
+    """The deploy rule on its first split alone (front.csv), as every table here judges it."""
+    return deploy.model_copy(update={"splits": 1})
+
+
 def front_found_on(params, users, test, features, switched_off: tuple[str, ...] = ()) -> np.ndarray:
     """NSGA's front with the stage's settings (params.search, params.seed), found on `users`' valid
     baskets, its pools clamped: (P, d)."""
@@ -117,8 +122,8 @@ def optimism(front: np.ndarray, valid, test, cfg, k: int, evaluation, trials: in
     for trial in range(trials):
         sample = valid.of_users(np.flatnonzero(np.random.default_rng([seed, trial]).random(n_users) < share))
         for variant, confirm_share in (("selection/confirmation split", cfg.confirm_share), ("no split", 0.0)):
-            choice = choose_policy([front], sample, cfg.model_copy(update={"confirm_share": confirm_share}), k, evaluation,
-                                   seed + trial)
+            rule = one_split(cfg).model_copy(update={"confirm_share": confirm_share})
+            choice = choose_policy([front], sample, rule, k, evaluation, seed + trial)
             if choice.policy is None:
                 continue
             tested = figures(test, choice.policy, Bootstrap(len(test.user_index[0]), 2, seed), evaluation.level)
@@ -178,7 +183,7 @@ def term_costs(params, valid, test) -> None:
     """Table 6: the rule's pick with each of its terms off in turn, on each window's users."""
     deploy, k, evaluation = params.deploy, params.policy.k, params.evaluation
     selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, params.seed)
-    choice = choose_policy([stage_front(params, valid)], valid, deploy, k, evaluation, params.seed)
+    choice = choose_policy([stage_front(params, valid)], valid, one_split(deploy), k, evaluation, params.seed)
     if choice.policy is None:
         print(f"\n6. no pick to take apart: {choice.reason}")
         return
@@ -223,7 +228,7 @@ def ablation_verdicts(params, valid, test, names: tuple[str, ...], seeds: list[i
     for seed in seeds:
         for label, off in (("full", ()), (f"without {named}", names)):
             front = front_found_on(params.model_copy(update={"seed": seed}), selection, test, features, off)
-            choice = choose_policy([front], valid, deploy, k, params.evaluation, params.seed)
+            choice = choose_policy([front], valid, one_split(deploy), k, params.evaluation, params.seed)
             verdict = judge(choice, test, None, None, {}, deploy, k, params.evaluation, params.seed)
             ok = verdict.fallback is None and verdict.decision.promoted
             served[label] = served.get(label, 0) + ok
@@ -291,8 +296,8 @@ def split_verdicts(params, valid, test, seeds: list[int]) -> None:
     print(f"\n8. the valid users split anew, the search's seed ({params.seed}) held: search and rule on each split, "
           f"gate on an empty store; test ratios to accuracy-only [{evaluation.level:.0%} interval]")
     verdict_header("split", k)
-    served = verdict_row("the stage's", choose_policy([stage_front(params, valid)], valid, deploy, k, evaluation,
-                                                      params.seed), params, test)
+    first = choose_policy([stage_front(params, valid)], valid, one_split(deploy), k, evaluation, params.seed)
+    served = verdict_row("the stage's", first, params, test)
     for seed in seeds:
         selection, confirmation = valid.split_for_confirmation(deploy.confirm_share, seed)
         front = front_found_on(params, selection, test, features)
@@ -341,7 +346,7 @@ def main() -> None:
         return
     front = stage_front(params, valid)
 
-    choice = choose_policy([front], valid, cfg, k, evaluation, seed)
+    choice = choose_policy([front], valid, one_split(cfg), k, evaluation, seed)
     policy = choice.policy
     if policy is None:  # nothing qualified: the front's policy nearest to accuracy-only on valid NDCG
         policy = front[np.argmax(valid.objectives(front)[:, 0])]
