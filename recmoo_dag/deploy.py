@@ -60,8 +60,6 @@ def policy_dict(x: np.ndarray) -> dict[str, float | int]:
     return {v.name: round(float(x[j])) if v.integer else float(x[j]) for j, v in enumerate(VARIABLES)}
 
 
-# ------------------------------------------------------------------------------------------- 1. choose
-
 # -------------------------------------------------------------------------------------------- 2. judge
 
 @dataclass(frozen=True)
