@@ -188,7 +188,9 @@ class Yardstick:
         4.3 % above the test ratio on the confirmation users of ml-latest-small and 12.7 % above on
         Last.fm-2K's (README "Choosing, deploying and serving"). share 0: both are the whole window."""
         n_users = len(self.user_index[0])
-        held = np.random.default_rng([seed, n_users, split] if split else [seed, n_users]).random(n_users) < share
+        # Split 0 keeps the draw it had before retries existed, so its front and verdict stay as they were.
+        draw = [seed, n_users, split] if split else [seed, n_users]
+        held = np.random.default_rng(draw).random(n_users) < share  # (U,)
         if not held.any():
             return self, self
         return self.of_users(np.flatnonzero(~held)), self.of_users(np.flatnonzero(held))
