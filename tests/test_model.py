@@ -81,6 +81,38 @@ def test_dropout_only_in_training(model):
     assert not torch.allclose(model(seq, baskets), model(seq, baskets))
 
 
+def test_a_fused_item_table_is_reused_for_scoring_only_while_its_weights_stand():
+    """"fuse" scores through id + projected text vectors: scoring reuses the table it fused, and an
+    optimizer step or loaded weights make it fuse again, bit for bit what a fresh fusion gives."""
+    torch.manual_seed(0)
+    fused = SeqRecModel(**ARCH, item_text="fuse", text_dim=12, id_dropout=0.5).eval()
+    with torch.no_grad():
+        fused.text_vectors.normal_()
+    seq = one_per_basket([[0, 4, 5, 6]])
+
+    def fresh_scores():
+        with torch.no_grad():
+            fused._fused_key = None  # noqa: SLF001  the uncached reference
+            return fused.score_next(*seq)
+
+    with torch.inference_mode():
+        first = fused.score_next(*seq)
+    with torch.no_grad():
+        assert fused.item_table() is fused.item_table()  # reused, not fused again
+    torch.testing.assert_close(first, fresh_scores(), rtol=0, atol=0)
+    fused.train()
+    loss = fused.item_logits(fused(*seq)[:, -1]).logsumexp(dim=-1).sum()  # the table is fused with its gradient
+    loss.backward()
+    assert fused.text_projection.weight.grad is not None and fused.text_projection.weight.grad.abs().sum() > 0
+    torch.optim.SGD(fused.parameters(), lr=1.0).step()
+    fused.eval()
+    stepped = fused.score_next(*seq)
+    assert not torch.equal(stepped, first)
+    torch.testing.assert_close(stepped, fresh_scores(), rtol=0, atol=0)
+    fused.load_state_dict(SeqRecModel(**ARCH, item_text="fuse", text_dim=12).state_dict())
+    torch.testing.assert_close(fused.score_next(*seq), fresh_scores(), rtol=0, atol=0)
+
+
 def test_save_and_load_round_trip(model, tmp_path):
     save_model(model, tmp_path / "m", architecture=ARCH, provenance={"data_hash": "abc"})
     weights = load_file(str(tmp_path / "m" / "model.safetensors"))
