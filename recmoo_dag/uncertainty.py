@@ -34,6 +34,21 @@ def per_user(values: np.ndarray, case_users: np.ndarray, n_users: int) -> np.nda
     return means.reshape(*values.shape[:-1], n_users)
 
 
+def weighted_sums(user_values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each row's sum over users under each replicate's weights: (..., U), (R, U) -> (..., R), one
+    row at a time. A matrix product of all rows at once sums each in an order that depends on the
+    rows around it (BLAS blocks by shape, and differently on each CPU): the accuracy-only policy
+    measured beside others then differed from itself measured alone in the last bit, and a bound
+    of exactly 1 failed on one CPU and held on another. Row by row, a policy's replicates are the
+    same bits whatever it is measured with."""
+    values = np.asarray(user_values, dtype=np.float64)
+    flat = values.reshape(-1, values.shape[-1])  # (P, U)
+    out = np.empty((len(flat), len(weights)))
+    for row, user_row in enumerate(flat):
+        out[row] = weights @ user_row  # (R,)
+    return out.reshape(*values.shape[:-1], len(weights))
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     """Resampling weights of `n_users` users: `replicates` draws of n_users with replacement."""
@@ -53,7 +68,7 @@ class Bootstrap:
 
     def means(self, user_values: np.ndarray) -> np.ndarray:
         """Each replicate's mean over users: (..., U) -> (..., R)."""
-        return np.asarray(user_values, dtype=np.float64) @ self.weights.T / self.n_users
+        return weighted_sums(user_values, self.weights) / self.n_users
 
     def interval(self, user_values: np.ndarray, level: float) -> np.ndarray:
         """Percentile interval of the mean over users: (..., U) -> (..., 2)."""

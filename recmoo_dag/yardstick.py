@@ -36,7 +36,7 @@ from recmoo_dag.metrics import (
 )
 from recmoo_dag.objectives import CATALOGUE, JUDGED, OBJECTIVES
 from recmoo_dag.policy import POOL, Requests, accuracy_only_policy, id_keys, recommended_items, rerank
-from recmoo_dag.uncertainty import per_user
+from recmoo_dag.uncertainty import per_user, weighted_sums
 from recmoo_dag.windows import Cases, sample_users
 
 CHUNKS_PER_THREAD = 4  # small chunks even out the threads' work when pool sizes differ
@@ -130,7 +130,7 @@ class Yardstick:
                     "ild": lambda: case_ild(lists, self._groups[1], self._groups[0]),
                     "novelty": lambda: self.terms.info[lists].mean(axis=-1)}
         for name in set(names) & set(per_case):
-            out[name] = per_user(per_case[name](), compact, len(users)) @ weights.T / drawn  # (P, R)
+            out[name] = weighted_sums(per_user(per_case[name](), compact, len(users)), weights) / drawn  # (P, R)
         pooled = {"coverage": lambda c, _: coverage_of_counts(c, self.n_items),
                   "personalization": lambda c, n: personalization_of_counts(c, n, self.k),
                   "exposure_gini": lambda c, _: exposure_gini_of_counts(c),

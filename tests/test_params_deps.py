@@ -24,7 +24,8 @@ CONDITIONAL = {
     "search": {"item_text.dir": "the similarity space of items without categories (policy.similarity auto/text)",
                "train.model_dir": "the similarity space of items with neither categories nor texts",
                "deploy.shortlist": "policies that meet the bounds on a split's selection users, to confirm"},
-    "deploy": {"item_text.dir": "the similarity space of items without categories"},
+    "deploy": {"item_text.dir": "the similarity space of items without categories",
+               "deploy.shortlist": "policies that meet the bounds on a split's selection users, to confirm"},
 }
 # A second configuration: a generic CSV log of the user's own, with tags and tag names; tuning off;
 # a generation budget with a stall criterion; bounds no policy meets, so the fallback decides, after

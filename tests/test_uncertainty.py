@@ -58,3 +58,16 @@ def test_pooled_statistics_count_a_user_drawn_twice_twice():
     drew_both = (boot.weights > 0).all(axis=1)
     np.testing.assert_array_equal(covered[drew_both], 3)
     np.testing.assert_array_equal(covered[~drew_both], np.where(boot.weights[~drew_both, 0] > 0, 1, 2))
+
+
+def test_a_rows_replicates_are_the_same_bits_alone_or_beside_others():
+    """Bootstrap means row by row: a policy's replicates, and so its ratio to itself, never depend on
+    the policies measured with it (a bound of exactly 1 must hold for a copy of the baseline)."""
+    rng = np.random.default_rng(4)
+    values = rng.random((37, 333))  # 37 policies' per-user values
+    boot = Bootstrap(333, 211, seed=1)
+    together = boot.means(values)
+    for row in (0, 17, 36):
+        np.testing.assert_array_equal(boot.means(values[row]), together[row])
+        np.testing.assert_array_equal(boot.means(values[row:row + 1])[0], together[row])
+    assert Ratio.of(1.0, 1.0, together[17], boot.means(values[17]), 0.95, 0.95).lower == 1.0
