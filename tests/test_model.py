@@ -92,7 +92,7 @@ def test_a_fused_item_table_is_reused_for_scoring_only_while_its_weights_stand()
 
     def fresh_scores():
         with torch.no_grad():
-            fused._fused_key = None  # noqa: SLF001  the uncached reference
+            fused._fused_key = None  # forget the cached table: the reference fuses afresh
             return fused.score_next(*seq)
 
     with torch.inference_mode():
