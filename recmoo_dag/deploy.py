@@ -18,7 +18,9 @@ metrics/deploy.json (`report`) describes what is served after the run: its versi
 its test figures next to accuracy-only's, and the gate's decision (when the gate keeps the champion,
 the reason carries the rejected candidate's numbers; `fallback` says why the accuracy-only policy is
 served, when it is; when nothing is served, with `deploy.fallback: none`, policy and figures are the
-rejected candidate's and version is null). It is deterministic but for the version number.
+rejected candidate's and version is null), with what the test window can certify at all (`gate.power`:
+per bound, the true ratio that passes GATE_POWER of the time, from the candidate's own noise). It is
+deterministic but for the version number.
 """
 from __future__ import annotations
 
@@ -53,6 +55,10 @@ from recmoo_dag.results import DeployReport
 from recmoo_dag.uncertainty import Bootstrap, Ratio
 from recmoo_dag.windows import Cases
 from recmoo_dag.yardstick import Yardstick
+
+# metrics/deploy.json's gate.power states, per bound, the true ratio the gate certifies this often on
+# the test window's users: 0.8, the usual power of a study's design (Cohen 1988).
+GATE_POWER = 0.8
 
 
 def policy_dict(x: np.ndarray) -> dict[str, float | int]:
@@ -154,6 +160,8 @@ class Verdict:
     policy: np.ndarray | None  # what a promotion publishes: the chosen policy, or the fallback
     identity: dict  # identity() of the generator and features, with that policy
     fallback: dict | None  # why the accuracy-only policy is served instead, or None
+    needed: dict[str, float] | None  # per bound, the true test ratio the gate certifies GATE_POWER of the
+    # time on users as noisy as the candidate's (Ratio.needed); None without a candidate
 
 
 def judge(choice: Choice, test: Yardstick, champion: Champion | None, champion_yard: Yardstick | None,
@@ -167,6 +175,7 @@ def judge(choice: Choice, test: Yardstick, champion: Champion | None, champion_y
     accuracy_only = figures(test, accuracy_only_policy(k), boot, level)
     candidate = figures(test, choice.policy, boot, level) if choice.policy is not None else None
     ratio = candidate.ratios(accuracy_only, level, confidence) if candidate else None
+    needed = {name: ratio[name].needed(bound, GATE_POWER) for name, bound in cfg.min_ratio.items()} if ratio else None
     served = served_ratio = versus = None
     misses: list[str] = []
     if champion is not None:
@@ -181,14 +190,15 @@ def judge(choice: Choice, test: Yardstick, champion: Champion | None, champion_y
                     identical=champion is not None and champion.manifest.get("identity") == today,
                     no_candidate_reason=choice.reason)
     if decision.promoted or champion is not None or cfg.fallback == "none":
-        return Verdict(decision, accuracy_only, candidate, served, served_ratio, ratio, choice.policy, today, None)
+        return Verdict(decision, accuracy_only, candidate, served, served_ratio, ratio, choice.policy, today, None,
+                       needed)
     failed = choice.shortfalls if candidate is None else shortfalls(ratio, cfg.min_ratio, k, "test")
     fallback = accuracy_only_policy(k)
     why = f"fallback to the accuracy-only policy (deploy.fallback): {decision.reason.removesuffix('; nothing deployed')}"
     return Verdict(GateDecision(True, why), accuracy_only, candidate, served, served_ratio,
                    accuracy_only.ratios(accuracy_only, level, confidence), fallback,
                    {**generator_and_data, "policy": policy_dict(fallback)},
-                   {"policy": "accuracy_only", "failed": [f for f in failed if f["failed"]] or failed})
+                   {"policy": "accuracy_only", "failed": [f for f in failed if f["failed"]] or failed}, needed)
 
 
 # ------------------------------------------------------------------------------------------ 3. publish
@@ -317,4 +327,4 @@ def report(served: str | None, choice: Choice, verdict: Verdict, champion: Champ
         {n: (r.low, r.high) for n, r in ratios.items()} if ratios else None,
         {n: r.value for n, r in confirmed.items()} if confirmed else None,
         {n: (r.low, r.high) for n, r in confirmed.items()} if confirmed else None,
-        verdict.decision.promoted, verdict.decision.reason)
+        verdict.decision.promoted, verdict.decision.reason, GATE_POWER, verdict.needed)

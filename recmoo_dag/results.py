@@ -235,6 +235,9 @@ class DeployReport:
     valid_ratio_ci: dict[str, tuple[float, float]] | None
     promoted: bool
     reason: str
+    power: float  # the probability the needed ratios are stated at
+    needed: dict[str, float] | None  # per bounded objective, the true test ratio to accuracy-only the gate
+    # certifies with that probability on these users (uncertainty.Ratio.needed); None without a candidate
 
     def to_json(self) -> dict:
         return {"version": self.version, "policy": self.policy, "fallback": self.fallback,
@@ -242,7 +245,8 @@ class DeployReport:
                          "deployed": _labelled(self.deployed, self.deployed_ci, self.k),
                          "ratio": _labelled(self.ratio, self.ratio_ci, self.k)},
                 "valid": {"ratio": _labelled(self.valid_ratio, self.valid_ratio_ci, self.k)},
-                "gate": {"promoted": self.promoted, "reason": self.reason}}
+                "gate": {"promoted": self.promoted, "reason": self.reason,
+                         "power": {"probability": self.power, "ratio_needed": _labelled(self.needed, None, self.k)}}}
 
     @classmethod
     def from_json(cls, data: dict) -> DeployReport:
@@ -250,4 +254,5 @@ class DeployReport:
         test = data["test"]
         return cls(k, data["version"], data["policy"], data["fallback"], *_by_name(test["accuracy_only"], k),
                    *_by_name(test["deployed"], k), *_by_name(test["ratio"], k), *_by_name(data["valid"]["ratio"], k),
-                   data["gate"]["promoted"], data["gate"]["reason"])
+                   data["gate"]["promoted"], data["gate"]["reason"], data["gate"]["power"]["probability"],
+                   _by_name(data["gate"]["power"]["ratio_needed"], k)[0])

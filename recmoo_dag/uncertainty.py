@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from statistics import NormalDist
 
 import numpy as np
 
@@ -99,6 +100,7 @@ class Ratio:
     low: float  # the two-sided interval at evaluation.level
     high: float
     lower: float  # the one-sided lower confidence bound at deploy.confidence: what a bound judges
+    spread: float = float("nan")  # the ratio's standard deviation over the resamples: its standard error
 
     @classmethod
     def of(cls, value: float, baseline: float, replicates: np.ndarray, baseline_replicates: np.ndarray, level: float,
@@ -106,7 +108,19 @@ class Ratio:
         """From the two values and their replicates on the same resampled users: (R,), (R,)."""
         ratios = ratio(replicates, baseline_replicates)
         low, high = percentiles(ratios, level)
-        return cls(float(ratio(value, baseline)), float(low), float(high), float(np.quantile(ratios, 1.0 - confidence)))
+        finite = ratios[np.isfinite(ratios)]
+        return cls(float(ratio(value, baseline)), float(low), float(high), float(np.quantile(ratios, 1.0 - confidence)),
+                   float(finite.std()) if len(finite) else float("nan"))
+
+    def needed(self, bound: float, power: float) -> float:
+        """The smallest true ratio that the test "lower confidence bound >= `bound`" passes with
+        probability `power` on as many users as noisy as these: what a window can certify at all.
+
+        A new draw of the users moves the ratio by about `spread` and its lower bound with it, `value
+        - lower` below it, so the test passes when the measured ratio reaches `bound + (value -
+        lower)`: half the time for a true ratio there, and `power` of the time for one z_power
+        spreads above it (the power of a one-sided test, its standard error from the bootstrap)."""
+        return bound + (self.value - self.lower) + NormalDist().inv_cdf(power) * self.spread
 
     def describe(self) -> str:
         return f"{self.value:.3f}x [{self.low:.3f}, {self.high:.3f}]"

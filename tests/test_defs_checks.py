@@ -74,13 +74,15 @@ def deploy_report(version: str | None, promoted: bool, reason: str) -> dict:
     figures, intervals = dict.fromkeys(JUDGED, 0.5), dict.fromkeys(JUDGED, (0.45, 0.55))
     ratios, ratio_intervals = dict.fromkeys(JUDGED, 1.0), dict.fromkeys(JUDGED, (0.98, 1.02))
     return DeployReport(10, version, {"pool": 10}, None, figures, intervals, figures, intervals, ratios,
-                        ratio_intervals, ratios, ratio_intervals, promoted, reason).to_json()
+                        ratio_intervals, ratios, ratio_intervals, promoted, reason, 0.8,
+                        {"ndcg": 0.978, "ild": 1.057}).to_json()
 
 
 def test_deploy_gate():
     assert deploy_gate(deploy_report("v2", True, "first deployment")).passed
     kept = deploy_gate(deploy_report("v1", False, "regresses; v1 kept"))
     assert kept.passed and kept.metadata["deployed version"].value == "v1"
+    assert kept.metadata["true ratio the gate certifies 80% of the time"].value == "ndcg@10 0.978, ild@10 1.057"
     assert not deploy_gate(deploy_report(None, False, "no policy")).passed
 
 

@@ -50,8 +50,20 @@ def test_first_deploy_promotes_and_writes_exactly_the_documented_metrics(deploya
         for name in labels:  # every figure inside its interval
             low, high = figures[f"{name}_ci"]
             assert low <= figures[name] + 1e-12 and figures[name] <= high + 1e-12, name
-    assert set(written["gate"]) == {"promoted", "reason"}
-    assert written["gate"] == {"promoted": True, "reason": "first deployment: bounds hold on test"}
+    assert set(written["gate"]) == {"promoted", "reason", "power"}
+    assert (written["gate"]["promoted"], written["gate"]["reason"]) == (True, "first deployment: bounds hold on test")
+    # What the test window can certify: per bound, a true ratio above it by ~2.5 standard errors of the
+    # measured ratio (one-sided 95 % test, 80 % power), i.e. ~1.3 half-widths of its 95 % interval
+    # (tests/test_uncertainty.py checks the power itself by simulation).
+    power = written["gate"]["power"]
+    assert power["probability"] == 0.8 and set(power["ratio_needed"]) == {"ndcg@10", "ild@10"}
+    for name, bound in params.deploy.min_ratio.items():
+        key = label(name, 10)
+        low, high = written["test"]["ratio"][f"{key}_ci"]
+        if high == low:  # no resample moves it (here: no user's NDCG changed): the bound itself
+            assert power["ratio_needed"][key] == pytest.approx(bound)
+        else:
+            assert 0.9 < (power["ratio_needed"][key] - bound) / ((high - low) / 2) < 1.7, (key, power, low, high)
     assert written["version"] == "v0001" == store.current_version(params.deploy.store)
     # The deployed policy meets the bound on test, against the same accuracy-only lists, paired.
     test = written["test"]
@@ -128,6 +140,7 @@ def test_unreachable_bounds_serve_the_accuracy_only_policy_and_record_why(deploy
         "fallback to the accuracy-only policy (deploy.fallback): no policy of the front meets the bounds")
     assert payload["policy"] == dict(zip(VARIABLE_NAMES, [0.0] * (len(VARIABLE_NAMES) - 1) + [10]))
     assert payload["test"]["deployed"] == payload["test"]["accuracy_only"]
+    assert payload["gate"]["power"] == {"probability": 0.8, "ratio_needed": None}  # no candidate reached the gate
     # The figures of one policy, the front's nearest to meeting both bounds: coverage is missed.
     failed = {f["objective"]: f for f in payload["fallback"]["failed"]}
     coverage = failed["coverage@10"]

@@ -60,6 +60,31 @@ def test_pooled_statistics_count_a_user_drawn_twice_twice():
     np.testing.assert_array_equal(covered[~drew_both], np.where(boot.weights[~drew_both, 0] > 0, 1, 2))
 
 
+def test_the_ratio_a_window_needs_passes_the_test_as_often_as_the_power_says():
+    """`Ratio.needed`: a policy truly at that ratio passes the one-sided test on new draws of as many
+    users `power` of the time, one at the bound itself almost never."""
+    rng = np.random.default_rng(3)
+    n_users, bound, confidence = 400, 0.96, 0.95
+    baseline = rng.gamma(0.5, 0.2, n_users)  # per-user NDCG: many users near 0, a few high
+    policy = baseline * rng.lognormal(-0.02, 0.25, n_users)  # a re-ranker helps some users, hurts others
+    boot = Bootstrap(n_users, 400, seed=0)
+    measured = Ratio.of(policy.mean() / baseline.mean(), 1.0, boot.means(policy), boot.means(baseline), 0.95, confidence)
+    needed = measured.needed(bound, 0.8)
+    assert bound + (measured.value - measured.lower) < needed < bound + 0.1
+    assert measured.spread == pytest.approx(np.std(boot.means(policy) / boot.means(baseline)))
+
+    def pass_rate(true_ratio: float, trials: int = 300) -> float:
+        scaled = policy * true_ratio / (policy.mean() / baseline.mean())  # the same users' spread at that ratio
+        passed = 0
+        for trial in range(trials):
+            drawn = np.random.default_rng([5, trial]).integers(0, n_users, n_users)
+            passed += Bootstrap(n_users, 200, seed=trial).ratio_lower(scaled[drawn], baseline[drawn], confidence) >= bound
+        return passed / trials
+
+    assert pass_rate(needed) == pytest.approx(0.8, abs=0.08)
+    assert pass_rate(bound) < 0.1
+
+
 def test_a_rows_replicates_are_the_same_bits_alone_or_beside_others():
     """Bootstrap means row by row: a policy's replicates, and so its ratio to itself, never depend on
     the policies measured with it (a bound of exactly 1 must hold for a copy of the baseline)."""

@@ -56,7 +56,10 @@ def deploy_gate(deploy: dict) -> AssetCheckResult:
     report = DeployReport.from_json(deploy)
     return AssetCheckResult(passed=report.promoted or report.version is not None, metadata={
         "deployed version": MetadataValue.text(str(report.version)), "promoted": report.promoted,
-        "gate decision": MetadataValue.text(report.reason)})
+        "gate decision": MetadataValue.text(report.reason),
+        f"true ratio the gate certifies {report.power:.0%} of the time": MetadataValue.text(
+            ", ".join(f"{label(name, report.k)} {value:.3f}" for name, value in report.needed.items())
+            if report.needed is not None else "no candidate")})
 
 
 # stage -> (report file among its outs, check). A stage missing from dvc.yaml gets no check.
