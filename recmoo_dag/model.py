@@ -129,7 +129,7 @@ class SeqRecModel(nn.Module):
                 keep = keep * (torch.rand_like(keep) >= self.id_dropout)
             return self.item_embedding.weight * keep[:, None] + self.text_projection(self.text_vectors)
         # Scoring fuses the same table twice per forward, (I + 1) x T x D multiply-adds each time: on
-        # Last.fm-2K, 4/5 of a live session's cost. Kept while no tensor it reads has changed in place
+        # Last.fm-2K, two thirds of a live session's cost. Kept while no tensor it reads has changed in place
         # (an optimizer step or a load_state_dict bumps their version counters), under the same autocast
         # (bf16 validation on a GPU must not hand its table to scores_of's fp32).
         sources = (self.item_embedding.weight, self.trained, self.text_projection.weight, self.text_vectors)
