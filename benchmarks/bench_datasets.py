@@ -224,7 +224,7 @@ def row(name: str, split: str, root: Path, seconds: dict[str, float]) -> dict:
         **accuracy_row(name, split, root, seconds),
         "hv_nsga": search.hypervolume_test["nsga"], "hv_random": search.hypervolume_test["random"],
         "paired_se_all": search.paired_se_all, "served": deploy.version, "fallback": deploy.fallback,
-        "reason": deploy.reason, "policy": deploy.policy,
+        "reason": deploy.reason, "policy": deploy.policy, "gate_power": deploy.power, "ratio_needed": deploy.needed,
         "served_vs_accuracy_only": {key: paired(deploy.ratio, deploy.ratio_ci, key)
                                     for key in ("ndcg", "coverage", "ild", "novelty", "personalization")},
         "valid_vs_accuracy_only": {key: paired(deploy.valid_ratio, deploy.valid_ratio_ci, key)
@@ -268,6 +268,9 @@ def print_tables(rows: list[dict]) -> None:
         for r in served:
             print(f"{r['log']}: {r['reason']}")
             print(f"  policy {r['policy']}")
+            if r["ratio_needed"] is not None:  # what the test window can certify at all (deploy.json gate.power)
+                print(f"  true test ratio the gate certifies {r['gate_power']:.0%} of the time: "
+                      + ", ".join(f"{name} {value:.3f}" for name, value in r["ratio_needed"].items()))
     for r in rows:
         if "tuned" in r:
             print(f"tuned values, {r['log']} ({r['split']}): {r['tuned']}")
