@@ -252,7 +252,9 @@ class DeployReport:
     def from_json(cls, data: dict) -> DeployReport:
         k = k_of(data["test"]["accuracy_only"])
         test = data["test"]
+        # A report written before gate.power (a project's last deploy under older code) states none.
+        power = data["gate"].get("power", {"probability": float("nan"), "ratio_needed": None})
         return cls(k, data["version"], data["policy"], data["fallback"], *_by_name(test["accuracy_only"], k),
                    *_by_name(test["deployed"], k), *_by_name(test["ratio"], k), *_by_name(data["valid"]["ratio"], k),
-                   data["gate"]["promoted"], data["gate"]["reason"], data["gate"]["power"]["probability"],
-                   _by_name(data["gate"]["power"]["ratio_needed"], k)[0])
+                   data["gate"]["promoted"], data["gate"]["reason"], power["probability"],
+                   _by_name(power["ratio_needed"], k)[0])

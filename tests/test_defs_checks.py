@@ -82,8 +82,11 @@ def test_deploy_gate():
     assert deploy_gate(deploy_report("v2", True, "first deployment")).passed
     kept = deploy_gate(deploy_report("v1", False, "regresses; v1 kept"))
     assert kept.passed and kept.metadata["deployed version"].value == "v1"
-    assert kept.metadata["true ratio the gate certifies 80% of the time"].value == "ndcg@10 0.978, ild@10 1.057"
+    assert kept.metadata["true ratio the gate certifies (gate.power)"].value == "80% of the time: ndcg@10 0.978, ild@10 1.057"
     assert not deploy_gate(deploy_report(None, False, "no policy")).passed
+    older = deploy_report("v1", False, "kept")
+    del older["gate"]["power"]  # a report of the code before gate.power is still read
+    assert deploy_gate(older).metadata["true ratio the gate certifies (gate.power)"].value == "not stated"
 
 
 def test_check_reads_the_stage_report_and_names_missing_keys(tmp_path):

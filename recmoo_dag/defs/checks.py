@@ -8,6 +8,7 @@ is attached only when dvc.yaml has the stage, and it finds the report among the 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,9 +58,17 @@ def deploy_gate(deploy: dict) -> AssetCheckResult:
     return AssetCheckResult(passed=report.promoted or report.version is not None, metadata={
         "deployed version": MetadataValue.text(str(report.version)), "promoted": report.promoted,
         "gate decision": MetadataValue.text(report.reason),
-        f"true ratio the gate certifies {report.power:.0%} of the time": MetadataValue.text(
-            ", ".join(f"{label(name, report.k)} {value:.3f}" for name, value in report.needed.items())
-            if report.needed is not None else "no candidate")})
+        "true ratio the gate certifies (gate.power)": MetadataValue.text(certifiable(report))})
+
+
+def certifiable(report: DeployReport) -> str:
+    """gate.power in words: the true ratio per bound that the test window certifies that often."""
+    if math.isnan(report.power):  # a report of the code before gate.power
+        return "not stated"
+    if report.needed is None:
+        return "no candidate"
+    return f"{report.power:.0%} of the time: " + ", ".join(
+        f"{label(name, report.k)} {value:.3f}" for name, value in report.needed.items())
 
 
 # stage -> (report file among its outs, check). A stage missing from dvc.yaml gets no check.
