@@ -52,18 +52,16 @@ def test_first_deploy_promotes_and_writes_exactly_the_documented_metrics(deploya
             assert low <= figures[name] + 1e-12 and figures[name] <= high + 1e-12, name
     assert set(written["gate"]) == {"promoted", "reason", "power"}
     assert (written["gate"]["promoted"], written["gate"]["reason"]) == (True, "first deployment: bounds hold on test")
-    # What the test window can certify: per bound, a true ratio above it by ~2.5 standard errors of the
-    # measured ratio (one-sided 95 % test, 80 % power), i.e. ~1.3 half-widths of its 95 % interval
-    # (tests/test_uncertainty.py checks the power itself by simulation).
+    # What the test window can certify: per bound, a true ratio above it by about 2.5 standard errors of
+    # the measured ratio (one-sided 95 % test, 80 % power): the bound itself where no resample moves the
+    # ratio (the tiny project's pick, whose lists no user's figures tell apart), never more than twice
+    # the interval's width above it (tests/test_uncertainty.py checks the power by simulation).
     power = written["gate"]["power"]
     assert power["probability"] == 0.8 and set(power["ratio_needed"]) == {"ndcg@10", "ild@10"}
     for name, bound in params.deploy.min_ratio.items():
         key = label(name, 10)
         low, high = written["test"]["ratio"][f"{key}_ci"]
-        if high == low:  # no resample moves it (here: no user's NDCG changed): the bound itself
-            assert power["ratio_needed"][key] == pytest.approx(bound)
-        else:
-            assert 0.9 < (power["ratio_needed"][key] - bound) / ((high - low) / 2) < 1.7, (key, power, low, high)
+        assert bound - 1e-12 <= power["ratio_needed"][key] <= bound + 2 * (high - low) + 1e-12, (key, power)
     assert written["version"] == "v0001" == store.current_version(params.deploy.store)
     # The deployed policy meets the bound on test, against the same accuracy-only lists, paired.
     test = written["test"]
