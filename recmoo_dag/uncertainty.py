@@ -41,7 +41,9 @@ def weighted_sums(user_values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     rows around it (BLAS blocks by shape, and differently on each CPU): the accuracy-only policy
     measured beside others then differed from itself measured alone in the last bit, and a bound
     of exactly 1 failed on one CPU and held on another. Row by row, a policy's replicates are the
-    same bits whatever it is measured with."""
+    same bits whatever it is measured with. The price: each row reads all the weights again, so 128
+    policies x 1,000 replicates cost 0.009 s against 0.005 s for one product at 1,000 users, and
+    0.39 s against 0.05 s at 20,000 (the search's intervals of front.csv, per window)."""
     values = np.asarray(user_values, dtype=np.float64)
     flat = values.reshape(-1, values.shape[-1])  # (P, U)
     out = np.empty((len(flat), len(weights)))
